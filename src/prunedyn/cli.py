@@ -1,0 +1,137 @@
+"""The ``prunedyn`` command line: run experiments, compact finished runs, list presets.
+
+Exit codes: 0 success; 1 training diverged (NaN/inf; the last good checkpoint
+is kept); 2 bad input (config, data, run folder), with a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+EPILOG_RUN = """\
+examples:
+  prunedyn run mlp-mnist                               the preset, into runs/mlp-mnist-<hash>
+  prunedyn run mlp-mnist --set pruner.kind=none --set regularizer.kind=none
+                                                       the dense baseline of the same run
+  prunedyn run my.yaml --out runs/a --set epochs=5     a YAML config with an override
+  prunedyn run mlp-mnist --out runs/a --resume         continue a killed run
+
+config keys (--set KEY=VALUE, values parsed as YAML):
+{keys}
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .config import _all_keys
+
+    p = argparse.ArgumentParser(
+        prog="prunedyn",
+        description="Stochastic weight pruning, L1/L2 regularization and node death: run and inspect experiments.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser(
+        "run",
+        help="train a preset or YAML config, recording the pruning dynamics",
+        description="Train a model with the configured regularizer and pruner; write the resolved config, "
+        "per-epoch tables (metrics, layers, nodes, histograms), a checkpoint and summary.json to the run folder.",
+        epilog=EPILOG_RUN.format(keys="\n".join(f"  {k}" for k in _all_keys())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("config", help="a preset name (see `prunedyn presets`) or a path to a .yaml config")
+    r.add_argument("--out", type=Path, help="run folder (default: runs/<name>-<config hash>)")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set pruner.sigma=0.002 (repeatable)",
+    )
+    r.add_argument("--resume", action="store_true", help="continue from the folder's last checkpoint (a finished run is reported as is)")
+    r.add_argument("--overwrite", action="store_true", help="delete what the run folder holds and start over")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    c = sub.add_parser(
+        "compact",
+        help="remove the dead nodes of a finished run's model",
+        description="Load a run's checkpoint, remove dead nodes (folding the constant output of in-dead nodes "
+        "into the next bias), check the outputs are unchanged, and write compact.pt and compact.json to the run folder.",
+    )
+    c.add_argument("run_dir", type=Path, help="a run folder written by `prunedyn run`")
+
+    sub.add_parser("presets", help="list the presets shipped with the package")
+    return p
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"prunedyn: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args) -> int:
+    from .config import config_hash, load_config
+    from .experiments import run
+
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or Path("runs") / f"{cfg.name}-{config_hash(cfg)}"
+    summary = run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_compact(args) -> int:
+    import torch
+
+    from .config import from_dict
+    from .experiments import build
+    from .records import atomic_torch_save, atomic_write_json
+    from .surgery import compact
+    import yaml
+
+    folder = args.run_dir
+    ckpt_path = folder / "checkpoint.pt"
+    if not (folder / "config.yaml").exists() or not ckpt_path.exists():
+        return _fail(f"{folder} is not a run folder with a checkpoint (config.yaml, checkpoint.pt)")
+    cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+    trainer = build(cfg)
+    ckpt = torch.load(ckpt_path, map_location=trainer.device, weights_only=False)
+    trainer.model.load_state_dict(ckpt["model"])
+    example = trainer.data.x_test[:256].to(trainer.device)
+    model, report = compact(trainer.model, example)
+    info = {"epoch": ckpt["epoch"], **report.to_dict()}
+    atomic_torch_save(model, folder / "compact.pt")
+    atomic_write_json(folder / "compact.json", info)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from .config import ConfigError
+    from .datasets import DataError
+    from .experiments import RunError, TrainingDiverged
+
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "compact":
+            return cmd_compact(args)
+        from .config import preset_names
+
+        print("\n".join(preset_names()))
+        return 0
+    except TrainingDiverged as e:
+        return _fail(f"training diverged: {e}", 1)
+    except (ConfigError, DataError, RunError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted; continue with --resume", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

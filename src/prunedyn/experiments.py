@@ -1,0 +1,377 @@
+"""One experiment, end to end: config -> training with pruning -> records -> summary.
+
+:func:`run` trains the configured model, applies the regularizer and the
+pruner after every optimiser step, records the per-epoch tables of
+:mod:`prunedyn.records`, checkpoints after every epoch, and finally compacts
+the network to report its dense and compact sizes. Reruns with the same
+config and seed give identical tables and summary on CPU; a run killed at
+any point continues from its last checkpoint with ``resume=True`` and ends
+with the numbers of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import ExperimentConfig, config_hash
+from .datasets import DatasetBundle, load_dataset
+from .models import build_model
+from .nodes import HIST_EDGES, dead_fraction, magnitude_histogram, model_nodes
+from .pruning import MagnitudePruner, NoPruner, StochasticWeightPruner, WeightPruner, prunable_weights
+from .records import RunRecord, atomic_torch_save, atomic_write_json, atomic_write_text
+from .regularization import Regularizer, make_regularizer
+from .surgery import compact
+
+
+class RunError(Exception):
+    """The run cannot start or continue (bad folder state, config mismatch)."""
+
+
+class TrainingDiverged(RunError):
+    """The loss or the weights became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class Trainer:
+    """The live objects of a run, built from its config."""
+
+    cfg: ExperimentConfig
+    data: DatasetBundle
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    regularizer: Regularizer
+    pruner: WeightPruner
+    device: torch.device
+    steps_per_epoch: int
+
+    @property
+    def weights(self) -> List[torch.Tensor]:
+        return list(prunable_weights(self.model).values())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("device: 'cuda' requested but no CUDA device is available; allowed here: cpu, auto")
+    return torch.device(name)
+
+
+def make_optimizer(cfg, params) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    # decay lives in the regularizer, never in the optimiser, so it touches weights only
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+
+def make_pruner(cfg, model: nn.Module, steps_per_epoch: int, seed: int) -> WeightPruner:
+    ramp = int(round(cfg.ramp_epochs * steps_per_epoch))
+    start = int(round(cfg.start_epoch * steps_per_epoch))
+    if cfg.kind == "stochastic":
+        return StochasticWeightPruner(
+            model,
+            kernel=cfg.kernel,
+            sigma=cfg.sigma,
+            sigma_mode=cfg.sigma_mode,
+            schedule=cfg.schedule,
+            ramp_steps=ramp,
+            start_step=start,
+            sticky=cfg.sticky,
+            seed=seed,
+        )
+    if cfg.kind == "magnitude":
+        return MagnitudePruner(
+            model, sparsity=cfg.sparsity, scope=cfg.scope, schedule=cfg.schedule, ramp_steps=ramp, start_step=start
+        )
+    return NoPruner(model)
+
+
+def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Trainer:
+    """Data, model (seeded init), optimiser, regularizer and pruner for ``cfg``."""
+    torch.set_flush_denormal(True)  # decayed weights turn denormal; flushing halves CPU time
+    device = resolve_device(cfg.device)
+    data = data if data is not None else load_dataset(cfg.data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
+    steps = math.ceil(len(data.y_train) / cfg.data.batch_size)
+    return Trainer(
+        cfg=cfg,
+        data=data,
+        model=model,
+        optimizer=make_optimizer(cfg.optimizer, model.parameters()),
+        regularizer=make_regularizer(cfg.regularizer.kind, cfg.regularizer.lam),
+        pruner=make_pruner(cfg.pruner, model, steps, seed=cfg.seed + 1),
+        device=device,
+        steps_per_epoch=steps,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000):
+    """``(mean cross-entropy, accuracy)`` of ``model`` on ``(x, y)``."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), batch):
+        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
+        out = model(xb)
+        loss += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    model.train()
+    return loss / len(y), correct / len(y)
+
+
+def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
+    """One pass over the training set in the epoch's seeded order."""
+    cfg = t.cfg
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(t.data.y_train), generator=g)
+    weights = t.weights
+    lr = cfg.optimizer.lr
+    t.model.train()
+    total, correct, seen = 0.0, 0, 0
+    for i in range(0, len(order), cfg.data.batch_size):
+        idx = order[i : i + cfg.data.batch_size]
+        xb, yb = t.data.x_train[idx].to(t.device), t.data.y_train[idx].to(t.device)
+        out = t.model(xb)
+        loss = F.cross_entropy(out, yb)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {float(loss)} in epoch {epoch} (lr {lr}, lambda {cfg.regularizer.lam}); "
+                "the last good checkpoint is kept"
+            )
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.regularizer.add_gradient(weights)
+        t.optimizer.step()
+        t.regularizer.after_step(weights, lr)
+        t.pruner.step()
+        total += float(loss.detach()) * len(yb)
+        correct += int((out.argmax(1) == yb).sum())
+        seen += len(yb)
+        if progress is not None:
+            progress.update(1)
+    return {"train_loss": total / seen, "train_accuracy": correct / seen}
+
+
+def snapshot(t: Trainer, epoch: int, train: Dict[str, float]) -> Dict[str, List[dict]]:
+    """The rows of every table for the model's state at the end of ``epoch``."""
+    test_loss, test_acc = evaluate(t.model, t.data.x_test, t.data.y_test, t.device)
+    weights = prunable_weights(t.model)
+    stats = model_nodes(t.model)
+    n_w = sum(w.numel() for w in weights.values())
+    n_zero = sum(int((w == 0).sum()) for w in weights.values())
+    sigma = t.pruner.sigma_at() if isinstance(t.pruner, StochasticWeightPruner) else float("nan")
+    nodes_total = sum(s.size for s in stats)
+    alive = sum(int(s.alive.sum()) for s in stats)
+    metrics = {
+        "epoch": epoch,
+        "step": epoch * t.steps_per_epoch,
+        "train_loss": train.get("train_loss", float("nan")),
+        "train_accuracy": train.get("train_accuracy", float("nan")),
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "weight_sparsity": n_zero / n_w,
+        "nodes_alive": alive,
+        "dead_node_fraction": 1 - alive / nodes_total if nodes_total else 0.0,
+        "penalty": t.regularizer.penalty(weights.values()),
+        "sigma": sigma,
+        "lam": t.regularizer.lam,
+    }
+    layers, nodes = [], []
+    producer_names = {layer.name for layer in stats}
+    for s in stats:
+        w = weights[s.name]
+        layers.append(
+            {
+                "epoch": epoch,
+                "layer": s.name,
+                "nodes": s.size,
+                "alive": int(s.alive.sum()),
+                "in_dead": int(s.in_dead.sum()),
+                "out_dead": int(s.out_dead.sum()),
+                "both_dead": int((s.in_dead & s.out_dead).sum()),
+                "weight_sparsity": float((w == 0).float().mean()),
+            }
+        )
+        for j in range(s.size):
+            nodes.append(
+                {
+                    "epoch": epoch,
+                    "layer": s.name,
+                    "node": j,
+                    "in_l2": float(s.in_l2[j]),
+                    "out_l2": float(s.out_l2[j]),
+                    "in_l1": float(s.in_l1[j]),
+                    "out_l1": float(s.out_l1[j]),
+                    "in_dead": bool(s.in_dead[j]),
+                    "out_dead": bool(s.out_dead[j]),
+                }
+            )
+    hist = []
+    for name, w in weights.items():
+        zeros, counts = magnitude_histogram(w)
+        hist.append({"epoch": epoch, "layer": name, "bin": -1, "lo": 0.0, "hi": 0.0, "count": zeros})
+        for b, c in enumerate(counts):
+            hist.append(
+                {"epoch": epoch, "layer": name, "bin": b, "lo": HIST_EDGES[b], "hi": HIST_EDGES[b + 1], "count": int(c)}
+            )
+    return {"metrics": [metrics], "layers": layers, "nodes": nodes, "histograms": hist}
+
+
+def _check_finite(model: nn.Module, epoch: int) -> None:
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise TrainingDiverged(f"parameter {name} became NaN/inf in epoch {epoch}; the last good checkpoint is kept")
+
+
+def prepare_folder(out: Path, cfg_hash: str, resume: bool, overwrite: bool) -> Optional[dict]:
+    """Check the run folder's state. Returns the finished summary if there is nothing to do."""
+    if not out.exists():
+        return None
+    if overwrite:
+        shutil.rmtree(out)
+        return None
+    summary = out / "summary.json"
+    ckpt = out / "checkpoint.pt"
+    cfg_file = out / "config.yaml"
+    if not (summary.exists() or ckpt.exists() or cfg_file.exists()):
+        return None
+    if not resume:
+        raise RunError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
+    if summary.exists():
+        done = json.loads(summary.read_text())
+        if done.get("config_hash") != cfg_hash:
+            raise RunError(f"{out} holds a finished run of another config (hash {done.get('config_hash')}, this one {cfg_hash})")
+        return done
+    return None
+
+
+def run(
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    data: Optional[DatasetBundle] = None,
+) -> dict:
+    """Train ``cfg`` into folder ``out`` and return its summary (see :mod:`prunedyn.records`)."""
+    out = Path(out)
+    h = config_hash(cfg)
+    finished = prepare_folder(out, h, resume, overwrite)
+    if finished is not None:
+        return finished
+    trainer = build(cfg, data)  # loads and verifies data before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    start_epoch, record, elapsed = 0, RunRecord(), 0.0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=trainer.device, weights_only=False)
+        if ckpt["config_hash"] != h:
+            raise RunError(f"{out}: checkpoint is of config {ckpt['config_hash']}, not {h}: the config changed")
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+        trainer.pruner.load_state_dict(ckpt["pruner"])
+        start_epoch = ckpt["epoch"]
+        elapsed = ckpt.get("elapsed", 0.0)
+        record = RunRecord.load(out, upto_epoch=start_epoch)
+    else:
+        for table, rows in snapshot(trainer, 0, {}).items():
+            record.add(table, rows)
+    bar = tqdm(
+        total=cfg.epochs * trainer.steps_per_epoch,
+        initial=start_epoch * trainer.steps_per_epoch,
+        desc=cfg.name,
+        unit="step",
+        disable=not progress,
+        leave=True,
+    )
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            tic = time.perf_counter()
+            train = train_epoch(trainer, epoch, bar)
+            _check_finite(trainer.model, epoch)
+            elapsed += time.perf_counter() - tic
+            rows = snapshot(trainer, epoch, train)
+            for table, r in rows.items():
+                record.add(table, r)
+            m = rows["metrics"][0]
+            bar.set_postfix(acc=f"{m['test_accuracy']:.4f}", dead=f"{m['dead_node_fraction']:.2f}")
+            record.save(out)
+            atomic_torch_save(
+                {
+                    "epoch": epoch,
+                    "config_hash": h,
+                    "model": trainer.model.state_dict(),
+                    "optimizer": trainer.optimizer.state_dict(),
+                    "pruner": trainer.pruner.state_dict(),
+                    "elapsed": elapsed,
+                },
+                ckpt_path,
+            )
+    finally:
+        bar.close()
+    return finish(trainer, out, record, h, elapsed)
+
+
+def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> dict:
+    cfg = t.cfg
+    record.save(out)
+    last = record.rows["metrics"][-1]
+    layers = [r for r in record.rows["layers"] if r["epoch"] == last["epoch"]]
+    example = t.data.x_test[:64].to(t.device)
+    compacted, report = compact(t.model, example)
+    nodes_total = sum(r["nodes"] for r in layers)
+    summary = {
+        "name": cfg.name,
+        "config_hash": h,
+        "seed": cfg.seed,
+        "epochs_completed": int(last["epoch"]),
+        "test_accuracy": last["test_accuracy"],
+        "test_loss": last["test_loss"],
+        "weight_sparsity": last["weight_sparsity"],
+        "nodes_total": nodes_total,
+        "nodes_alive": sum(r["alive"] for r in layers),
+        "nodes_in_dead": sum(r["in_dead"] for r in layers),
+        "nodes_out_dead": sum(r["out_dead"] for r in layers),
+        "dead_node_fraction": last["dead_node_fraction"],
+        "dead_fraction_per_layer": {r["layer"]: 1 - r["alive"] / r["nodes"] for r in layers},
+        "params_dense": report.params_before,
+        "params_compact": report.params_after,
+        "flops_dense": report.flops_before,
+        "flops_compact": report.flops_after,
+        "widths_compact": report.widths_after,
+        "compact_max_abs_diff": report.max_abs_diff,
+        "data_source": t.data.source,
+        "data": t.data.description,
+        "prunedyn_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    atomic_write_json(
+        out / "timing.json",
+        {
+            "train_seconds": round(elapsed, 3),
+            "seconds_per_epoch": round(elapsed / max(1, summary["epochs_completed"]), 3),
+            "device": str(t.device),
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+    )
+    atomic_write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,271 @@
+"""Weight pruners: operators applied in place after every optimiser step.
+
+Two pruners share one interface (:class:`WeightPruner`): construct it on a
+model, call :meth:`~WeightPruner.step` right after ``optimizer.step()``, and
+save / restore it with ``state_dict`` / ``load_state_dict`` so that resumed
+runs repeat exactly.
+
+Only the weights of ``Linear`` and convolution layers are pruned
+(:func:`prunable_weights`); biases and normalisation parameters never are.
+
+Stochastic weight pruning (SWP), for every prunable weight tensor ``W``::
+
+    s_t = sigma * f(t)                      (absolute sigma, schedule f)
+    s_t = sigma * f(t) * rms(W)             (sigma relative to the layer's RMS)
+    u ~ Uniform(0, 1)  elementwise, from the pruner's own torch.Generator
+    W <- 0  where  u < kappa(W; s_t)
+
+so a weight is zeroed with probability ``kappa`` (:mod:`prunedyn.kernels`),
+higher the smaller it is. Zeroed weights are free to regrow through their
+gradient unless ``sticky=True``, which keeps a boolean mask per tensor and
+re-applies it after every step.
+
+Magnitude pruning (the classic baseline, Han et al. 2015) zeroes the
+fraction ``sparsity * f(t)`` of smallest-magnitude weights (per layer or
+globally) and keeps them at zero: one-shot with the ``constant`` schedule,
+gradual (Zhu & Gupta's AGP) with ``cubic``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, Optional
+
+import torch
+from torch import nn
+
+from .kernels import get_kernel
+from .schedules import get_schedule
+
+PRUNABLE_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def prunable_weights(model: nn.Module) -> Dict[str, nn.Parameter]:
+    """``{module_name: weight}`` for every Linear / Conv / ConvTranspose layer, in order."""
+    return {
+        name: module.weight
+        for name, module in model.named_modules()
+        if isinstance(module, PRUNABLE_TYPES) and module.weight is not None
+    }
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    """Fraction of exactly-zero entries over all prunable weights."""
+    weights = list(prunable_weights(model).values())
+    total = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return zeros / total if total else 0.0
+
+
+class WeightPruner:
+    """Base class: holds the prunable weights, a step counter and optional masks.
+
+    Subclasses implement :meth:`_prune` which receives the 0-based index of the
+    optimiser step that just finished.
+    """
+
+    def __init__(self, model: nn.Module, *, sticky: bool = False, start_step: int = 0):
+        self.weights = prunable_weights(model)
+        if not self.weights:
+            raise ValueError("the model has no Linear or Conv weights to prune")
+        self.sticky = sticky
+        self.start_step = int(start_step)
+        self.steps_done = 0
+        self.masks: Dict[str, torch.Tensor] = {}
+        if sticky:
+            self.masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in self.weights.items()}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Apply the pruner after one optimiser step."""
+        t = self.steps_done
+        self.steps_done += 1
+        if self.sticky:
+            # the optimiser may have moved masked weights (momentum, decay): re-zero first
+            for name, w in self.weights.items():
+                w.mul_(self.masks[name])
+        if t < self.start_step:
+            return
+        self._prune(t - self.start_step)
+
+    def _prune(self, t: int) -> None:
+        raise NotImplementedError
+
+    def _zero(self, name: str, w: torch.Tensor, drop: torch.Tensor) -> None:
+        w.masked_fill_(drop, 0.0)
+        if self.sticky:
+            self.masks[name] &= ~drop
+
+    def state_dict(self) -> dict:
+        return {"steps_done": self.steps_done, "masks": {k: v.clone() for k, v in self.masks.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps_done = int(state["steps_done"])
+        if self.sticky:
+            for k, v in state["masks"].items():
+                self.masks[k] = v.to(self.weights[k].device).clone()
+
+
+class NoPruner(WeightPruner):
+    """Leaves the weights alone (the dense baseline), with the same interface."""
+
+    def __init__(self, model: nn.Module):
+        self.weights = prunable_weights(model)
+        self.sticky = False
+        self.start_step = 0
+        self.steps_done = 0
+        self.masks = {}
+
+    def _prune(self, t: int) -> None:
+        pass
+
+
+class StochasticWeightPruner(WeightPruner):
+    """Zero each weight ``w`` independently with probability ``kappa(w; s_t)``.
+
+    Args:
+        model: the network; its Linear/Conv weights are pruned in place.
+        kernel: name in :data:`prunedyn.kernels.KERNELS` (gaussian, laplace, hard, ...).
+        sigma: scale ``> 0``; absolute, or a multiple of the layer's weight RMS
+            when ``sigma_mode="relative"``.
+        schedule: name in :data:`prunedyn.schedules.SCHEDULES`; multiplies sigma.
+        ramp_steps: ramp length of the schedule, in optimiser steps.
+        start_step: no pruning before this optimiser step.
+        sticky: keep pruned weights at zero for good.
+        seed: seeds the pruner's own ``torch.Generator``, so the pruning noise
+            neither disturbs nor depends on the global RNG.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        kernel: str = "gaussian",
+        sigma: float = 0.003,
+        sigma_mode: str = "absolute",
+        schedule: str = "constant",
+        ramp_steps: int = 0,
+        start_step: int = 0,
+        sticky: bool = False,
+        seed: int = 0,
+    ):
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+        if sigma_mode not in ("absolute", "relative"):
+            raise ValueError(f"sigma_mode must be 'absolute' or 'relative', got {sigma_mode!r}")
+        super().__init__(model, sticky=sticky, start_step=start_step)
+        self.kernel_name = kernel
+        self.kernel = get_kernel(kernel)
+        self.sigma = float(sigma)
+        self.sigma_mode = sigma_mode
+        self.schedule = get_schedule(schedule)
+        self.ramp_steps = int(ramp_steps)
+        device = next(iter(self.weights.values())).device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(int(seed))
+
+    def sigma_at(self, t: Optional[int] = None) -> float:
+        """The (absolute-mode) sigma in force at pruning step ``t`` (default: the next one)."""
+        if t is None:
+            t = max(0, self.steps_done - self.start_step)
+        return self.sigma * self.schedule(t, self.ramp_steps)
+
+    def _prune(self, t: int) -> None:
+        s = self.sigma_at(t)
+        if s <= 0:
+            return
+        for name, w in self.weights.items():
+            scale = s
+            if self.sigma_mode == "relative":
+                scale = s * float(w.pow(2).mean().sqrt())
+                if scale <= 0:
+                    continue
+            p = self.kernel(w, scale)
+            u = torch.rand(w.shape, generator=self.generator, device=w.device, dtype=w.dtype)
+            self._zero(name, w, u < p)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["generator"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.generator.set_state(state["generator"])
+
+
+class MagnitudePruner(WeightPruner):
+    """Zero the smallest-magnitude weights up to ``sparsity * f(t)`` and keep them zero.
+
+    With the ``constant`` schedule this is one-shot magnitude pruning at
+    ``start_step`` followed by masked fine-tuning; with ``cubic`` and
+    ``ramp_steps > 0`` it is gradual magnitude pruning (AGP). The masks only
+    ever shrink, so a weight once pruned stays pruned.
+
+    Args:
+        sparsity: target fraction of zeros in ``[0, 1)``.
+        scope: ``"layer"`` (each tensor reaches the target) or ``"global"``
+            (one threshold over all prunable weights).
+        every: re-threshold every this many steps during a ramp.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        sparsity: float = 0.9,
+        scope: str = "layer",
+        schedule: str = "constant",
+        ramp_steps: int = 0,
+        start_step: int = 0,
+        every: int = 100,
+    ):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+        super().__init__(model, sticky=True, start_step=start_step)
+        self.sparsity = float(sparsity)
+        self.scope = scope
+        self.schedule = get_schedule(schedule)
+        self.ramp_steps = int(ramp_steps)
+        self.every = max(1, int(every))
+        self.applied = 0.0
+
+    def target_at(self, t: int) -> float:
+        return self.sparsity * self.schedule(t, self.ramp_steps)
+
+    def _prune(self, t: int) -> None:
+        target = self.target_at(t)
+        ramping = t < self.ramp_steps
+        if target <= self.applied or (ramping and t % self.every and t != 0):
+            return
+        self.prune_to(target)
+
+    @torch.no_grad()
+    def prune_to(self, sparsity: float) -> None:
+        """Zero the smallest weights now so that the pruned fraction reaches ``sparsity``."""
+        if self.scope == "global":
+            mags = torch.cat([w.detach().abs().flatten() for w in self.weights.values()])
+            k = int(sparsity * mags.numel())
+            if k > 0:
+                threshold = torch.kthvalue(mags, k).values
+                for name, w in self.weights.items():
+                    self._zero(name, w, w.abs() <= threshold)
+        else:
+            for name, w in self.weights.items():
+                k = int(sparsity * w.numel())
+                if k > 0:
+                    order = torch.argsort(w.detach().abs().flatten(), stable=True)
+                    drop = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
+                    drop[order[:k]] = True
+                    self._zero(name, w, drop.view_as(w))
+        self.applied = sparsity
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["applied"] = self.applied
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.applied = float(state["applied"])

@@ -1,0 +1,211 @@
+"""Compaction: remove dead nodes and get a smaller dense network with the same outputs.
+
+For every node layer (:mod:`prunedyn.nodes`):
+
+- an **out-dead** node contributes nothing downstream: its row of the
+  producer (filter, bias, BatchNorm entries) and its columns in every consumer
+  are removed;
+- an **in-dead** node emits a constant ``c = act(b)`` (``act(BN(b))`` with
+  BatchNorm, in eval mode). Before removal that constant is folded into each
+  consumer's bias: ``b' = b + sum_j W[:, cols(j)] @ c_j``. The fold is exact for
+  Linear consumers and unpadded convolutions; a convolution with zero padding
+  sees the constant only away from the border, so such nodes are removed only
+  when ``c == 0`` and are otherwise kept and reported as ``kept_constant``.
+
+Consumers are sliced once with one keep-mask over all their input channels, so
+a consumer fed by several producers (a U-Net skip concatenation) is handled
+by the same code. Parameters and FLOPs (``torch.utils.flop_counter``) are
+reported before and after.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .nodes import Consumer, NodeLayer, layer_nodes, node_layers
+
+
+@dataclass
+class CompactionReport:
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    widths_before: Dict[str, int]
+    widths_after: Dict[str, int]
+    removed_in_dead: Dict[str, int]
+    removed_out_dead: Dict[str, int]
+    kept_constant: Dict[str, int]
+    max_abs_diff: float = float("nan")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass on ``example`` (a multiply-add counts 2)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def max_abs_diff(a: nn.Module, b: nn.Module, example: torch.Tensor) -> float:
+    """Largest absolute difference between the eval-mode outputs of two models."""
+    ta, tb = a.training, b.training
+    a.eval(), b.eval()
+    d = float((a(example) - b(example)).abs().max())
+    a.train(ta), b.train(tb)
+    return d
+
+
+@torch.no_grad()
+def _constant_output(layer: NodeLayer) -> torch.Tensor:
+    """What each node emits when its incoming weights are all zero (eval mode)."""
+    prod = layer.producer
+    n = layer.size
+    b = prod.bias.detach().clone() if prod.bias is not None else torch.zeros(n)
+    norm = layer.norm
+    if norm is not None:
+        scale = norm.weight if norm.weight is not None else torch.ones(n)
+        shift = norm.bias if norm.bias is not None else torch.zeros(n)
+        if norm.running_mean is not None:
+            b = (b - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+        b = b * scale + shift
+    return layer.activation(b)
+
+
+def _foldable(consumer: Consumer) -> bool:
+    m = consumer.module
+    if isinstance(m, nn.Linear):
+        return True
+    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+        return False
+    pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
+    return m.padding != "same" and all(p == 0 for p in pad)
+
+
+@torch.no_grad()
+def _fold_constants(consumer: Consumer, nodes: torch.Tensor, const: torch.Tensor) -> None:
+    """Add the contribution of constant input ``const[j]`` for ``j in nodes`` to the bias."""
+    m, off, rep = consumer.module, consumer.offset, consumer.repeat
+    if m.bias is None:
+        m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype))
+    for j in nodes.tolist():
+        c = float(const[j])
+        if c == 0.0:
+            continue
+        if isinstance(m, nn.Linear):
+            m.bias += c * m.weight[:, off + j * rep : off + (j + 1) * rep].sum(1)
+        else:
+            m.bias += c * m.weight[:, off + j].reshape(m.weight.shape[0], -1).sum(1)
+
+
+def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
+    p = getattr(module, name, None)
+    if p is None:
+        return
+    new = p.detach().index_select(dim, index).clone()
+    if isinstance(p, nn.Parameter):
+        setattr(module, name, nn.Parameter(new, requires_grad=p.requires_grad))
+    else:
+        module.register_buffer(name, new)
+
+
+def _shrink_outputs(module: nn.Module, keep: torch.Tensor, norm: nn.Module | None) -> None:
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        _slice_param(module, "weight", keep, 1)
+    else:
+        _slice_param(module, "weight", keep, 0)
+    _slice_param(module, "bias", keep, 0)
+    if isinstance(module, nn.Linear):
+        module.out_features = len(keep)
+    else:
+        module.out_channels = len(keep)
+    if norm is not None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            _slice_param(norm, name, keep, 0)
+        norm.num_features = len(keep)
+
+
+def _shrink_inputs(module: nn.Module, keep_mask: torch.Tensor) -> None:
+    keep = torch.nonzero(keep_mask).flatten()
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        _slice_param(module, "weight", keep, 0)
+    else:
+        _slice_param(module, "weight", keep, 1)
+    if isinstance(module, nn.Linear):
+        module.in_features = len(keep)
+    else:
+        if module.groups != 1:
+            raise NotImplementedError("compaction of grouped convolutions")
+        module.in_channels = len(keep)
+
+
+@torch.no_grad()
+def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, CompactionReport]:
+    """A copy of ``model`` without its dead nodes, and a report.
+
+    ``example`` is an input batch (e.g. ``torch.randn(8, 1, 28, 28)``) used to
+    count FLOPs and to check that outputs are unchanged (``max_abs_diff``).
+    """
+    original = model
+    model = copy.deepcopy(model).eval()
+    layers = node_layers(model)
+    stats = [layer_nodes(layer) for layer in layers]
+    widths_before = {layer.name: layer.size for layer in layers}
+    removed_in, removed_out, kept_const = {}, {}, {}
+    plans = []
+    for layer, st in zip(layers, stats):
+        const = _constant_output(layer)
+        in_only = st.in_dead & ~st.out_dead
+        exact = all(_foldable(c) for c in layer.consumers)
+        blocked = in_only & (const != 0) & torch.tensor(not exact)
+        remove = (st.out_dead | in_only) & ~blocked
+        fold = torch.nonzero(in_only & ~blocked).flatten()
+        for consumer in layer.consumers:
+            _fold_constants(consumer, fold, const)
+        removed_out[layer.name] = int(st.out_dead.sum())
+        removed_in[layer.name] = int((in_only & ~blocked).sum())
+        kept_const[layer.name] = int(blocked.sum())
+        plans.append((layer, remove))
+    # one keep-mask per consumer over all of its input units
+    consumer_masks: Dict[int, Tuple[nn.Module, torch.Tensor]] = {}
+    for layer, remove in plans:
+        for c in layer.consumers:
+            m = c.module
+            if id(m) not in consumer_masks:
+                n_in = m.weight.shape[0] if isinstance(m, nn.modules.conv._ConvTransposeNd) else m.weight.shape[1]
+                consumer_masks[id(m)] = (m, torch.ones(n_in, dtype=torch.bool))
+            mask = consumer_masks[id(m)][1]
+            for j in torch.nonzero(remove).flatten().tolist():
+                mask[c.offset + j * c.repeat : c.offset + (j + 1) * c.repeat] = False
+    for layer, remove in plans:
+        _shrink_outputs(layer.producer, torch.nonzero(~remove).flatten(), layer.norm)
+    for m, mask in consumer_masks.values():
+        _shrink_inputs(m, mask)
+    report = CompactionReport(
+        params_before=count_params(original),
+        params_after=count_params(model),
+        flops_before=count_flops(original, example),
+        flops_after=count_flops(model, example),
+        widths_before=widths_before,
+        widths_after={layer.name: layer.size for layer in layers},
+        removed_in_dead=removed_in,
+        removed_out_dead=removed_out,
+        kept_constant=kept_const,
+        max_abs_diff=max_abs_diff(original, model, example),
+    )
+    return model, report
