@@ -63,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("run_dir", type=Path, help="a run folder written by `prunedyn run`")
 
+    b = sub.add_parser(
+        "book",
+        help="re-execute every chapter (papermill) and build the HTML book",
+        description="Execute each chapter notebook of _toc.yml in place with papermill, strip timing metadata, "
+        "then run `jupyter-book build --warningiserror --keep-going`. Writes _build/timings.json.",
+    )
+    b.add_argument("--profile", default="quick", help="quick (default: embedded data, CPU, minutes) or full (paper scale)")
+    b.add_argument("--no-execute", action="store_true", help="build HTML from the committed notebooks without executing them")
+    b.add_argument("--only", action="append", help="execute only chapters whose file name contains this (repeatable)")
+
     sub.add_parser("presets", help="list the presets shipped with the package")
     return p
 
@@ -121,6 +131,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_run(args)
         if args.command == "compact":
             return cmd_compact(args)
+        if args.command == "book":
+            import subprocess
+
+            from .book import main as build_book
+            from .study import check_profile
+
+            check_profile(args.profile)
+            try:
+                build_book(args.profile, not args.no_execute, args.only)
+            except subprocess.CalledProcessError as e:
+                return _fail(f"book build failed: {e}", 1)
+            except Exception as e:  # papermill's execution errors name the cell
+                if type(e).__name__ != "PapermillExecutionError":
+                    raise
+                return _fail(f"chapter execution failed: {e}", 1)
+            return 0
         from .config import preset_names
 
         print("\n".join(preset_names()))

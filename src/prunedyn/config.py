@@ -157,6 +157,12 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
             raise ConfigError(f"{key}: {value!r} is not a whole number")
         return int(value)
     if base == "float":
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() accepts
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: {value!r} is not a number")
         value = float(value)

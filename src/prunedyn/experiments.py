@@ -151,7 +151,7 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
         loss = F.cross_entropy(out, yb)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"loss became {float(loss)} in epoch {epoch} (lr {lr}, lambda {cfg.regularizer.lam}); "
+                f"loss became {float(loss.detach())} in epoch {epoch} (lr {lr}, lambda {cfg.regularizer.lam}); "
                 "the last good checkpoint is kept"
             )
         t.optimizer.zero_grad(set_to_none=True)
@@ -261,6 +261,25 @@ def prepare_folder(out: Path, cfg_hash: str, resume: bool, overwrite: bool) -> O
     return None
 
 
+def save_checkpoint(t: Trainer, path: Path, epoch: int, h: str, elapsed: float) -> None:
+    """Everything needed to continue after ``epoch`` exactly as if never interrupted.
+
+    Tables are saved before the checkpoint; on resume rows after the
+    checkpoint's epoch are dropped, so the two always agree.
+    """
+    atomic_torch_save(
+        {
+            "epoch": epoch,
+            "config_hash": h,
+            "model": t.model.state_dict(),
+            "optimizer": t.optimizer.state_dict(),
+            "pruner": t.pruner.state_dict(),
+            "elapsed": elapsed,
+        },
+        path,
+    )
+
+
 def run(
     cfg: ExperimentConfig,
     out: Path,
@@ -294,6 +313,8 @@ def run(
     else:
         for table, rows in snapshot(trainer, 0, {}).items():
             record.add(table, rows)
+        record.save(out)
+        save_checkpoint(trainer, ckpt_path, 0, h, elapsed)
     bar = tqdm(
         total=cfg.epochs * trainer.steps_per_epoch,
         initial=start_epoch * trainer.steps_per_epoch,
@@ -314,17 +335,7 @@ def run(
             m = rows["metrics"][0]
             bar.set_postfix(acc=f"{m['test_accuracy']:.4f}", dead=f"{m['dead_node_fraction']:.2f}")
             record.save(out)
-            atomic_torch_save(
-                {
-                    "epoch": epoch,
-                    "config_hash": h,
-                    "model": trainer.model.state_dict(),
-                    "optimizer": trainer.optimizer.state_dict(),
-                    "pruner": trainer.pruner.state_dict(),
-                    "elapsed": elapsed,
-                },
-                ckpt_path,
-            )
+            save_checkpoint(trainer, ckpt_path, epoch, h, elapsed)
     finally:
         bar.close()
     return finish(trainer, out, record, h, elapsed)

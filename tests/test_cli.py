@@ -1,0 +1,178 @@
+"""The command line as a user meets it: errors, help, determinism, kill and resume."""
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from prunedyn.cli import main
+from conftest import SMALL, prunedyn_cmd, run_cli
+
+BAD_INPUTS = [
+    (["nope-preset"], "unknown preset 'nope-preset'", "mlp-mnist"),
+    (["mlp-mnist", "--set", "pruner.kernel=cauchyish"], "pruner.kernel", "gaussian, laplace, hard"),
+    (["mlp-mnist", "--set", "regularizer.kind=l3"], "regularizer.kind", "l2_decoupled"),
+    (["mlp-mnist", "--set", "pruner.sigma=-0.1"], "pruner.sigma", "> 0"),
+    (["mlp-mnist", "--set", "pruner.sigma=.nan"], "pruner.sigma", "finite"),
+    (["mlp-mnist", "--set", "regularizer.lam=-1"], "regularizer.lam", ">= 0"),
+    (["mlp-mnist", "--set", "regularizer.lam=.nan"], "regularizer.lam", "finite"),
+    (["mlp-mnist", "--set", "optimizer.lr=-0.05"], "optimizer.lr", "> 0"),
+    (["mlp-mnist", "--set", "epochs=0"], "epochs", ">= 1"),
+    (["mlp-mnist", "--set", "pruner.sigmaa=1"], "pruner.sigmaa", "sigma_mode"),
+    (["mlp-mnist", "--set", "bogus=1"], "bogus", "pruner.kernel"),
+    (["mlp-mnist", "--set", "pruner.kind"], "key=value", "pruner.sigma"),
+]
+
+
+@pytest.mark.parametrize("argv, field, allowed", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_no_folder(tmp_path, capsys, argv, field, allowed):
+    out = tmp_path / "run"
+    code = main(["run", *argv, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("prunedyn: error:")
+    assert field in err and allowed in err
+    assert not out.exists()
+
+
+def test_yaml_that_does_not_parse(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pruner: {kind: stochastic\nepochs: [1,\n")
+    code = main(["run", str(bad), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not valid YAML" in err and "bad.yaml" in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_data_file_is_rejected_before_any_file_is_written(tmp_path, capsys, data_copy):
+    f = data_copy / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(f.read_bytes())
+    raw[100] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    out = tmp_path / "run"
+    code = main(["run", "mlp-mnist", "--out", str(out), "--quiet", "--set", "data.source=embedded"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "checksum mismatch" in err and "t10k-labels-idx1-ubyte.gz" in err
+    assert not out.exists()
+
+
+def test_missing_data_file(tmp_path, capsys, data_copy):
+    (data_copy / "mnist" / "train-10k-images-idx3-ubyte.gz").unlink()
+    code = main(["run", "mlp-mnist", "--out", str(tmp_path / "r"), "--quiet", "--set", "data.source=embedded"])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing" in err and "train-10k-images" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_explains_every_option_and_config_key():
+    res = run_cli("run", "--help")
+    assert res.returncode == 0
+    for text in ("--set", "--resume", "--out", "--overwrite", "pruner.kernel", "regularizer.lam", "data.source"):
+        assert text in res.stdout
+    assert "compact" in run_cli("--help").stdout
+
+
+def test_presets_lists_mlp_mnist():
+    res = run_cli("presets")
+    assert "mlp-mnist" in res.stdout.split()
+
+
+def _tables(folder):
+    return {t: (folder / f"{t}.csv").read_bytes() for t in ("metrics", "layers", "nodes", "histograms")}
+
+
+def test_same_seed_same_numbers_and_existing_folder_refused(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["run", "mlp-mnist", "--out", str(a), "--quiet", *sum((["--set", s] for s in SMALL), [])]) == 0
+    assert main(["run", "mlp-mnist", "--out", str(b), "--quiet", *sum((["--set", s] for s in SMALL), [])]) == 0
+    sa = json.loads((a / "summary.json").read_text())
+    sb = json.loads((b / "summary.json").read_text())
+    assert sa == sb
+    assert _tables(a) == _tables(b)
+    for key in ("test_accuracy", "weight_sparsity", "nodes_total", "nodes_alive", "dead_node_fraction",
+                "params_dense", "params_compact", "config_hash", "seed", "epochs_completed"):
+        assert key in sa
+    assert sa["epochs_completed"] == 3 and sa["nodes_total"] == 72
+    assert sa["data_source"] == "embedded"
+    metrics = pd.read_csv(a / "metrics.csv")
+    assert list(metrics.epoch) == [0, 1, 2, 3]
+    # a different seed changes the numbers
+    c = tmp_path / "c"
+    main(["run", "mlp-mnist", "--out", str(c), "--quiet", *sum((["--set", s] for s in SMALL), []), "--set", "seed=1"])
+    assert json.loads((c / "summary.json").read_text())["test_accuracy"] != sa["test_accuracy"] or _tables(a) != _tables(c)
+    # running again into a used folder is refused with exit 2; --resume reports the finished run
+    capsys.readouterr()
+    assert main(["run", "mlp-mnist", "--out", str(a), "--quiet", *sum((["--set", s] for s in SMALL), [])]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["run", "mlp-mnist", "--out", str(a), "--quiet", "--resume", *sum((["--set", s] for s in SMALL), [])]) == 0
+    # resuming with another config is refused
+    assert main(["run", "mlp-mnist", "--out", str(a), "--quiet", "--resume", *sum((["--set", s] for s in SMALL), []), "--set", "seed=5"]) == 2
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path):
+    sets = [*SMALL, "epochs=6", "data.train_size=3000"]
+    args = sum((["--set", s] for s in sets), [])
+    ref = tmp_path / "ref"
+    assert run_cli("run", "mlp-mnist", "--out", ref, "--quiet", *args).returncode == 0
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(prunedyn_cmd("run", "mlp-mnist", "--out", out, "--quiet", *args),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    # kill in the middle of training: after the checkpoint of epoch 2 exists
+    while time.time() < deadline:
+        ck = out / "checkpoint.pt"
+        if ck.exists():
+            try:
+                if torch.load(ck, weights_only=False)["epoch"] >= 2:
+                    break
+            except Exception:
+                pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    # every file left behind is complete and readable
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert 2 <= ck["epoch"] < 6
+    assert pd.read_csv(out / "metrics.csv").epoch.max() >= ck["epoch"]
+
+    res = run_cli("run", "mlp-mnist", "--out", out, "--quiet", "--resume", *args)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text()) == json.loads((ref / "summary.json").read_text())
+    assert _tables(out) == _tables(ref)
+
+
+def test_divergence_stops_with_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = main(["run", "mlp-mnist", "--out", str(out), "--quiet", *sum((["--set", s] for s in SMALL), []),
+                 "--set", "optimizer.lr=1e12", "--set", "pruner.kind=none"])
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged" in err
+    assert not (out / "summary.json").exists()
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_compact_command_writes_an_exact_smaller_model(tmp_path, capsys):
+    out = tmp_path / "r"
+    sets = [*SMALL, "epochs=4", "pruner.sigma=0.02", "regularizer.lam=0.02"]
+    assert main(["run", "mlp-mnist", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["compact", str(out)]) == 0
+    info = json.loads((out / "compact.json").read_text())
+    assert info["max_abs_diff"] <= 1e-5
+    assert info["params_after"] == summary["params_compact"] < summary["params_dense"]
+    model = torch.load(out / "compact.pt", weights_only=False)
+    assert sum(p.numel() for p in model.parameters()) == info["params_after"]
+    assert main(["compact", str(tmp_path / "nothing")]) == 2
