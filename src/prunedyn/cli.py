@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("run_dir", type=Path, help="a run folder written by `prunedyn run`")
 
+    sw = sub.add_parser(
+        "sweep",
+        help="run a grid of config overrides x seeds in parallel processes",
+        description="Run every point of a sweep spec (see prunedyn.sweeps) in parallel processes, one folder per "
+        "run named by its config hash. Finished runs are skipped and interrupted ones resume, so a killed sweep "
+        "restarted completes without redoing work. Writes summary.csv (one row per run) to the sweep folder.",
+    )
+    sw.add_argument("spec", type=Path, help="sweep spec YAML (keys: name, base, set, grid, runs, seeds, workers)")
+    sw.add_argument("--out", type=Path, help="sweep folder (default: runs/sweeps/<name>)")
+    sw.add_argument("--workers", type=int, help="parallel processes (default: the spec's, else one per core)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+
     b = sub.add_parser(
         "book",
         help="re-execute every chapter (papermill) and build the HTML book",
@@ -91,6 +103,21 @@ def cmd_run(args) -> int:
     summary = run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweeps import load_spec, run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        return _fail(f"--workers: {args.workers} must be >= 1")
+    spec = load_spec(args.spec)
+    out = args.out or Path("runs") / "sweeps" / spec.name
+    table = run_sweep(spec, out, workers=args.workers, progress=not args.quiet)
+    varied = sorted({k for point in spec.points() for k in point})
+    cols = [*varied, "test_accuracy", "weight_sparsity", "dead_node_fraction", "params_compact", "run"]
+    print(table[[c for c in cols if c in table]].to_string(index=False))
+    print(f"summary: {out / 'summary.csv'}", file=sys.stderr)
     return 0
 
 
@@ -131,6 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_run(args)
         if args.command == "compact":
             return cmd_compact(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
         if args.command == "book":
             import subprocess
 

@@ -1,0 +1,179 @@
+"""Sweeps: a grid (or list) of config overrides x seeds, run in parallel processes.
+
+A sweep spec is YAML::
+
+    name: l2-vs-l1                 # default: the file's stem
+    base: mlp-mnist                # a preset or a config YAML
+    set: [data.source=embedded]    # overrides common to every run
+    grid:                          # a mapping, or a list of mappings (their union):
+      - {regularizer.kind: [l2], regularizer.lam: [1e-3, 5e-3], pruner.sigma: [0.002, 0.003]}
+      - {regularizer.kind: [l1], regularizer.lam: [3e-5, 1e-4]}
+    runs:                          # and/or an explicit list of override lists
+      - [pruner.kind=none, regularizer.kind=none]
+    seeds: [0, 1, 2]
+    workers: 2                     # default: one per core
+
+Every run goes to ``<out>/<config name>-<config hash>``: a finished run is
+skipped, an interrupted one resumes from its checkpoint, so a sweep killed
+halfway and started again completes without redoing finished runs. At the
+end ``summary.csv`` holds one row per run: the varied keys, the seed, the
+run folder, and every scalar of the run's ``summary.json``.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from .config import ConfigError, _read_yaml, config_hash, load_config
+from .records import atomic_write_text
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base: str
+    common: List[str] = field(default_factory=list)
+    variants: List[Dict[str, Any]] = field(default_factory=list)
+    seeds: List[int] = field(default_factory=lambda: [0])
+    workers: int = 0
+
+    def points(self) -> List[Dict[str, Any]]:
+        """Every run: ``{"key": value, ..., "seed": s}``."""
+        return [{**v, "seed": s} for v in self.variants for s in self.seeds]
+
+
+def _format(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+
+
+def _expand_grid(grid: Any) -> List[Dict[str, Any]]:
+    grids = grid if isinstance(grid, list) else [grid]
+    out = []
+    for g in grids:
+        if not isinstance(g, dict) or not g:
+            raise ConfigError(f"sweep grid: expected a mapping of key -> list of values, got {g!r}")
+        keys = list(g)
+        values = [v if isinstance(v, list) else [v] for v in g.values()]
+        out += [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+    return out
+
+
+def _parse_run(item: Any) -> Dict[str, Any]:
+    if isinstance(item, dict):
+        return dict(item)
+    if isinstance(item, list):
+        out = {}
+        for s in item:
+            if not isinstance(s, str) or "=" not in s:
+                raise ConfigError(f"sweep runs: {s!r} is not key=value")
+            k, v = s.split("=", 1)
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        return out
+    raise ConfigError(f"sweep runs: expected a list of key=value strings or a mapping, got {item!r}")
+
+
+def load_spec(path: Path | str) -> SweepSpec:
+    """Read and validate a sweep spec; every run's config is validated before anything runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep spec not found: {path}")
+    data = _read_yaml(path.read_text(), str(path))
+    allowed = {"name", "base", "set", "grid", "runs", "seeds", "workers"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(f"unknown sweep key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    if "base" not in data:
+        raise ConfigError(f"{path}: a sweep needs 'base' (a preset name or config YAML)")
+    base = str(data["base"])
+    if base.endswith((".yaml", ".yml")) and not Path(base).is_absolute():
+        base = str((path.parent / base).resolve())
+    variants: List[Dict[str, Any]] = []
+    if "grid" in data:
+        variants += _expand_grid(data["grid"])
+    for item in data.get("runs") or []:
+        variants.append(_parse_run(item))
+    if not variants:
+        variants = [{}]
+    seeds = data.get("seeds", [0])
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"sweep seeds: {seeds!r} must be a list of whole numbers")
+    workers = data.get("workers", 0)
+    if not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"sweep workers: {workers!r} must be a whole number >= 0 (0: one per core)")
+    common = data.get("set") or []
+    if not isinstance(common, list):
+        raise ConfigError("sweep set: expected a list of key=value strings")
+    spec = SweepSpec(str(data.get("name", path.stem)), base, [str(s) for s in common], variants, seeds, workers)
+    for point in spec.points():
+        load_config(spec.base, overrides_of(spec, point))  # raises ConfigError naming the field
+    return spec
+
+
+def overrides_of(spec: SweepSpec, point: Dict[str, Any]) -> List[str]:
+    return [*spec.common, *(f"{k}={_format(v)}" for k, v in point.items())]
+
+
+def _run_one(base: str, overrides: List[str], folder: str) -> dict:
+    import torch
+
+    from .experiments import run
+
+    torch.set_num_threads(1)  # one process per core: more threads only contend
+    return run(load_config(base, overrides), Path(folder), resume=True, progress=False)
+
+
+def run_sweep(spec: SweepSpec, out: Path, workers: Optional[int] = None, progress: bool = True) -> pd.DataFrame:
+    """Run every point of ``spec`` into ``out`` (skipping finished runs); returns the summary table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sweep.yaml", yaml.safe_dump({"name": spec.name, "base": spec.base, "set": spec.common,
+                                                         "variants": spec.variants, "seeds": spec.seeds}, sort_keys=False))
+    jobs = []
+    for point in spec.points():
+        overrides = overrides_of(spec, point)
+        cfg = load_config(spec.base, overrides)
+        jobs.append((point, overrides, out / f"{cfg.name}-{config_hash(cfg)}"))
+    n_workers = workers or spec.workers or os.cpu_count() or 1
+    results: Dict[int, dict] = {}
+    bar = tqdm(total=len(jobs), desc=f"sweep {spec.name}", unit="run", disable=not progress)
+    todo = []
+    for i, (point, overrides, folder) in enumerate(jobs):
+        done = folder / "summary.json"
+        if done.exists():
+            results[i] = json.loads(done.read_text())
+            bar.update(1)
+        else:
+            todo.append(i)
+    try:
+        if todo and n_workers == 1:
+            for i in todo:
+                results[i] = _run_one(spec.base, jobs[i][1], str(jobs[i][2]))
+                bar.update(1)
+        elif todo:
+            with ProcessPoolExecutor(max_workers=min(n_workers, len(todo)), mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(_run_one, spec.base, jobs[i][1], str(jobs[i][2])): i for i in todo}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(1)
+    finally:
+        bar.close()
+    rows = []
+    for i, (point, overrides, folder) in enumerate(jobs):
+        s = results[i]
+        row = {**{k: _format(v) if isinstance(v, (list, dict)) else v for k, v in point.items()}, "run": folder.name}
+        row.update({k: v for k, v in s.items() if not isinstance(v, (dict, list))})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    atomic_write_text(out / "summary.csv", table.to_csv(index=False, float_format="%.9g"))
+    return table

@@ -1,0 +1,89 @@
+"""Sweeps: expansion, validation, parallel runs, kill and restart without redoing work."""
+import json
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from prunedyn.config import ConfigError
+from prunedyn.sweeps import load_spec, run_sweep
+from conftest import SMALL, prunedyn_cmd, run_cli
+
+SPEC = """
+base: mlp-mnist
+set: {common}
+grid:
+  - {{regularizer.kind: [l2], regularizer.lam: [0.001, 0.01]}}
+  - {{regularizer.kind: [l1], regularizer.lam: [0.0001]}}
+runs:
+  - [pruner.kind=none, regularizer.kind=none]
+seeds: [0, 1]
+"""
+
+
+def write_spec(tmp_path, extra=(), text=SPEC):
+    common = json.dumps([*SMALL, "epochs=2", "data.train_size=800", *extra])
+    path = tmp_path / "spec.yaml"
+    path.write_text(text.format(common=common))
+    return path
+
+
+def test_spec_expands_grid_union_and_runs_times_seeds(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    assert len(spec.variants) == 4 and len(spec.points()) == 8
+    assert {"regularizer.kind": "l1", "regularizer.lam": 0.0001, "seed": 1} in spec.points()
+    assert {"pruner.kind": "none", "regularizer.kind": "none", "seed": 0} in spec.points()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("base: mlp-mnist\ngrid: {pruner.kernel: [gaussian, nope]}\n", "pruner.kernel"),
+        ("base: mlp-mnist\ngrid: {pruner.sigmaa: [1]}\n", "pruner.sigmaa"),
+        ("grid: {pruner.sigma: [1]}\n", "base"),
+        ("base: mlp-mnist\nseeds: [a]\n", "seeds"),
+        ("base: mlp-mnist\nfoo: 1\n", "foo"),
+        ("base: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_specs_are_rejected_before_running(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_spec(path)
+
+
+def test_sweep_table_matches_each_runs_summary(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    table = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
+    assert len(table) == 8 and table["run"].nunique() == 8
+    for _, row in table.iterrows():
+        s = json.loads((tmp_path / "out" / row["run"] / "summary.json").read_text())
+        assert row["test_accuracy"] == pytest.approx(s["test_accuracy"])
+        assert row["seed"] == s["seed"]
+    dense = table[table["pruner.kind"] == "none"]
+    assert (dense["weight_sparsity"] == 0).all()
+    assert (table[table["pruner.kind"] != "none"]["weight_sparsity"] > 0).all()
+    on_disk = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert list(on_disk["run"]) == list(table["run"])
+
+
+def test_killed_sweep_restarts_without_redoing_finished_runs(tmp_path):
+    spec_path = write_spec(tmp_path, extra=["epochs=3", "data.train_size=2000"])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(prunedyn_cmd("sweep", spec_path, "--out", out, "--workers", "1", "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("*/summary.json"))) < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
+    assert 2 <= len(finished) < 8
+    res = run_cli("sweep", spec_path, "--out", out, "--workers", "2", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # not redone
+    table = pd.read_csv(out / "summary.csv")
+    assert len(table) == 8 and (table["epochs_completed"] == 3).all()
