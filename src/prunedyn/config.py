@@ -80,6 +80,21 @@ class PrunerConfig:
     sticky: bool = False
     sparsity: float = 0.9
     scope: str = "layer"
+    gamma: float = 0.5
+    alpha: float = 0.5
+    unit: bool = False
+
+
+@dataclass
+class InitConfig:
+    """Start from a finished run's weights instead of a fresh initialisation.
+
+    ``run``: that run's folder; ``compact``: remove its dead nodes first (the
+    paper's fourth claim: node-pruned networks pruned further by weight).
+    """
+
+    run: Optional[str] = None
+    compact: bool = True
 
 
 @dataclass
@@ -90,6 +105,7 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     epochs: int = 10
     seed: int = 0
     device: str = "cpu"
@@ -109,7 +125,7 @@ CHOICES = {
     "data.source": lambda: ("auto", "embedded", "torchvision"),
     "optimizer.name": lambda: ("sgd", "adam", "adamw"),
     "regularizer.kind": lambda: REGULARIZERS,
-    "pruner.kind": lambda: ("none", "stochastic", "magnitude"),
+    "pruner.kind": lambda: ("none", "stochastic", "magnitude", "random", "targeted_dropout", "torch_l1"),
     "pruner.kernel": lambda: KERNELS,
     "pruner.sigma_mode": lambda: ("absolute", "relative"),
     "pruner.schedule": lambda: SCHEDULES,
@@ -129,6 +145,8 @@ RANGES = {
     "pruner.ramp_epochs": (0, None, False),
     "pruner.start_epoch": (0, None, False),
     "pruner.sparsity": (0, 0.999999, False),
+    "pruner.gamma": (0, 1, False),
+    "pruner.alpha": (0, 1, False),
     "epochs": (1, None, False),
 }
 
@@ -138,6 +156,7 @@ SECTIONS = {
     "optimizer": OptimizerConfig,
     "regularizer": RegularizerConfig,
     "pruner": PrunerConfig,
+    "init": InitConfig,
 }
 
 

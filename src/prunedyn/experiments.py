@@ -30,7 +30,16 @@ from .config import ExperimentConfig, config_hash
 from .datasets import DatasetBundle, load_dataset
 from .models import build_model
 from .nodes import HIST_EDGES, dead_fraction, magnitude_histogram, model_nodes
-from .pruning import MagnitudePruner, NoPruner, StochasticWeightPruner, WeightPruner, prunable_weights
+from .interop import TorchL1Unstructured
+from .pruning import (
+    MagnitudePruner,
+    NoPruner,
+    RandomPruner,
+    StochasticWeightPruner,
+    TargetedDropout,
+    WeightPruner,
+    prunable_weights,
+)
 from .records import RunRecord, atomic_torch_save, atomic_write_json, atomic_write_text
 from .regularization import Regularizer, make_regularizer
 from .surgery import compact
@@ -79,26 +88,51 @@ def make_optimizer(cfg, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
 
-def make_pruner(cfg, model: nn.Module, steps_per_epoch: int, seed: int) -> WeightPruner:
-    ramp = int(round(cfg.ramp_epochs * steps_per_epoch))
-    start = int(round(cfg.start_epoch * steps_per_epoch))
-    if cfg.kind == "stochastic":
+def make_pruner(cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: int) -> WeightPruner:
+    """The pruner of ``cfg.pruner``; epochs are converted to optimiser steps."""
+    p = cfg.pruner
+    ramp = int(round(p.ramp_epochs * steps_per_epoch))
+    start = int(round(p.start_epoch * steps_per_epoch))
+    seed = cfg.seed + 1  # its own stream, apart from the init and the data order
+    if p.kind == "stochastic":
         return StochasticWeightPruner(
             model,
-            kernel=cfg.kernel,
-            sigma=cfg.sigma,
-            sigma_mode=cfg.sigma_mode,
-            schedule=cfg.schedule,
+            kernel=p.kernel,
+            sigma=p.sigma,
+            sigma_mode=p.sigma_mode,
+            schedule=p.schedule,
             ramp_steps=ramp,
             start_step=start,
-            sticky=cfg.sticky,
+            sticky=p.sticky,
             seed=seed,
         )
-    if cfg.kind == "magnitude":
+    if p.kind == "magnitude":
         return MagnitudePruner(
-            model, sparsity=cfg.sparsity, scope=cfg.scope, schedule=cfg.schedule, ramp_steps=ramp, start_step=start
+            model, sparsity=p.sparsity, scope=p.scope, schedule=p.schedule, ramp_steps=ramp, start_step=start
         )
+    if p.kind == "random":
+        return RandomPruner(model, sparsity=p.sparsity, schedule=p.schedule, ramp_steps=ramp, start_step=start, seed=seed)
+    if p.kind == "targeted_dropout":
+        last = cfg.epochs * steps_per_epoch - 1
+        return TargetedDropout(model, gamma=p.gamma, alpha=p.alpha, unit=p.unit, end_step=last, seed=seed)
+    if p.kind == "torch_l1":
+        return TorchL1Unstructured(model, sparsity=p.sparsity, start_step=start)
     return NoPruner(model)
+
+
+def initial_model_from_run(folder: Path, data: DatasetBundle, compact_first: bool) -> nn.Module:
+    """The last checkpoint of the run in ``folder``, compacted if asked (deterministic)."""
+    from .config import from_dict
+
+    if not (folder / "config.yaml").exists() or not (folder / "checkpoint.pt").exists():
+        raise RunError(f"init.run: {folder} is not a run folder with config.yaml and checkpoint.pt")
+    source = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+    model = build_model(source.model, data.in_shape, data.num_classes)
+    ckpt = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    if compact_first:
+        model, _ = compact(model, data.x_test[:64])
+    return model.train()
 
 
 def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Trainer:
@@ -107,7 +141,10 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
     device = resolve_device(cfg.device)
     data = data if data is not None else load_dataset(cfg.data)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
+    if cfg.init.run:
+        model = initial_model_from_run(Path(cfg.init.run), data, cfg.init.compact).to(device)
+    else:
+        model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
     steps = math.ceil(len(data.y_train) / cfg.data.batch_size)
     return Trainer(
         cfg=cfg,
@@ -115,7 +152,7 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
         model=model,
         optimizer=make_optimizer(cfg.optimizer, model.parameters()),
         regularizer=make_regularizer(cfg.regularizer.kind, cfg.regularizer.lam),
-        pruner=make_pruner(cfg.pruner, model, steps, seed=cfg.seed + 1),
+        pruner=make_pruner(cfg, model, steps),
         device=device,
         steps_per_epoch=steps,
     )
@@ -147,6 +184,7 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
     for i in range(0, len(order), cfg.data.batch_size):
         idx = order[i : i + cfg.data.batch_size]
         xb, yb = t.data.x_train[idx].to(t.device), t.data.y_train[idx].to(t.device)
+        t.pruner.before_forward()
         out = t.model(xb)
         loss = F.cross_entropy(out, yb)
         if not torch.isfinite(loss):
@@ -156,6 +194,7 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
             )
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        t.pruner.before_step()
         t.regularizer.add_gradient(weights)
         t.optimizer.step()
         t.regularizer.after_step(weights, lr)

@@ -87,6 +87,12 @@ class WeightPruner:
             return
         self._prune(t - self.start_step)
 
+    def before_forward(self) -> None:
+        """Hook before each training forward pass (train-time masks such as targeted dropout)."""
+
+    def before_step(self) -> None:
+        """Hook between ``loss.backward()`` and ``optimizer.step()``."""
+
     def _prune(self, t: int) -> None:
         raise NotImplementedError
 
@@ -269,3 +275,168 @@ class MagnitudePruner(WeightPruner):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.applied = float(state["applied"])
+
+
+class RandomPruner(WeightPruner):
+    """Zero a uniformly random fraction ``sparsity * f(t)`` of each weight tensor, for good.
+
+    The control for every magnitude-aware method: the same sparsity with no
+    preference for small weights. Masks only shrink, like :class:`MagnitudePruner`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        sparsity: float = 0.9,
+        schedule: str = "constant",
+        ramp_steps: int = 0,
+        start_step: int = 0,
+        every: int = 100,
+        seed: int = 0,
+    ):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        super().__init__(model, sticky=True, start_step=start_step)
+        self.sparsity = float(sparsity)
+        self.schedule = get_schedule(schedule)
+        self.ramp_steps = int(ramp_steps)
+        self.every = max(1, int(every))
+        self.applied = 0.0
+        device = next(iter(self.weights.values())).device
+        # one fixed random priority per weight: raising the sparsity prunes further down the same order
+        self.generator = torch.Generator(device=device).manual_seed(int(seed))
+        self.priority = {
+            n: torch.rand(w.shape, generator=self.generator, device=device) for n, w in self.weights.items()
+        }
+
+    def _prune(self, t: int) -> None:
+        target = self.sparsity * self.schedule(t, self.ramp_steps)
+        if target <= self.applied or (t < self.ramp_steps and t % self.every and t != 0):
+            return
+        for name, w in self.weights.items():
+            k = int(target * w.numel())
+            if k > 0:
+                threshold = torch.kthvalue(self.priority[name].flatten(), k).values
+                self._zero(name, w, self.priority[name] <= threshold)
+        self.applied = target
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "applied": self.applied, "priority": self.priority}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.applied = float(state["applied"])
+        self.priority = {k: v.clone() for k, v in state["priority"].items()}
+
+
+class TargetedDropout(WeightPruner):
+    """Targeted dropout (Gomez et al. 2019), then magnitude pruning at the end of training.
+
+    During training, in each layer the fraction ``gamma`` of candidates with
+    the smallest magnitude is *targeted*, and each targeted candidate is
+    dropped for this forward pass with probability ``alpha``:
+
+    - ``unit=False`` (weight variant): candidates are single weights, ``|w|``;
+    - ``unit=True`` (unit variant): candidates are the nodes of
+      :mod:`prunedyn.nodes` (rows / filters of every layer but the output
+      layer), ranked by the L2 norm of their incoming weights, with one
+      Bernoulli draw per unit.
+
+    The drop is a train-time mask ``m``: the forward pass sees ``W * m`` and the
+    gradient is ``m * dL/d(W m)``, exactly as ``weight = W * m`` under autograd
+    (``before_forward`` applies it, ``before_step`` masks the gradient and
+    restores ``W``). At step ``end_step`` the targeted fraction is pruned for
+    good (weights or whole units), which is what the method trains the network
+    to survive.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        gamma: float = 0.5,
+        alpha: float = 0.5,
+        unit: bool = False,
+        end_step: int = 0,
+        seed: int = 0,
+    ):
+        for name, v in (("gamma", gamma), ("alpha", alpha)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+        super().__init__(model, sticky=True)
+        if unit:
+            from .nodes import node_layers
+
+            # units are nodes: the output layer's rows are classes and are never targeted
+            producers = {id(layer.producer) for layer in node_layers(model)}
+            names = {n for n, m in model.named_modules() if id(m) in producers}
+            self.weights = {n: w for n, w in self.weights.items() if n in names}
+            self.masks = {n: m for n, m in self.masks.items() if n in names}
+        self.gamma, self.alpha, self.unit = float(gamma), float(alpha), bool(unit)
+        self.end_step = int(end_step)
+        self.pruned = False
+        device = next(iter(self.weights.values())).device
+        self.generator = torch.Generator(device=device).manual_seed(int(seed))
+        self._stash: Dict[str, torch.Tensor] = {}
+        self._drop: Dict[str, torch.Tensor] = {}
+
+    def _targeted(self, w: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the targeted candidates of ``w`` (shape of ``w``)."""
+        if self.unit:
+            norms = w.detach().reshape(w.shape[0], -1).norm(dim=1)
+            k = int(self.gamma * norms.numel())
+            target = torch.zeros_like(norms, dtype=torch.bool)
+            if k:
+                target[torch.argsort(norms, stable=True)[:k]] = True
+            return target.view(-1, *([1] * (w.dim() - 1))).expand_as(w)
+        k = int(self.gamma * w.numel())
+        target = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
+        if k:
+            target[torch.argsort(w.detach().abs().flatten(), stable=True)[:k]] = True
+        return target.view_as(w)
+
+    @torch.no_grad()
+    def before_forward(self) -> None:
+        if self.pruned or self.alpha == 0 or self.gamma == 0:
+            return
+        for name, w in self.weights.items():
+            target = self._targeted(w)
+            if self.unit:
+                coin = torch.rand(w.shape[0], generator=self.generator, device=w.device) < self.alpha
+                coin = coin.view(-1, *([1] * (w.dim() - 1))).expand_as(w)
+            else:
+                coin = torch.rand(w.shape, generator=self.generator, device=w.device) < self.alpha
+            drop = target & coin
+            self._stash[name] = w.detach().clone()
+            self._drop[name] = drop
+            w.masked_fill_(drop, 0.0)
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        for name, w in self.weights.items():
+            if name in self._stash:
+                if w.grad is not None:
+                    w.grad.masked_fill_(self._drop[name], 0.0)
+                w.copy_(self._stash[name])
+        self._stash.clear()
+        self._drop.clear()
+
+    def _prune(self, t: int) -> None:
+        if t >= self.end_step and not self.pruned:
+            self.prune_targeted()
+
+    @torch.no_grad()
+    def prune_targeted(self) -> None:
+        """Zero the targeted fraction for good (weights or whole units)."""
+        for name, w in self.weights.items():
+            self._zero(name, w, self._targeted(w))
+        self.pruned = True
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "pruned": self.pruned, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.pruned = bool(state["pruned"])
+        self.generator.set_state(state["generator"])
