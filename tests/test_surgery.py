@@ -1,0 +1,417 @@
+"""Compaction: dead nodes removed, constants folded, outputs unchanged, sizes as expected."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from prunedyn.models import MLP
+from prunedyn.nodes import Consumer, NodeLayer, model_nodes
+from prunedyn.surgery import compact, count_flops, count_params, max_abs_diff
+
+
+def outputs_equal(a, b, x, tol):
+    a.eval(), b.eval()
+    with torch.no_grad():
+        d = float((a(x) - b(x)).abs().max())
+    assert d <= tol, d
+    return d
+
+
+def state_copy(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model, state):
+    now = model.state_dict()
+    assert set(now) == set(state)
+    for k, v in state.items():
+        assert now[k].shape == v.shape, k
+        assert torch.equal(now[k], v), k
+
+
+# ---------------------------------------------------------------- MLP
+
+
+def dead_mlp():
+    """MLP 6-8-5-3.
+
+    fc1 nodes: 0, 1 in-dead with positive bias (constant relu(b) > 0, folded),
+    2 in-dead with negative bias (constant 0), 3 out-dead, 4 in- and out-dead
+    (positive bias), 5-7 alive.
+    fc2 nodes: 0 in-dead with positive bias, 1 out-dead, 2-4 alive.
+    """
+    torch.manual_seed(0)
+    model = MLP(6, [8, 5], 3)
+    with torch.no_grad():
+        fc1, fc2, fc3 = model.net.fc1, model.net.fc2, model.net.fc3
+        fc1.weight[[0, 1, 2, 4]] = 0
+        fc1.bias[0], fc1.bias[1], fc1.bias[2], fc1.bias[4] = 0.7, 1.3, -0.5, 0.9
+        fc2.weight[:, [3, 4]] = 0
+        fc2.weight[0] = 0
+        fc2.bias[0] = 0.8
+        fc3.weight[:, 1] = 0
+    return model
+
+
+def test_mlp_dead_setup_is_as_described():
+    s1, s2 = model_nodes(dead_mlp())
+    assert s1.in_dead.tolist() == [True, True, True, False, True, False, False, False]
+    assert s1.out_dead.tolist() == [False, False, False, True, True, False, False, False]
+    assert s2.in_dead.tolist() == [True, False, False, False, False]
+    assert s2.out_dead.tolist() == [False, True, False, False, False]
+
+
+def test_compact_mlp_exact():
+    model = dead_mlp()
+    x = torch.randn(64, 6)
+    small, report = compact(model, x)
+    outputs_equal(model, small, x, 1e-5)
+    assert report.max_abs_diff <= 1e-5
+    # folding is needed: without it, the outputs would differ
+    assert report.widths_before == {"net.fc1": 8, "net.fc2": 5}
+    assert report.widths_after == {"net.fc1": 3, "net.fc2": 3}
+    assert small.widths == [3, 3]
+    s1, s2 = model_nodes(model)
+    assert report.widths_after["net.fc1"] == int(s1.alive.sum())
+    assert report.widths_after["net.fc2"] == int(s2.alive.sum())
+    assert report.removed_in_dead == {"net.fc1": 3, "net.fc2": 1}
+    assert report.removed_out_dead == {"net.fc1": 2, "net.fc2": 1}
+    assert report.kept_constant == {"net.fc1": 0, "net.fc2": 0}
+    assert report.params_before == count_params(model) == (6 * 8 + 8) + (8 * 5 + 5) + (5 * 3 + 3)
+    assert report.params_after == count_params(small) == (6 * 3 + 3) + (3 * 3 + 3) + (3 * 3 + 3)
+    assert report.flops_after < report.flops_before
+    assert report.flops_before == count_flops(model, x) == 2 * 64 * (6 * 8 + 8 * 5 + 5 * 3)
+    assert report.flops_after == 2 * 64 * (6 * 3 + 3 * 3 + 3 * 3)
+    d = report.to_dict()
+    assert d["params_after"] == report.params_after and d["widths_after"] == report.widths_after
+    # the compacted model has consistent attributes and no dead nodes left
+    assert small.net.fc1.out_features == 3 and small.net.fc2.in_features == 3
+    assert small.net.fc3.in_features == 3
+    assert all(not s.dead.any() for s in model_nodes(small))
+
+
+def test_folding_is_what_makes_it_exact():
+    """Removing in-dead nodes without folding relu(b) into the next bias would change the outputs."""
+    model = dead_mlp()
+    x = torch.randn(64, 6)
+    small, _ = compact(model, x)
+    fc1, fc2, fc3 = model.net.fc1, model.net.fc2, model.net.fc3
+    with torch.no_grad():
+        # fc2 bias of the kept nodes 2-4 gained W[:, 0] * 0.7 + W[:, 1] * 1.3 (node 2's constant is 0)
+        expected_b2 = fc2.bias[[2, 3, 4]] + 0.7 * fc2.weight[[2, 3, 4], 0] + 1.3 * fc2.weight[[2, 3, 4], 1]
+        torch.testing.assert_close(small.net.fc2.bias, expected_b2)
+        # fc3 bias gained W3[:, 0] * relu(0.8)
+        torch.testing.assert_close(small.net.fc3.bias, fc3.bias + 0.8 * fc3.weight[:, 0])
+        torch.testing.assert_close(small.net.fc1.weight, fc1.weight[[5, 6, 7]])
+        unfolded = copy.deepcopy(small)
+        unfolded.net.fc2.bias.copy_(fc2.bias[[2, 3, 4]])
+        unfolded.net.fc3.bias.copy_(fc3.bias)
+        assert float((model(x) - unfolded(x)).abs().max()) > 1e-3
+
+
+def test_compact_does_not_modify_original():
+    model = dead_mlp()
+    model.train()
+    state = state_copy(model)
+    compact(model, torch.randn(8, 6))
+    assert_unchanged(model, state)
+    assert model.training
+    assert model.widths == [8, 5]
+
+
+def test_compact_all_alive_is_identity():
+    torch.manual_seed(1)
+    model = MLP(6, [8, 5], 3)
+    x = torch.randn(16, 6)
+    small, report = compact(model, x)
+    assert report.max_abs_diff == 0.0
+    assert report.params_after == report.params_before
+    assert report.flops_after == report.flops_before
+    assert report.widths_after == report.widths_before
+    assert sum(report.removed_in_dead.values()) == 0
+    assert sum(report.removed_out_dead.values()) == 0
+    assert sum(report.kept_constant.values()) == 0
+    assert small is not model
+    assert_unchanged(small, state_copy(model))
+
+
+def test_compact_conv_all_alive_is_identity():
+    model = conv_chain(0)
+    x = torch.randn(4, 2, 8, 8)
+    small, report = compact(model, x)
+    assert report.max_abs_diff <= 1e-6
+    assert report.params_after == report.params_before
+    assert report.widths_after == report.widths_before
+    assert_unchanged(small, state_copy(model))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: surgery._fold_constants creates a zero bias on every bias-free consumer, "
+    "even when there is nothing to fold, so compaction of a bias=False conv chain adds parameters",
+)
+def test_compact_keeps_bias_free_consumers_bias_free():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, 3, bias=False),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 16, 2),
+    )
+    small, report = compact(model, torch.randn(2, 2, 8, 8))
+    assert small[3].bias is None
+    assert report.params_after == report.params_before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="bug: surgery._fold_constants gives a bias-free ConvTranspose consumer a bias of "
+    "size weight.shape[0] (= in_channels, not out_channels), so compaction crashes",
+)
+def test_compact_conv_transpose_consumer_without_bias():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.ReLU(),
+        nn.ConvTranspose2d(4, 2, 2, bias=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2 * 7 * 7, 3),
+    )
+    with torch.no_grad():
+        model[0].weight[1] = 0  # in-dead, constant relu(b) folded nowhere: kept or removed when 0
+        model[0].bias[1] = -1.0  # constant 0: removable
+    x = torch.randn(2, 1, 8, 8)
+    small, report = compact(model, x)
+    assert report.max_abs_diff <= 1e-5
+    assert report.widths_after == {"0": 3, "2": 2}
+
+
+@pytest.mark.parametrize(
+    "act",
+    [
+        nn.ReLU(),
+        pytest.param(
+            nn.Tanh(),
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="bug: nodes.chain_node_layers always uses NodeLayer's default activation "
+                "F.relu, so surgery folds relu(b) instead of tanh(b) for an in-dead node",
+            ),
+        ),
+        pytest.param(
+            nn.LeakyReLU(0.1),
+            marks=pytest.mark.xfail(strict=True, reason="bug: chain_node_layers assumes ReLU (folds relu(b))"),
+        ),
+        pytest.param(
+            nn.Identity(),
+            marks=pytest.mark.xfail(strict=True, reason="bug: chain_node_layers assumes ReLU (folds relu(b))"),
+        ),
+    ],
+    ids=["relu", "tanh", "leaky_relu", "identity"],
+)
+def test_compact_chain_with_other_activations(act):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), act, nn.Linear(5, 3))
+    with torch.no_grad():
+        model[0].weight[1] = 0  # in-dead with a negative bias: relu gives 0, the others do not
+        model[0].bias[1] = -0.7
+    x = torch.randn(16, 4)
+    small, report = compact(model, x)
+    assert report.max_abs_diff <= 1e-5
+    outputs_equal(model, small, x, 1e-5)
+
+
+# ---------------------------------------------------------------- conv chain with BatchNorm
+
+
+def conv_chain(seed, pad=0):
+    torch.manual_seed(seed)
+    side = 4 if pad == 0 else 6  # 8x8 input -> 6x6 -> (4x4 | 6x6)
+    model = nn.Sequential(
+        nn.Conv2d(2, 6, 3),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3, padding=pad),
+        nn.BatchNorm2d(5),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(5 * side * side, 4),
+    )
+    with torch.no_grad():
+        for bn in (model[1], model[4]):
+            n = bn.num_features
+            bn.running_mean.copy_(torch.randn(n) * 0.5)
+            bn.running_var.copy_(torch.rand(n) + 0.5)
+            bn.weight.copy_(torch.rand(n) + 0.5)
+            bn.bias.copy_(torch.randn(n) * 0.3)
+    return model.eval()
+
+
+def dead_conv_chain(pad):
+    """Layer "0" (6 channels): 0, 1 in-dead (zero filter) with positive constant;
+    2 in-dead via BN scale 0 with constant relu(0.3) = 0.3; 3 out-dead; 4 alive;
+    5 in-dead with constant 0. Layer "3" (5 channels): 0 in-dead with positive
+    constant (folded into the Linear), 4 out-dead, 1-3 alive."""
+    model = conv_chain(3, pad)
+    side = 4 if pad == 0 else 6
+    conv1, bn1, conv2, bn2, lin = model[0], model[1], model[3], model[4], model[7]
+    with torch.no_grad():
+        conv1.weight[[0, 1, 5]] = 0
+        conv1.bias[0], conv1.bias[1], conv1.bias[5] = 1.0, 0.5, 0.2
+        bn1.running_mean[0], bn1.running_mean[1] = -0.4, 0.1
+        bn1.bias[0], bn1.bias[1] = 0.5, 0.7
+        bn1.running_mean[5], bn1.bias[5] = 2.0, -0.2  # (0.2 - 2) / sd * g - 0.2 < 0
+        bn1.weight[2], bn1.bias[2] = 0.0, 0.3
+        conv2.weight[:, 3] = 0
+        conv2.weight[0] = 0
+        conv2.bias[0], bn2.running_mean[0], bn2.bias[0] = 0.9, 0.2, 0.4
+        lin.weight[:, 4 * side * side : 5 * side * side] = 0
+    return model
+
+
+@torch.no_grad()
+def constant_of(model, ch):
+    conv, bn = model[0], model[1]
+    z = (conv.bias[ch] - bn.running_mean[ch]) / torch.sqrt(bn.running_var[ch] + bn.eps)
+    return float(torch.relu(z * bn.weight[ch] + bn.bias[ch]))
+
+
+def test_dead_conv_setup():
+    model = dead_conv_chain(0)
+    s0, s1 = model_nodes(model)
+    assert s0.in_dead.tolist() == [True, True, True, False, False, True]
+    assert s0.out_dead.tolist() == [False, False, False, True, False, False]
+    assert s1.in_dead.tolist() == [True, False, False, False, False]
+    assert s1.out_dead.tolist() == [False, False, False, False, True]
+    assert constant_of(model, 0) > 0.1 and constant_of(model, 1) > 0.1
+    assert constant_of(model, 5) == 0.0
+
+
+def test_compact_conv_chain_unpadded_folds_exactly():
+    model = dead_conv_chain(0)
+    state = state_copy(model)
+    x = torch.randn(8, 2, 8, 8)
+    small, report = compact(model, x)
+    outputs_equal(model, small, x, 1e-4)
+    assert report.max_abs_diff <= 1e-4
+    assert report.removed_in_dead == {"0": 4, "3": 1}
+    assert report.removed_out_dead == {"0": 1, "3": 1}
+    assert report.kept_constant == {"0": 0, "3": 0}
+    assert report.widths_after == {"0": 1, "3": 3}
+    assert small[0].out_channels == 1 and small[1].num_features == 1
+    assert small[1].running_mean.shape == (1,) and small[1].running_var.shape == (1,)
+    assert small[3].in_channels == 1 and small[3].out_channels == 3 and small[4].num_features == 3
+    assert small[7].in_features == 3 * 16
+    expected_params = (2 * 9 * 1 + 1) + 2 + (1 * 9 * 3 + 3) + 6 + (3 * 16 * 4 + 4)
+    assert report.params_after == count_params(small) == expected_params
+    assert report.flops_after < report.flops_before
+    assert_unchanged(model, state)
+
+
+def test_compact_conv_chain_padded_keeps_constant_channels():
+    model = dead_conv_chain(1)
+    x = torch.randn(8, 2, 8, 8)
+    small, report = compact(model, x)
+    outputs_equal(model, small, x, 1e-4)
+    # the padded consumer sees the constants only away from the border: channels
+    # 0, 1, 2 (non-zero constant) are kept; 5 (constant 0) and 3 (out-dead) go
+    assert report.kept_constant == {"0": 3, "3": 0}
+    assert report.removed_in_dead == {"0": 1, "3": 1}
+    assert report.removed_out_dead == {"0": 1, "3": 1}
+    assert report.widths_after == {"0": 4, "3": 3}
+    assert small[7].in_features == 3 * 36
+    assert report.params_after < report.params_before
+
+
+def test_compact_train_mode_model_uses_eval_statistics():
+    model = dead_conv_chain(0).train()
+    x = torch.randn(8, 2, 8, 8)
+    small, report = compact(model, x)
+    assert model.training  # restored
+    assert report.max_abs_diff <= 1e-4
+
+
+# ---------------------------------------------------------------- skip concatenation
+
+
+class SkipConv(nn.Module):
+    """p1 -> relu -> p2 -> relu; mix reads cat(relu(p1), relu(p2)) (offsets 0 and 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.p1 = nn.Conv2d(2, 3, 3)
+        self.p2 = nn.Conv2d(3, 2, 1)
+        self.mix = nn.Conv2d(5, 4, 3)
+        self.head = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        h1 = torch.relu(self.p1(x))  # 8x8 -> 6x6
+        h2 = torch.relu(self.p2(h1))
+        h = torch.relu(self.mix(torch.cat([h1, h2], 1)))  # -> 4x4
+        return self.head(h.flatten(1))
+
+    def node_layers(self):
+        return [
+            NodeLayer("p1", self.p1, [Consumer(self.p2, 0), Consumer(self.mix, 0)]),
+            NodeLayer("p2", self.p2, [Consumer(self.mix, 3)]),
+            NodeLayer("mix", self.mix, [Consumer(self.head, 0, 16)]),
+        ]
+
+
+def dead_skip():
+    torch.manual_seed(5)
+    m = SkipConv()
+    with torch.no_grad():
+        m.p1.weight[0] = 0  # in-dead, constant relu(0.6): folded into p2 and mix
+        m.p1.bias[0] = 0.6
+        m.p2.weight[:, 1] = 0  # p1 node 1: zero into p2 but read by mix: alive
+        m.mix.weight[:, 2] = 0  # p1 node 2: zero into mix ...
+        m.p2.weight[:, 2] = 0  # ... and into p2: out-dead
+        m.p2.weight[1] = 0  # p2 node 1 in-dead, constant relu(0.4), folded into mix at offset 3 + 1
+        m.p2.bias[1] = 0.4
+        m.head.weight[:, 16 * 3 : 16 * 4] = 0  # mix node 3 out-dead
+    return m
+
+
+def test_skip_concat_compacts_exactly():
+    model = dead_skip()
+    s_p1, s_p2, s_mix = model_nodes(model)
+    assert s_p1.in_dead.tolist() == [True, False, False]
+    assert s_p1.out_dead.tolist() == [False, False, True]
+    assert s_p2.in_dead.tolist() == [False, True]
+    assert s_mix.out_dead.tolist() == [False, False, False, True]
+    state = state_copy(model)
+    x = torch.randn(8, 2, 8, 8)
+    small, report = compact(model, x)
+    outputs_equal(model, small, x, 1e-5)
+    assert report.max_abs_diff <= 1e-5
+    assert report.widths_after == {"p1": 1, "p2": 1, "mix": 3}
+    assert report.removed_in_dead == {"p1": 1, "p2": 1, "mix": 0}
+    assert report.removed_out_dead == {"p1": 1, "p2": 0, "mix": 1}
+    assert small.p2.in_channels == 1
+    assert small.mix.in_channels == 2  # one channel from each producer
+    assert small.mix.out_channels == 3
+    assert small.head.in_features == 3 * 16
+    expected = (2 * 9 * 1 + 1) + (1 * 1 * 1 + 1) + (2 * 9 * 3 + 3) + (3 * 16 * 3 + 3)
+    assert report.params_after == count_params(small) == expected
+    assert_unchanged(model, state)
+
+
+def test_max_abs_diff_and_count_helpers():
+    torch.manual_seed(0)
+    a = MLP(4, [3], 2)
+    b = copy.deepcopy(a)
+    x = torch.randn(5, 4)
+    assert max_abs_diff(a, b, x) == 0.0
+    with torch.no_grad():
+        b.net.fc2.bias += 0.25
+    assert max_abs_diff(a, b, x) == pytest.approx(0.25)
+    assert count_params(a) == 4 * 3 + 3 + 3 * 2 + 2
+    assert count_flops(a, x) == 2 * 5 * (4 * 3 + 3 * 2)
