@@ -588,15 +588,7 @@ def test_magnitude_bad_scope(scope):
     "scope",
     [
         "layer",
-        pytest.param(
-            "global",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: MagnitudePruner.prune_to(scope='global') zeroes every weight with "
-                "|w| <= the k-th smallest magnitude, so all ties at the threshold are pruned "
-                "(target 0.5 -> 100% sparsity)",
-            ),
-        ),
+        "global",
     ],
 )
 def test_magnitude_ties_do_not_overshoot(scope):

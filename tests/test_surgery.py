@@ -146,11 +146,6 @@ def test_compact_conv_all_alive_is_identity():
     assert_unchanged(small, state_copy(model))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: surgery._fold_constants creates a zero bias on every bias-free consumer, "
-    "even when there is nothing to fold, so compaction of a bias=False conv chain adds parameters",
-)
 def test_compact_keeps_bias_free_consumers_bias_free():
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -168,12 +163,6 @@ def test_compact_keeps_bias_free_consumers_bias_free():
     assert report.params_after == report.params_before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="bug: surgery._fold_constants gives a bias-free ConvTranspose consumer a bias of "
-    "size weight.shape[0] (= in_channels, not out_channels), so compaction crashes",
-)
 def test_compact_conv_transpose_consumer_without_bias():
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -197,22 +186,9 @@ def test_compact_conv_transpose_consumer_without_bias():
     "act",
     [
         nn.ReLU(),
-        pytest.param(
-            nn.Tanh(),
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: nodes.chain_node_layers always uses NodeLayer's default activation "
-                "F.relu, so surgery folds relu(b) instead of tanh(b) for an in-dead node",
-            ),
-        ),
-        pytest.param(
-            nn.LeakyReLU(0.1),
-            marks=pytest.mark.xfail(strict=True, reason="bug: chain_node_layers assumes ReLU (folds relu(b))"),
-        ),
-        pytest.param(
-            nn.Identity(),
-            marks=pytest.mark.xfail(strict=True, reason="bug: chain_node_layers assumes ReLU (folds relu(b))"),
-        ),
+        nn.Tanh(),
+        nn.LeakyReLU(0.1),
+        nn.Identity(),
     ],
     ids=["relu", "tanh", "leaky_relu", "identity"],
 )
@@ -415,3 +391,28 @@ def test_max_abs_diff_and_count_helpers():
     assert max_abs_diff(a, b, x) == pytest.approx(0.25)
     assert count_params(a) == 4 * 3 + 3 + 3 * 2 + 2
     assert count_flops(a, x) == 2 * 5 * (4 * 3 + 3 * 2)
+
+
+class _FunctionalReLU(nn.Module):
+    """ReLU applied with F.relu in forward: no activation module for the chain reader to see."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 4)
+        self.b = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.b(torch.nn.functional.relu(self.a(x)))
+
+
+def test_unknown_activation_keeps_in_dead_nodes_instead_of_guessing():
+    torch.manual_seed(0)
+    model = _FunctionalReLU()
+    with torch.no_grad():
+        model.a.weight[1] = 0
+        model.a.bias[1] = 0.7  # in-dead, emits relu(0.7) -- but the chain reader cannot know it is relu
+        model.b.weight[:, 2] = 0  # out-dead: removable whatever the activation
+    small, report = compact(model, torch.randn(16, 5))
+    assert report.max_abs_diff <= 1e-6
+    assert report.kept_constant == {"a": 1}
+    assert report.widths_after == {"a": 3}

@@ -64,7 +64,8 @@ class NodeLayer:
     producer: nn.Module
     consumers: List[Consumer]
     norm: Optional[nn.Module] = None
-    activation: Callable[[torch.Tensor], torch.Tensor] = F.relu
+    # None: unknown (e.g. a functional call in forward), so constants cannot be folded
+    activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = F.relu
 
     @property
     def size(self) -> int:
@@ -104,21 +105,34 @@ def outgoing_columns(consumer: Consumer, n: int) -> torch.Tensor:
     return w[:, off : off + n].transpose(0, 1).reshape(n, -1)
 
 
+# Element-wise activations that chain_node_layers recognises between a producer
+# and its consumer; the module itself computes an in-dead node's constant output.
+ACTIVATIONS = {
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+    nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Identity,
+}
+
+
 def chain_node_layers(model: nn.Module) -> List[NodeLayer]:
     """Node layers of a chain network: each Linear/Conv feeds the next one.
 
-    The BatchNorm registered right after a producer is its norm. A Linear that
+    The BatchNorm registered right after a producer is its norm, the first
+    element-wise activation module after it (:data:`ACTIVATIONS`) its
+    activation; with no such module the activation is unknown (``None``) and
+    compaction will not fold in-dead nodes' constants. A Linear that
     follows a convolution reads it flattened, so ``repeat = in_features /
     out_channels``. The last prunable layer is the output layer: it has no nodes.
     """
-    producers, norms = [], {}
+    producers, norms, acts = [], {}, {}
     last = None
     for module in model.modules():
         if isinstance(module, PRUNABLE_TYPES):
             producers.append(module)
             last = module
-        elif isinstance(module, NORM_TYPES) and last is not None and id(last) not in norms:
+        elif isinstance(module, NORM_TYPES) and last is not None and id(last) not in norms and id(last) not in acts:
             norms[id(last)] = module
+        elif last is not None and id(last) not in acts and type(module) in ACTIVATIONS:
+            acts[id(last)] = module
     names = {id(m): n for n, m in model.named_modules()}
     layers = []
     for prod, cons in zip(producers[:-1], producers[1:]):
@@ -129,8 +143,15 @@ def chain_node_layers(model: nn.Module) -> List[NodeLayer]:
                 f"{names[id(cons)]} reads {fan} inputs, not a multiple of the "
                 f"{n} outputs of {names[id(prod)]}: give the model a node_layers() method"
             )
+        act = acts.get(id(prod))
         layers.append(
-            NodeLayer(names[id(prod)], prod, [Consumer(cons, 0, fan // n)], norm=norms.get(id(prod)))
+            NodeLayer(
+                names[id(prod)],
+                prod,
+                [Consumer(cons, 0, fan // n)],
+                norm=norms.get(id(prod)),
+                activation=act,
+            )
         )
     return layers
 

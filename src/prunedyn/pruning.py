@@ -199,6 +199,15 @@ class StochasticWeightPruner(WeightPruner):
         self.generator.set_state(state["generator"])
 
 
+def _smallest(values: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Boolean mask of the ``floor(fraction * n)`` smallest entries of a 1-D tensor (stable on ties)."""
+    k = int(fraction * values.numel())
+    mask = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
+    if k > 0:
+        mask[torch.argsort(values, stable=True)[:k]] = True
+    return mask
+
+
 class MagnitudePruner(WeightPruner):
     """Zero the smallest-magnitude weights up to ``sparsity * f(t)`` and keep them zero.
 
@@ -251,20 +260,13 @@ class MagnitudePruner(WeightPruner):
     def prune_to(self, sparsity: float) -> None:
         """Zero the smallest weights now so that the pruned fraction reaches ``sparsity``."""
         if self.scope == "global":
-            mags = torch.cat([w.detach().abs().flatten() for w in self.weights.values()])
-            k = int(sparsity * mags.numel())
-            if k > 0:
-                threshold = torch.kthvalue(mags, k).values
-                for name, w in self.weights.items():
-                    self._zero(name, w, w.abs() <= threshold)
+            # rank, not threshold: ties at the k-th magnitude must not overshoot the target
+            drop = _smallest(torch.cat([w.detach().abs().flatten() for w in self.weights.values()]), sparsity)
+            for (name, w), part in zip(self.weights.items(), drop.split([w.numel() for w in self.weights.values()])):
+                self._zero(name, w, part.view_as(w))
         else:
             for name, w in self.weights.items():
-                k = int(sparsity * w.numel())
-                if k > 0:
-                    order = torch.argsort(w.detach().abs().flatten(), stable=True)
-                    drop = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
-                    drop[order[:k]] = True
-                    self._zero(name, w, drop.view_as(w))
+                self._zero(name, w, _smallest(w.detach().abs().flatten(), sparsity).view_as(w))
         self.applied = sparsity
 
     def state_dict(self) -> dict:
@@ -384,17 +386,9 @@ class TargetedDropout(WeightPruner):
     def _targeted(self, w: torch.Tensor) -> torch.Tensor:
         """Boolean mask of the targeted candidates of ``w`` (shape of ``w``)."""
         if self.unit:
-            norms = w.detach().reshape(w.shape[0], -1).norm(dim=1)
-            k = int(self.gamma * norms.numel())
-            target = torch.zeros_like(norms, dtype=torch.bool)
-            if k:
-                target[torch.argsort(norms, stable=True)[:k]] = True
+            target = _smallest(w.detach().reshape(w.shape[0], -1).norm(dim=1), self.gamma)
             return target.view(-1, *([1] * (w.dim() - 1))).expand_as(w)
-        k = int(self.gamma * w.numel())
-        target = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
-        if k:
-            target[torch.argsort(w.detach().abs().flatten(), stable=True)[:k]] = True
-        return target.view_as(w)
+        return _smallest(w.detach().abs().flatten(), self.gamma).view_as(w)
 
     @torch.no_grad()
     def before_forward(self) -> None:

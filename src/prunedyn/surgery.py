@@ -10,7 +10,8 @@ For every node layer (:mod:`prunedyn.nodes`):
   consumer's bias: ``b' = b + sum_j W[:, cols(j)] @ c_j``. The fold is exact for
   Linear consumers and unpadded convolutions; a convolution with zero padding
   sees the constant only away from the border, so such nodes are removed only
-  when ``c == 0`` and are otherwise kept and reported as ``kept_constant``.
+  when ``c == 0`` and are otherwise kept and reported as ``kept_constant``
+  (as are all in-dead nodes of a layer whose activation is unknown).
 
 Consumers are sliced once with one keep-mask over all their input channels, so
 a consumer fed by several producers (a U-Net skip concatenation) is handled
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -72,8 +73,10 @@ def max_abs_diff(a: nn.Module, b: nn.Module, example: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _constant_output(layer: NodeLayer) -> torch.Tensor:
-    """What each node emits when its incoming weights are all zero (eval mode)."""
+def _constant_output(layer: NodeLayer) -> Optional[torch.Tensor]:
+    """What each node emits when its incoming weights are all zero (eval mode); None if unknown."""
+    if layer.activation is None:
+        return None
     prod = layer.producer
     n = layer.size
     b = prod.bias.detach().clone() if prod.bias is not None else torch.zeros(n)
@@ -93,6 +96,8 @@ def _foldable(consumer: Consumer) -> bool:
         return True
     if isinstance(m, nn.modules.conv._ConvTransposeNd):
         return False
+    if m.padding == "valid":
+        return True
     pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
     return m.padding != "same" and all(p == 0 for p in pad)
 
@@ -101,12 +106,13 @@ def _foldable(consumer: Consumer) -> bool:
 def _fold_constants(consumer: Consumer, nodes: torch.Tensor, const: torch.Tensor) -> None:
     """Add the contribution of constant input ``const[j]`` for ``j in nodes`` to the bias."""
     m, off, rep = consumer.module, consumer.offset, consumer.repeat
-    if m.bias is None:
-        m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype))
     for j in nodes.tolist():
         c = float(const[j])
         if c == 0.0:
             continue
+        if m.bias is None:  # only when there is something to fold: bias-free layers stay bias-free
+            n_out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+            m.bias = nn.Parameter(torch.zeros(n_out, dtype=m.weight.dtype, device=m.weight.device))
         if isinstance(m, nn.Linear):
             m.bias += c * m.weight[:, off + j * rep : off + (j + 1) * rep].sum(1)
         else:
@@ -172,7 +178,10 @@ def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, Compact
         const = _constant_output(layer)
         in_only = st.in_dead & ~st.out_dead
         exact = all(_foldable(c) for c in layer.consumers)
-        blocked = in_only & (const != 0) & torch.tensor(not exact)
+        if const is None:
+            blocked = in_only
+        else:
+            blocked = in_only & (const != 0) & torch.tensor(not exact)
         remove = (st.out_dead | in_only) & ~blocked
         fold = torch.nonzero(in_only & ~blocked).flatten()
         for consumer in layer.consumers:
