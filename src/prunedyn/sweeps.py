@@ -13,6 +13,9 @@ A sweep spec is YAML::
     seeds: [0, 1, 2]
     workers: 2                     # default: one per core
 
+A point may carry ``label: <text>`` (e.g. the name of a baseline method): it
+becomes a column of the summary table and is not passed to the config.
+
 Every run goes to ``<out>/<config name>-<config hash>``: a finished run is
 skipped, an interrupted one resumes from its checkpoint, so a sweep killed
 halfway and started again completes without redoing finished runs. At the
@@ -120,8 +123,11 @@ def load_spec(path: Path | str) -> SweepSpec:
     return spec
 
 
+LABEL = "label"  # a point's free-text label: a column of the table, not a config key
+
+
 def overrides_of(spec: SweepSpec, point: Dict[str, Any]) -> List[str]:
-    return [*spec.common, *(f"{k}={_format(v)}" for k, v in point.items())]
+    return [*spec.common, *(f"{k}={_format(v)}" for k, v in point.items() if k != LABEL)]
 
 
 def _run_one(base: str, overrides: List[str], folder: str) -> dict:
