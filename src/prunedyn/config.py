@@ -42,6 +42,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "mlp"
     hidden: List[int] = field(default_factory=lambda: [300, 100])
+    width: float = 1.0
 
 
 @dataclass
@@ -53,6 +54,7 @@ class DataConfig:
     train_size: Optional[int] = None
     test_size: Optional[int] = None
     batch_size: int = 64
+    augment: bool = False
 
 
 @dataclass
@@ -121,7 +123,7 @@ def _choices(values) -> Sequence[str]:
 # field -> allowed values (a callable so registries extended later are seen)
 CHOICES = {
     "model.name": lambda: __import__("prunedyn.models", fromlist=["MODELS"]).MODELS,
-    "data.name": lambda: ("mnist", "fashion_mnist"),
+    "data.name": lambda: ("mnist", "fashion_mnist", "cifar10"),
     "data.source": lambda: ("auto", "embedded", "torchvision"),
     "optimizer.name": lambda: ("sgd", "adam", "adamw"),
     "regularizer.kind": lambda: REGULARIZERS,
@@ -142,6 +144,7 @@ RANGES = {
     "optimizer.momentum": (0, 1, False),
     "regularizer.lam": (0, None, False),
     "pruner.sigma": (0, None, True),
+    "model.width": (0, None, True),
     "pruner.ramp_epochs": (0, None, False),
     "pruner.start_epoch": (0, None, False),
     "pruner.sparsity": (0, 0.999999, False),

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import ExperimentConfig, config_hash
-from .datasets import DatasetBundle, load_dataset
+from .datasets import DatasetBundle, augment_batch, load_dataset
 from .models import build_model
 from .nodes import HIST_EDGES, dead_fraction, magnitude_histogram, model_nodes
 from .interop import TorchL1Unstructured
@@ -183,7 +183,10 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
     total, correct, seen = 0.0, 0, 0
     for i in range(0, len(order), cfg.data.batch_size):
         idx = order[i : i + cfg.data.batch_size]
-        xb, yb = t.data.x_train[idx].to(t.device), t.data.y_train[idx].to(t.device)
+        xb, yb = t.data.x_train[idx], t.data.y_train[idx].to(t.device)
+        if cfg.data.augment:
+            xb = augment_batch(xb, g)
+        xb = xb.to(t.device)
         t.pruner.before_forward()
         out = t.model(xb)
         loss = F.cross_entropy(out, yb)
