@@ -22,35 +22,25 @@ Kernels live in a registry so that a new one is one decorated function::
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable
 
 import torch
 
+from .registry import Registry
+
 Kernel = Callable[[torch.Tensor, float], torch.Tensor]
 
-KERNELS: Dict[str, Kernel] = {}
+KERNELS: Registry[Kernel] = Registry("kernel")
 
 
 def register_kernel(name: str) -> Callable[[Kernel], Kernel]:
     """Register ``fn(w, sigma) -> probabilities`` under ``name``."""
-
-    def decorator(fn: Kernel) -> Kernel:
-        if name in KERNELS:
-            raise ValueError(f"kernel {name!r} is already registered")
-        KERNELS[name] = fn
-        return fn
-
-    return decorator
+    return KERNELS.register(name)
 
 
 def get_kernel(name: str) -> Kernel:
     """The kernel registered as ``name``; ``KeyError`` names the allowed ones."""
-    try:
-        return KERNELS[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown kernel {name!r}; allowed: {', '.join(sorted(KERNELS))}"
-        ) from None
+    return KERNELS.get(name)
 
 
 @register_kernel("gaussian")

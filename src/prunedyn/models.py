@@ -7,19 +7,14 @@ own ``node_layers()``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Sequence
+from typing import Callable, Sequence
 
 from torch import nn
 
-MODELS: Dict[str, Callable[..., nn.Module]] = {}
+from .registry import Registry
 
-
-def register_model(name: str):
-    def decorator(fn):
-        MODELS[name] = fn
-        return fn
-
-    return decorator
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+register_model = MODELS.register
 
 
 class MLP(nn.Module):
@@ -55,11 +50,8 @@ def build_mlp(cfg, in_shape, num_classes) -> nn.Module:
 
 
 def build_model(cfg, in_shape, num_classes) -> nn.Module:
-    try:
-        builder = MODELS[cfg.name]
-    except KeyError:
-        raise KeyError(f"unknown model {cfg.name!r}; allowed: {', '.join(MODELS)}") from None
-    return builder(cfg, in_shape, num_classes)
+    """The model ``cfg.name`` for inputs of shape ``in_shape`` (without batch) and ``num_classes``."""
+    return MODELS.get(cfg.name)(cfg, in_shape, num_classes)
 
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")

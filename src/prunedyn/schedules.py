@@ -11,28 +11,15 @@ steps (``T = 0`` means the full sigma from the first step):
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable
+
+from .registry import Registry
 
 Schedule = Callable[[int, int], float]
 
-SCHEDULES: Dict[str, Schedule] = {}
-
-
-def register_schedule(name: str) -> Callable[[Schedule], Schedule]:
-    def decorator(fn: Schedule) -> Schedule:
-        SCHEDULES[name] = fn
-        return fn
-
-    return decorator
-
-
-def get_schedule(name: str) -> Schedule:
-    try:
-        return SCHEDULES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown schedule {name!r}; allowed: {', '.join(sorted(SCHEDULES))}"
-        ) from None
+SCHEDULES: Registry[Schedule] = Registry("schedule")
+register_schedule = SCHEDULES.register
+get_schedule = SCHEDULES.get
 
 
 def _progress(step: int, ramp_steps: int) -> float:
