@@ -248,3 +248,20 @@ def test_data_config_defaults():
     assert d.name == "mnist" and d.source == "auto" and d.root is None
     assert d.train_size is None and d.test_size is None and d.download is False
 
+
+
+def test_later_fields_at_their_default_do_not_change_the_hash(monkeypatch):
+    import prunedyn.config as c
+
+    cfg = c.load_config("mlp-mnist")
+    before = c.config_hash(cfg)
+    monkeypatch.setattr(c, "LATER_FIELDS", ("pruner.alpha", "data.augment"))
+    # as if alpha and augment had not existed yet: the hash drops them at their defaults
+    reduced = cfg.to_dict()
+    del reduced["pruner"]["alpha"], reduced["data"]["augment"]
+    import hashlib, json
+
+    expected = hashlib.sha256(json.dumps(reduced, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert c.config_hash(cfg) == expected != before
+    changed = c.load_config("mlp-mnist", ["pruner.alpha=0.25"])
+    assert c.config_hash(changed) != c.config_hash(cfg)

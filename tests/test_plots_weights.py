@@ -160,6 +160,18 @@ def test_final_numbers_takes_the_last_epoch(hist):
     assert out2.loc["l2", "zeros fc1"] == pytest.approx(0.75) and out2.loc["none", "zeros fc2"] == 0.0
 
 
+def test_sparsity_drops_finds_revivals():
+    m = pd.DataFrame({"run": ["a"] * 5 + ["b"] * 5, "epoch": list(range(5)) * 2,
+                      "weight_sparsity": [0, 0.5, 0.9, 0.8, 0.85, 0, 0.5, 0.6, 0.59, 0.7],
+                      "train_loss": np.arange(10.0), "test_accuracy": np.linspace(0.5, 1, 10)})
+    d = W.sparsity_drops(m, min_drop=0.02)
+    assert list(d["run"]) == ["a"] and list(d["epoch"]) == [3]
+    assert d.loc[0, "weight_sparsity before"] == 0.9 and d.loc[0, "weight_sparsity after"] == 0.8
+    assert d.loc[0, "train_loss before"] == 2.0 and d.loc[0, "train_loss after"] == 3.0
+    assert len(W.sparsity_drops(m, min_drop=0.005)) == 2  # b's 0.6 -> 0.59 counts now
+    assert W.sparsity_drops(m[m.run == "b"].drop(columns="run"), min_drop=0.2).empty
+
+
 def test_shrinkage_paths_match_closed_forms():
     l2 = W.shrinkage_path(0.1, "l2", lam=5e-3, lr=0.05, steps=100)
     assert l2[-1] == pytest.approx(0.1 * (1 - 0.05 * 5e-3) ** 100, rel=1e-12)

@@ -327,7 +327,23 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
     return from_dict(apply_overrides(raw_config(source), overrides))
 
 
+# Fields added to the config after runs were recorded: left out of the hash
+# while they hold their default, so adding a field does not re-key (and so
+# retrain) every cached run. A new field must be listed here as "section.key".
+LATER_FIELDS: tuple = ()
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
-    """First 12 hex digits of the SHA-256 of the canonical JSON of the config."""
-    blob = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    """First 12 hex digits of the SHA-256 of the canonical JSON of the config.
+
+    Stable under additions to the config: see :data:`LATER_FIELDS`.
+    """
+    data = cfg.to_dict()
+    defaults = ExperimentConfig().to_dict()
+    for key in LATER_FIELDS:
+        section, _, name = key.rpartition(".")
+        holder, default = (data[section], defaults[section]) if section else (data, defaults)
+        if holder.get(name) == default.get(name):
+            holder.pop(name, None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

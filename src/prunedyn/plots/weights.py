@@ -34,7 +34,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, PercentFormatter
 
-from ..kernels import KERNELS, expected_pruning_rate, get_kernel
+from ..kernels import expected_pruning_rate, get_kernel
 
 #: Fixed colours so that a run / kernel keeps its colour across every figure.
 RUN_COLORS = {"none": "#7f7f7f", "l1": "#1f77b4", "l2": "#d62728", "l2_decoupled": "#ff7f0e", "dense": "#000000"}
@@ -113,7 +113,7 @@ def matched_sigma(w: torch.Tensor, kernel: str, rate: float, lo: float = 1e-9, h
     if not 0.0 < rate < 1.0:
         raise ValueError(f"rate must be in (0, 1), got {rate!r}")
     a, b = math.log(lo), math.log(hi)
-    for _ in range(200):
+    for _ in range(64):  # the log-range shrinks 2**64-fold: far below float precision in sigma
         m = 0.5 * (a + b)
         if expected_pruning_rate(flat, kernel, math.exp(m)) < rate:
             a = m
@@ -122,10 +122,13 @@ def matched_sigma(w: torch.Tensor, kernel: str, rate: float, lo: float = 1e-9, h
     return math.exp(0.5 * (a + b))
 
 
-def sample_prune_mask(w: torch.Tensor, kernel: str, sigma: float, seed: int = 0) -> torch.Tensor:
+def sample_prune_mask(w: torch.Tensor, kernel: str, sigma: float, seed: int = 1) -> torch.Tensor:
     """One SWP draw: a boolean tensor, True where ``u < kappa(w; sigma)`` (the weight is zeroed).
 
     Uses its own seeded generator, like :class:`prunedyn.StochasticWeightPruner`.
+    Do not pass the seed that initialised the model: the uniforms would replay
+    the stream the initial weights were drawn from and correlate with them
+    (the experiments seed their pruner with ``seed + 1`` for this reason).
     """
     w = w.detach()
     g = torch.Generator(device=w.device).manual_seed(int(seed))
@@ -169,12 +172,14 @@ def prune_without_training(
     kernel: str = "gaussian",
     sigmas: Iterable[float] = (0.003,),
     applications: Sequence[int] = (1,),
-    seed: int = 0,
+    seed: int = 1,
 ) -> pd.DataFrame:
     """Apply SWP to copies of a trained ``model`` with no training in between, and evaluate.
 
     For every sigma, a fresh copy of ``model`` gets :class:`prunedyn.StochasticWeightPruner`
-    steps (constant schedule, absolute sigma, own generator seeded ``seed``);
+    steps (constant schedule, absolute sigma, own generator seeded ``seed``,
+    which should differ from the seed that initialised the model, see
+    :func:`sample_prune_mask`);
     after each count in ``applications`` (increasing) the copy is evaluated on
     ``(x, y)``. ``model`` itself is never modified.
 
@@ -284,7 +289,7 @@ def plot_kernel_on_weights(
     t1.set_ylabel(r"$\kappa(w;\sigma)$", color=color)
     h1, l1 = ax1.get_legend_handles_labels()
     h2, l2 = t1.get_legend_handles_labels()
-    ax1.legend(h1 + h2, l1 + l2, loc="upper left", frameon=False, fontsize=8)
+    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=3, frameon=False, fontsize=9)
 
     ledges = np.logspace(math.log10(log_range[0]), math.log10(log_range[1]), 8 * int(round(math.log10(log_range[1] / log_range[0]))) + 1)
     a = np.abs(vals)
@@ -416,7 +421,7 @@ def plot_accuracy_vs_sparsity(
         if annotate:
             for _, r in g.iterrows():
                 v = r[annotate]
-                ax.annotate(f"{v:g}", (r["weight_sparsity"], r["test_accuracy"]), textcoords="offset points", xytext=(3, 3), fontsize=7, color=c)
+                ax.annotate(f"{v:.2g}", (r["weight_sparsity"], r["test_accuracy"]), textcoords="offset points", xytext=(3, 3), fontsize=7, color=c)
     if reference is not None:
         ax.axhline(reference, color="k", ls=":", lw=1, label=f"unpruned ({reference:.4f})")
     ax.set_xlim(0, 1)
@@ -446,6 +451,36 @@ def stack_runs(runs: Mapping[str, object], table: str) -> pd.DataFrame:
         df = r[table] if isinstance(r, Mapping) else getattr(r, table)
         frames.append(df.assign(run=name)[["run", *df.columns]])
     return pd.concat(frames, ignore_index=True)
+
+
+def sparsity_drops(
+    metrics: pd.DataFrame,
+    column: str = "weight_sparsity",
+    min_drop: float = 0.02,
+    also: Sequence[str] = ("train_loss", "test_accuracy"),
+) -> pd.DataFrame:
+    """Epochs at which ``column`` fell by more than ``min_drop`` from the epoch before.
+
+    ``metrics``: a metrics table (stacked with a ``run`` column, or one run's).
+    One row per such epoch: ``[run,] epoch``, then ``<col> before`` and
+    ``<col> after`` for ``column`` and each of ``also``. Weights revived in
+    bulk (pruned weights regrowing out of the kernel's reach) show up here.
+    """
+    groups = metrics.groupby("run", sort=False) if "run" in metrics.columns else [(None, metrics)]
+    rows = []
+    for run, g in groups:
+        g = g.sort_values("epoch").reset_index(drop=True)
+        for i in range(1, len(g)):
+            prev, cur = g.iloc[i - 1], g.iloc[i]
+            if prev[column] - cur[column] > min_drop:
+                row = {} if run is None else {"run": run}
+                row["epoch"] = int(cur["epoch"])
+                for col in (column, *also):
+                    row[f"{col} before"] = prev[col]
+                    row[f"{col} after"] = cur[col]
+                rows.append(row)
+    cols = (["run"] if "run" in metrics.columns else []) + ["epoch"] + [f"{c} {w}" for c in (column, *also) for w in ("before", "after")]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _keys(df: pd.DataFrame) -> list:
