@@ -30,7 +30,7 @@ def test_environment_yml_and_requirements_agree():
 def _readme_commands():
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S)
-    return [line.strip() for line in blocks[0].splitlines() if line.strip() and not line.startswith("#")]
+    return [line.split("#")[0].strip() for line in blocks[0].splitlines() if line.split("#")[0].strip()]
 
 
 def test_readme_opens_with_book_and_test_commands():
