@@ -67,7 +67,7 @@ def test_model_imbalance_matches_weights():
 def test_gradient_descent_conserves_imbalance_up_to_second_order():
     """No regularizer: delta drifts by O(lr^2) per step, O(lr) over a fixed flow time."""
     x, y = _data()
-    T = 5.0
+    T = 3.0
     changes, moved = {}, {}
     for lr in (0.04, 0.02):
         tr = track_imbalance(_mlp(), x.double(), y, lr=lr, steps=int(round(T / lr)), every=int(round(T / lr)))
@@ -86,8 +86,8 @@ def test_gradient_descent_conserves_imbalance_up_to_second_order():
 def test_l2_contracts_imbalance_at_twice_lambda():
     """With L2 on the weights (no biases), delta_j(t) = delta_j(0) exp(-2 lam t) for every node."""
     x, y = _data()
-    lam, lr, steps = 0.25, 0.005, 400
-    tr = track_imbalance(_mlp(bias=False), x.double(), y, lr=lr, steps=steps, regularizer="l2", lam=lam, every=100)
+    lam, lr, steps = 0.4, 0.01, 200
+    tr = track_imbalance(_mlp(bias=False), x.double(), y, lr=lr, steps=steps, regularizer="l2", lam=lam, every=50)
     p = _pivot(tr)
     t = p.index.to_numpy()
     ratio = p.div(p.iloc[0], axis=1)
@@ -103,7 +103,7 @@ def test_l2_contracts_imbalance_at_twice_lambda():
 def test_heavy_ball_momentum_rescales_time():
     """Momentum m makes the effective step lr / (1 - m): the decay follows effective_time."""
     x, y = _data()
-    lam, lr, m, steps = 0.25, 0.001, 0.9, 400
+    lam, lr, m, steps = 0.25, 0.002, 0.9, 200
     tr = track_imbalance(_mlp(bias=False), x.double(), y, lr=lr, momentum=m, steps=steps, regularizer="l2", lam=lam, every=steps)
     p = _pivot(tr)
     t_end = float(effective_time(steps, lr, m))

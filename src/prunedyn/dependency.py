@@ -106,6 +106,7 @@ def imbalance(nodes: pd.DataFrame) -> pd.DataFrame:
     - ``delta_l2 = in_l2^2 - out_l2^2`` (the conserved / contracted quantity);
     - ``delta_l1 = in_l1 - out_l1`` (what drives ``delta_l2`` under L1);
     - ``rel_l2 = delta_l2 / (in_l2^2 + out_l2^2)`` in ``[-1, 1]`` (0 when both are 0);
+    - ``rel_l1 = delta_l1 / (in_l1 + out_l1)``, the same for the L1 norms;
     - ``log_ratio = log10(in_l2 / out_l2)`` (NaN where either side is 0);
     - ``dead`` (in- or out-dead) and ``status`` (:func:`node_status`).
     """
@@ -115,6 +116,8 @@ def imbalance(nodes: pd.DataFrame) -> pd.DataFrame:
     out["delta_l1"] = out["in_l1"] - out["out_l1"]
     tot = a2 + b2
     out["rel_l2"] = np.where(tot > 0, (a2 - b2) / tot.where(tot > 0, 1.0), 0.0)
+    tot1 = out["in_l1"] + out["out_l1"]
+    out["rel_l1"] = np.where(tot1 > 0, out["delta_l1"] / tot1.where(tot1 > 0, 1.0), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log10(out["in_l2"].to_numpy() / out["out_l2"].to_numpy())
     out["log_ratio"] = np.where(np.isfinite(ratio), ratio, np.nan)
@@ -303,6 +306,52 @@ def l1_drive(nodes: pd.DataFrame, dyn: Dynamics) -> pd.DataFrame:
     return out[keep.to_numpy()].reset_index(drop=True)
 
 
+def balance_table(nodes_by_run: Dict[str, pd.DataFrame], epochs: Sequence[int]) -> pd.DataFrame:
+    """Median relative imbalances of the alive nodes, per run, layer and epoch.
+
+    Columns ``run, layer, epoch, alive, rel_l2, rel_l1`` where ``rel_l2`` is
+    the median of ``|delta_l2| / (in_l2^2 + out_l2^2)`` and ``rel_l1`` the
+    median of ``|in_l1 - out_l1| / (in_l1 + out_l1)`` (0: balanced, 1: one
+    side carries everything). L2 drives the first towards 0, L1 the second.
+    """
+    rows = []
+    for run, nodes in nodes_by_run.items():
+        df = imbalance(nodes[nodes["epoch"].isin(list(epochs))])
+        df = df[~df["dead"]]
+        for (layer, epoch), d in df.groupby(["layer", "epoch"]):
+            rows.append(
+                {
+                    "run": run,
+                    "layer": layer,
+                    "epoch": int(epoch),
+                    "alive": len(d),
+                    "rel_l2": float(d["rel_l2"].abs().median()),
+                    "rel_l1": float(d["rel_l1"].abs().median()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def drive_agreement(drive: pd.DataFrame) -> pd.DataFrame:
+    """Per epoch and layer of :func:`l1_drive`'s table: how well the L1 term explains the
+    observed change of ``delta_l2`` -- ``corr`` (Pearson), ``slope`` of observed on
+    predicted (1 if the L1 term is all there is) and the number of nodes."""
+    rows = []
+    for (epoch, layer), d in drive.groupby(["epoch", "layer"]):
+        if len(d) < 3 or d["l1_term"].std() == 0:
+            continue
+        rows.append(
+            {
+                "epoch": int(epoch),
+                "layer": layer,
+                "n": len(d),
+                "corr": float(np.corrcoef(d["l1_term"], d["observed"])[0, 1]),
+                "slope": float(np.polyfit(d["l1_term"], d["observed"], 1)[0]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------
 # node death: when, which side, which layer
 # --------------------------------------------------------------------------
@@ -455,6 +504,24 @@ def model_imbalance(model: nn.Module) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tracked_summary(track: pd.DataFrame, lam: float = 0.0) -> pd.DataFrame:
+    """Per node of a :func:`track_imbalance` table: ``delta0``, ``delta_end``, the
+    end-to-start ratio against the law ``exp(-2 lam t_end)`` (``ratio``,
+    ``law``, ``rel_error = ratio / law - 1``), the absolute drift
+    ``|delta_end - delta0|`` and, for scale, how much ``||w_in||^2`` itself
+    moved (``in_sq_change``)."""
+    t0, t1 = track["t"].min(), track["t"].max()
+    a = track[track["t"] == t0].set_index(["layer", "node"])
+    b = track[track["t"] == t1].set_index(["layer", "node"])
+    out = pd.DataFrame({"delta0": a["delta"], "delta_end": b["delta"]})
+    out["ratio"] = out["delta_end"] / out["delta0"]
+    out["law"] = math.exp(-2.0 * lam * t1) if t0 == 0 else math.exp(-2.0 * lam * (t1 - t0))
+    out["rel_error"] = out["ratio"] / out["law"] - 1.0
+    out["drift"] = (out["delta_end"] - out["delta0"]).abs()
+    out["in_sq_change"] = (b["in_sq"] - a["in_sq"]).abs()
+    return out.reset_index()
+
+
 def track_imbalance(
     model: nn.Module,
     x: torch.Tensor,
@@ -498,3 +565,39 @@ def track_imbalance(
         reg.add_gradient(weights)
         opt.step()
     return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------
+# how big a typical weight is on each side
+# --------------------------------------------------------------------------
+def layer_fans(model: nn.Module) -> Dict[str, Tuple[int, int]]:
+    """``{layer: (fan_in, fan_out)}``: how many parameters each node has on each side.
+
+    ``fan_in`` counts the incoming weights plus the bias (as ``in_l2`` does);
+    ``fan_out`` the outgoing weights over all consumers.
+    """
+    fans = {}
+    for layer in node_layers(model):
+        n = layer.size
+        fan_in = incoming_rows(layer.producer).shape[1] + (layer.producer.bias is not None)
+        fan_out = sum(outgoing_columns(c, n).shape[1] for c in layer.consumers)
+        fans[layer.name] = (int(fan_in), int(fan_out))
+    return fans
+
+
+def side_rms(nodes: pd.DataFrame, fans: Dict[str, Tuple[int, int]]) -> pd.DataFrame:
+    """The nodes table with ``in_rms = in_l2 / sqrt(fan_in)`` and ``out_rms = out_l2 / sqrt(fan_out)``:
+    the root-mean-square size of one weight on each side, and ``rms_ratio = out_rms / in_rms``.
+
+    At equal norms (``delta = 0``) the side with more weights has the smaller
+    weights, by the factor ``sqrt(fan_in / fan_out)``; a magnitude-driven pruner
+    reaches that side first.
+    """
+    out = nodes.copy()
+    fi = out["layer"].map({k: v[0] for k, v in fans.items()}).astype(float)
+    fo = out["layer"].map({k: v[1] for k, v in fans.items()}).astype(float)
+    out["in_rms"] = out["in_l2"] / np.sqrt(fi)
+    out["out_rms"] = out["out_l2"] / np.sqrt(fo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["rms_ratio"] = out["out_rms"] / out["in_rms"]
+    return out
