@@ -29,6 +29,15 @@ from prunedyn.models import MLP
 from prunedyn.plots import nodes as pn
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny networks here run faster on one thread, above all on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _data(n=96, d=12, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)

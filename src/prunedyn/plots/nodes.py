@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover
 #: One colour per node status, the same in every figure.
 STATUS_COLORS = {"alive": "#d9d9d9", "in-dead": "#ff7f0e", "out-dead": "#1f77b4", "both": "#6a3d9a"}
 STATUS_LABELS = {"alive": "alive", "in-dead": "in-dead only", "out-dead": "out-dead only", "both": "in- and out-dead"}
-LAYER_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e"]
+LAYER_COLORS = ["#1b9e77", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
 
 
 def _short(layer) -> str:
