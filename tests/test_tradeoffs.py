@@ -1,0 +1,192 @@
+"""Trade-off analysis (prunedyn.tradeoffs) and its figures: synthetic tables with known answers,
+and the loader on a tiny real sweep, complete and partial."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from prunedyn import tradeoffs as T
+from prunedyn.plots import tradeoffs as P
+from prunedyn.sweeps import load_spec, run_sweep
+
+
+def synthetic_runs():
+    """Two SWP settings, one baseline and dense, 3 seeds each, with known numbers."""
+    rows = []
+    acc = {"dense": [0.97, 0.96, 0.98], "a": [0.95, 0.94, 0.96], "b": [0.90, 0.92, 0.91], "r": [0.93, 0.93, 0.93]}
+    alive = {"dense": [400, 400, 400], "a": [200, 180, 220], "b": [100, 100, 100], "r": [400, 400, 399]}
+    keys = {
+        "dense": {"pruner.kind": "none", "regularizer.kind": "none", "regularizer.lam": 0.0, "pruner.sigma": np.nan},
+        "a": {"pruner.kind": np.nan, "regularizer.kind": "l2", "regularizer.lam": 0.005, "pruner.sigma": 0.003},
+        "b": {"pruner.kind": np.nan, "regularizer.kind": "l2", "regularizer.lam": 0.01, "pruner.sigma": 0.003},
+        "r": {"pruner.kind": "random", "regularizer.kind": "none", "regularizer.lam": 0.0, "pruner.sigma": np.nan},
+    }
+    label = {"dense": np.nan, "a": np.nan, "b": np.nan, "r": "random"}
+    for name in ("dense", "a", "b", "r"):
+        for seed in range(3):
+            rows.append({
+                "label": label[name], **keys[name], "seed": seed, "run": f"{name}{seed}",
+                "test_accuracy": acc[name][seed], "weight_sparsity": 0.0 if name == "dense" else 0.9,
+                "nodes_total": 400, "nodes_alive": alive[name][seed], "dead_node_fraction": 1 - alive[name][seed] / 400,
+                "params_dense": 1000, "params_compact": 1000 * alive[name][seed] // 400,
+                "flops_dense": 2000, "flops_compact": 2000 * alive[name][seed] // 400,
+            })
+    return T.tidy(pd.DataFrame(rows))
+
+
+def test_tidy_methods_settings_and_derived_columns():
+    t = synthetic_runs()
+    assert list(dict.fromkeys(t["method"])) == ["dense", "swp+l2", "random"]
+    assert set(t["setting"]) == {"dense", "swp+l2, lam=0.005", "swp+l2, lam=0.01", "random"}
+    a = t[t["run"] == "a1"].iloc[0]
+    assert a["nodes_removed"] == pytest.approx(0.55) and a["nodes_removed_count"] == 220
+    assert a["param_ratio"] == pytest.approx(1000 / 450) and a["flop_ratio"] == pytest.approx(2000 / 900)
+
+
+def test_aggregate_mean_std_n():
+    agg = T.aggregate(synthetic_runs()).set_index("setting")
+    r = agg.loc["swp+l2, lam=0.005"]
+    assert r["test_accuracy_mean"] == pytest.approx(0.95)
+    assert r["test_accuracy_std"] == pytest.approx(0.01)  # sample std (ddof=1) of .95, .94, .96
+    assert r["nodes_removed_mean"] == pytest.approx(0.5)
+    assert r["nodes_removed_count_std"] == pytest.approx(20.0)
+    assert r["n"] == 3 and r["seeds"] == "0,1,2" and r["method"] == "swp+l2"
+    assert agg.loc["random", "nodes_removed_count_mean"] == pytest.approx(1 / 3)
+    assert list(agg.index) == ["dense", "swp+l2, lam=0.005", "swp+l2, lam=0.01", "random"]
+
+
+def test_pareto_front_on_known_points():
+    df = pd.DataFrame({"x": [0.0, 0.5, 0.5, 0.75, 0.2, 0.75, np.nan], "y": [0.97, 0.95, 0.90, 0.91, 0.93, 0.91, 0.99]})
+    on = T.pareto_front(df, "x", "y")
+    # (0.5, .90) is dominated by (0.5, .95); (0.2, .93) by (0.5, .95); both (0.75, .91) duplicates stay; NaN never
+    assert on.tolist() == [True, True, False, True, False, True, False]
+    # minimising x instead: only the most accurate point with the smallest x survives
+    assert T.pareto_front(df, "x", "y", maximize_x=False).tolist() == [True, False, False, False, False, False, False]
+
+
+def test_best_setting_and_paired_gap():
+    t = synthetic_runs()
+    agg = T.aggregate(t)
+    best = T.best_setting(agg, 0.5)
+    assert best["setting"] == "swp+l2, lam=0.005"  # removes exactly 50% on average, more accurate than lam=0.01
+    assert T.best_setting(agg, 0.7)["setting"] == "swp+l2, lam=0.01"
+    assert T.best_setting(agg, 0.8) is None
+    gap = T.gap_to_dense(t, best["setting"])
+    assert gap["n"] == 3
+    assert gap["per_seed"].tolist() == pytest.approx([0.02, 0.02, 0.02])
+    assert gap["mean"] == pytest.approx(0.02) and gap["std"] == pytest.approx(0.0, abs=1e-12)
+    gap_b = T.gap_to_dense(t, "swp+l2, lam=0.01")
+    assert gap_b["per_seed"].tolist() == pytest.approx([0.07, 0.04, 0.07])
+    assert gap_b["std"] == pytest.approx(np.std([0.07, 0.04, 0.07], ddof=1))
+
+
+def test_curves_and_node_table():
+    t = synthetic_runs()
+    c = T.curves(t, methods=["random", "swp+l2"])
+    assert list(c["method"]) == ["random", "swp+l2", "swp+l2"]
+    nodes = T.node_removal_table(t).set_index("setting")
+    assert not nodes.loc["random", "removes_nodes"] and nodes.loc["swp+l2, lam=0.01", "removes_nodes"]
+    assert nodes.loc["swp+l2, lam=0.01", "nodes_removed"] == pytest.approx(300)
+
+
+def test_total_weight_sparsity():
+    n = T.mlp_weights([784, 300, 100, 10])
+    assert n == 266200
+    assert T.total_weight_sparsity(13310, n) == pytest.approx(0.95)
+
+
+def test_figures_have_expected_axes():
+    t = synthetic_runs()
+    agg = T.aggregate(t)
+    fig = P.plot_phase(agg, "nodes_removed", methods=["swp+l2"])
+    assert isinstance(fig, Figure)
+    heat = fig.axes[0]
+    assert heat.get_title() == "swp+l2" and len(heat.images) == 1
+    assert heat.images[0].get_array().shape == (2, 1)  # two lambdas x one sigma
+    assert [tk.get_text() for tk in heat.get_yticklabels()] == ["0.005", "0.01"]
+    assert any(txt.get_text().startswith("50%") for txt in heat.texts)
+    d = agg[agg["setting"] == "dense"].iloc[0]
+    fig = P.plot_nodes_vs_accuracy(agg, dense=(d["test_accuracy_mean"], d["test_accuracy_std"]), highlight="swp+l2, lam=0.005")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "hidden nodes removed" and ax.get_ylabel() == "test accuracy"
+    assert "Pareto front" in [h.get_label() for h in ax.get_legend().legend_handles]
+    fig = P.plot_sparsity_curves(T.curves(t), dense=(0.97, 0.01), scale="linear")
+    labels = [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
+    assert "swp+l2" in labels and "random" in labels and "dense" not in labels
+    speed = pd.DataFrame({"version": ["dense", "compact"] * 2, "batch": [1, 1, 256, 256], "ms": [1.0, 0.5, 2.0, 0.8],
+                          "speedup": [1.0, 2.0, 1.0, 2.5], "flop_ratio": [1.0, 2.5, 1.0, 2.5]})
+    fig = P.plot_speed(speed)
+    assert [a.get_title() for a in fig.axes] == ["batch 1", "batch 256"]
+    assert len(fig.axes[0].patches) == 2
+
+
+SPEC = """
+name: tiny
+base: mlp-mnist
+set: [data.source=embedded, data.train_size=500, data.test_size=200, epochs=1, "model.hidden=[16,8]"]
+grid:
+  - {regularizer.kind: [l2], regularizer.lam: [0.01], pruner.sigma: [0.01, 0.05]}
+  - {label: [random], pruner.kind: [random], regularizer.kind: [none], pruner.sparsity: [0.5]}
+runs:
+  - {label: dense, pruner.kind: none, regularizer.kind: none, regularizer.lam: 0}
+seeds: [0, 1]
+"""
+
+
+def test_loader_on_a_tiny_real_sweep_complete_and_partial(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    out = tmp_path / "sweep"
+    table = run_sweep(load_spec(tmp_path / "spec.yaml"), out, workers=1, progress=False)
+    loaded = T.load_table(out)
+    assert len(loaded) == 8 and list(loaded["run"]) == list(table["run"])
+    assert set(loaded["method"]) == {"swp+l2", "random", "dense"}
+    assert loaded["test_accuracy"].tolist() == pytest.approx(table["test_accuracy"].tolist())
+    # the recorded CSV gives the same tidy table as the folder
+    from_csv = T.load_table(out / "summary.csv")
+    assert from_csv["setting"].tolist() == loaded["setting"].tolist()
+    # a sweep still running: no summary.csv yet, one run unfinished -> rebuilt from the run folders
+    unfinished = table["run"].iloc[3]
+    (out / unfinished / "summary.json").unlink()
+    full_csv = (out / "summary.csv").read_text()
+    (out / "summary.csv").unlink()
+    partial = T.load_table(out)
+    assert len(partial) == 7 and unfinished not in set(partial["run"])
+    assert list(partial["run"]) == [r for r in table["run"] if r != unfinished]
+    # a stale summary.csv listing fewer runs than the sweep has is not trusted either
+    (out / "summary.csv").write_text("\n".join(full_csv.splitlines()[:3]) + "\n")
+    assert len(T.load_table(out)) == 7
+    agg = T.aggregate(partial)
+    assert agg.set_index("setting").loc["dense", "n"] == 2
+    w = T.weight_counts(out / table["run"].iloc[0])
+    assert w["weights"] == 784 * 16 + 16 * 8 + 8 * 10
+    s = json.loads((out / table["run"].iloc[0] / "summary.json").read_text())
+    assert 1 - w["nonzero"] / w["weights"] == pytest.approx(s["weight_sparsity"])
+    assert T.sweep_seconds(out)["runs"] == 8
+    layers = T.load_layers(out, runs=list(table["run"]))
+    assert len(layers) == 16 and set(layers["layer"]) == {"net.fc1", "net.fc2"}
+    assert (layers["removed"] == layers["nodes"] - layers["alive"]).all()
+    layers.drop(columns="removed").to_csv(tmp_path / "layers.csv", index=False)
+    assert T.load_layers(tmp_path / "layers.csv")["removed"].tolist() == layers["removed"].tolist()
+    with pytest.raises(FileNotFoundError):
+        T.load_table(tmp_path / "nothing")
+
+
+def test_layer_removal_means_per_setting_and_layer():
+    t = synthetic_runs()
+    rows = []
+    for run, alive1, ind in (("a0", 100, 150), ("a1", 120, 140), ("dense0", 300, 0)):
+        rows.append({"run": run, "layer": "net.fc1", "nodes": 300, "alive": alive1, "in_dead": ind, "out_dead": 300 - alive1,
+                     "both_dead": ind - (alive1 - 100), "weight_sparsity": 0.9})
+        rows.append({"run": run, "layer": "net.fc2", "nodes": 100, "alive": 100, "in_dead": 0, "out_dead": 0, "both_dead": 0,
+                     "weight_sparsity": 0.5})
+    layers = pd.DataFrame(rows)
+    layers["removed"] = layers["nodes"] - layers["alive"]
+    w = T.layer_removal(t, layers).set_index("setting")
+    assert list(w.index) == ["dense", "swp+l2, lam=0.005"]
+    assert w.loc["swp+l2, lam=0.005", "fc1_removed"] == pytest.approx(190)
+    assert w.loc["swp+l2, lam=0.005", "fc1_in_dead"] == pytest.approx(145)
+    assert w.loc["dense", "fc2_removed"] == 0
+    assert list(w.columns[:4]) == ["fc1_removed", "fc1_in_dead", "fc1_out_dead", "fc1_weight_sparsity"]
