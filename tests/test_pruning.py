@@ -604,3 +604,44 @@ def test_magnitude_ties_do_not_overshoot(scope):
     else:
         expected = math.floor(0.5 * sum(n))
     assert sum(int((w == 0).sum()) for w in prunable_weights(model).values()) == expected
+
+
+def _per_tensor_reference(weights, kernel, sigma, generator):
+    """The SWP step written the plain way: one draw per tensor, in order."""
+    from prunedyn.kernels import get_kernel
+
+    for w in weights:
+        u = torch.rand(w.shape, generator=generator, dtype=w.dtype)
+        w.masked_fill_(u < get_kernel(kernel)(w, sigma), 0.0)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplace"])
+def test_one_draw_for_all_tensors_matches_per_tensor_draws_on_cpu(kernel):
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(50, 40), nn.ReLU(), nn.Conv1d(4, 6, 3), nn.Linear(7, 3))
+    b = copy.deepcopy(a)
+    pruner = StochasticWeightPruner(a, kernel=kernel, sigma=0.05, seed=11)
+    g = torch.Generator().manual_seed(11)
+    ws = list(prunable_weights(b).values())
+    for _ in range(3):
+        pruner.step()
+        with torch.no_grad():
+            _per_tensor_reference(ws, kernel, 0.05, g)
+    for wa, wb in zip(prunable_weights(a).values(), ws):
+        assert torch.equal(wa, wb)
+    assert weight_sparsity(a) > 0.2  # the comparison is not vacuous
+
+
+def test_multi_tensor_gaussian_path_takes_the_same_decisions():
+    from prunedyn.pruning import _gaussian_zero_foreach
+
+    torch.manual_seed(1)
+    ws = [torch.randn(30, 20) * 0.05, torch.randn(7, 3, 3) * 0.05]
+    us = [torch.rand(w.shape) for w in ws]
+    expected = [w.masked_fill(u < torch.exp(-(w * w) / (2 * 0.03**2)), 0.0) for w, u in zip(ws, us)]
+    got = [w.clone() for w in ws]
+    _gaussian_zero_foreach(got, us, 0.03)
+    for e, g_ in zip(expected, got):
+        assert torch.equal(e == 0, g_ == 0)
+        assert torch.equal(e, g_)
+    assert sum(int((g_ == 0).sum()) for g_ in got) > 50

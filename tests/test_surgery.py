@@ -291,19 +291,38 @@ def test_compact_conv_chain_unpadded_folds_exactly():
     assert_unchanged(model, state)
 
 
-def test_compact_conv_chain_padded_keeps_constant_channels():
+def test_compact_conv_chain_padded_merges_constants_into_one_carrier():
     model = dead_conv_chain(1)
     x = torch.randn(8, 2, 8, 8)
     small, report = compact(model, x)
     outputs_equal(model, small, x, 1e-4)
-    # the padded consumer sees the constants only away from the border: channels
-    # 0, 1, 2 (non-zero constant) are kept; 5 (constant 0) and 3 (out-dead) go
-    assert report.kept_constant == {"0": 3, "3": 0}
-    assert report.removed_in_dead == {"0": 1, "3": 1}
+    # the padded consumer sees the constants only away from the border, so no bias
+    # can replace them; channels 0, 1, 2 (non-zero constants) merge into one
+    # carrier, 5 (constant 0) and 3 (out-dead) go
+    assert report.kept_constant == {"0": 1, "3": 0}
+    assert report.removed_in_dead == {"0": 3, "3": 1}
     assert report.removed_out_dead == {"0": 1, "3": 1}
-    assert report.widths_after == {"0": 4, "3": 3}
+    assert report.widths_after == {"0": 2, "3": 3}
     assert small[7].in_features == 3 * 36
     assert report.params_after < report.params_before
+    # the carrier is the constant channel with the largest output: here a zero filter
+    consts = [constant_of(model, ch) for ch in (0, 1, 2)]
+    assert consts.index(max(consts)) in (0, 1)
+    kept_filters = small[0].weight.reshape(2, -1)
+    assert int((kept_filters == 0).all(1).sum()) == 1
+
+
+def test_carrier_merge_is_what_makes_padded_compaction_exact():
+    """Removing the constant channels without merging changes the output at the border."""
+    model = dead_conv_chain(1)
+    x = torch.randn(8, 2, 8, 8)
+    naive = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for ch in (0, 1, 2):
+            naive[3].weight[:, ch] = 0  # what dropping the channel without a carrier amounts to
+    assert max_abs_diff(model, naive, x) > 1e-3
+    _, report = compact(model, x)
+    assert report.max_abs_diff <= 1e-5
 
 
 def test_compact_train_mode_model_uses_eval_statistics():
@@ -416,3 +435,25 @@ def test_unknown_activation_keeps_in_dead_nodes_instead_of_guessing():
     assert report.max_abs_diff <= 1e-6
     assert report.kept_constant == {"a": 1}
     assert report.widths_after == {"a": 3}
+
+
+def test_a_layer_whose_every_channel_is_dead_keeps_one_silent_channel():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)).eval()
+    with torch.no_grad():
+        model[2].weight.zero_()  # every channel of the first conv is out-dead
+    x = torch.randn(2, 1, 8, 8)
+    small, report = compact(model, x)
+    assert small[0].out_channels == 1 and small[2].in_channels == 1
+    assert report.kept_constant == {"0": 1}
+    assert report.max_abs_diff == 0.0
+
+
+def test_a_layer_whose_every_channel_is_constant_folds_them_and_stays_exact():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.randn(2, 1, 8, 8)
+    small, report = compact(model, x)
+    assert small[0].out_channels == 1
+    assert report.max_abs_diff <= 1e-6

@@ -55,6 +55,8 @@ class DataConfig:
     test_size: Optional[int] = None
     batch_size: int = 64
     augment: bool = False
+    # covid_cxr: images resized to this side; dsb2018: tile side (256 / 2^k); None: the dataset's default
+    image_size: Optional[int] = None
 
 
 @dataclass
@@ -62,12 +64,16 @@ class OptimizerConfig:
     name: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
+    # constant, or cosine annealing from lr to 0 over the run's optimiser steps (per step)
+    lr_schedule: str = "constant"
 
 
 @dataclass
 class RegularizerConfig:
     kind: str = "none"
     lam: float = 0.0
+    # weights: Linear/Conv weights only (STUDY.md); all: biases and norm parameters too
+    scope: str = "weights"
 
 
 @dataclass
@@ -123,10 +129,12 @@ def _choices(values) -> Sequence[str]:
 # field -> allowed values (a callable so registries extended later are seen)
 CHOICES = {
     "model.name": lambda: __import__("prunedyn.models", fromlist=["MODELS"]).MODELS,
-    "data.name": lambda: ("mnist", "fashion_mnist", "cifar10"),
-    "data.source": lambda: ("auto", "embedded", "torchvision"),
+    "data.name": lambda: __import__("prunedyn.datasets", fromlist=["DATASETS"]).DATASETS,
+    "data.source": lambda: __import__("prunedyn.datasets", fromlist=["SOURCES"]).SOURCES,
+    "optimizer.lr_schedule": lambda: ("constant", "cosine"),
     "optimizer.name": lambda: ("sgd", "adam", "adamw"),
     "regularizer.kind": lambda: REGULARIZERS,
+    "regularizer.scope": lambda: ("weights", "all"),
     "pruner.kind": lambda: ("none", "stochastic", "magnitude", "random", "targeted_dropout", "torch_l1"),
     "pruner.kernel": lambda: KERNELS,
     "pruner.sigma_mode": lambda: ("absolute", "relative"),
@@ -140,6 +148,7 @@ RANGES = {
     "data.train_size": (1, None, False),
     "data.test_size": (1, None, False),
     "data.batch_size": (1, None, False),
+    "data.image_size": (8, None, False),
     "optimizer.lr": (0, None, True),
     "optimizer.momentum": (0, 1, False),
     "regularizer.lam": (0, None, False),
@@ -330,7 +339,7 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
 # Fields added to the config after runs were recorded: left out of the hash
 # while they hold their default, so adding a field does not re-key (and so
 # retrain) every cached run. A new field must be listed here as "section.key".
-LATER_FIELDS: tuple = ()
+LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

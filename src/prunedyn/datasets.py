@@ -11,8 +11,30 @@ Sources (``data.source``):
   class-balanced subset of the JPEG copy of CIFAR-10: 1,000 training and 200
   test images per class, decoded once into ``data/cache``) -- checked against
   the SHA-256 sums below before use;
+- ``jpeg`` (CIFAR-10 only): the complete JPEG copy of CIFAR-10 (50,000
+  training / 10,000 test images, ``cifar10-jpeg.zip``, 62 MB, not shipped)
+  placed by hand in ``data/cifar10/``; checked against :data:`FULL_JPEG` and
+  decoded once into ``data/cache``. For machines without the internet that
+  have that file: it is how the recorded full-scale VGG-16 runs were made;
 - ``auto`` (default): torchvision when its files are present (or
   downloadable, if allowed), else embedded.
+
+Two medical data sets exist only embedded (``auto`` means ``embedded`` for
+them; torchvision has neither), built by ``data/build_embedded.py`` and
+described in ``data/README.md``:
+
+- ``dsb2018`` (``task="segmentation"``): 541 greyscale fluorescence images
+  of the Data Science Bowl 2018 stage-1 nuclei set, 256x256 centre crops with
+  instance labels, 20% of the images held out by image id. ``data.image_size``
+  is the tile side (default 256: whole crops; 128: 4 tiles per crop; ...);
+  ``y`` is the per-pixel class map (background / interior / boundary) of
+  :func:`prunedyn.segmentation.class_targets`, and
+  ``extras["test_instances"]`` the test tiles' instance labels;
+- ``covid_cxr`` (classification, 3 classes): chest X-rays, COVID-19 from
+  Hannover Medical School (adults) vs. normal / viral pneumonia from Kermany
+  et al. (children) -- a source confound, so its accuracy compares pruning
+  levels with each other, never a clinical claim. ``data.image_size`` is the
+  side the 256x256 images are resized to (default 128).
 
 Every bundle says which source it came from (:attr:`DatasetBundle.source`),
 and the run records it.
@@ -22,7 +44,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -46,17 +68,50 @@ EMBEDDED: Dict[str, Dict[str, str]] = {
     "cifar10": {
         "cifar10-jpeg-subset.zip": "bdefa4650fcd26e4cc9469ee875743de0042eb4048bac669e7ef45c64e3216f9",
     },
+    "dsb2018": {
+        "dsb2018-fluo-256.npz": "7231d2b9d682411c3fddf3091aa2fbe2f446b4884cabad52867f4a730cd13826",
+    },
+    # folder data/covid-cxr (dataset name covid_cxr, see FOLDERS)
+    "covid-cxr": {
+        "cxr-256.npz": "ec364a72623b305999e9c262aa42c1fc048f6d9414986a6b8ecd82ced58a93cd",
+    },
 }
+# The complete JPEG copy of CIFAR-10 (data.source=jpeg): too large to ship, so
+# not in data/checksums.sha256; its SHA-256 is checked before it is decoded.
+FULL_JPEG = {"cifar10-jpeg.zip": "ead45e06542622104d3e17a0e554f18656c4cf310408a9ee502d835a28cf897d"}
+# dataset name -> its folder under data/ where the two differ
+FOLDERS = {"covid_cxr": "covid-cxr"}
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_CLASSES = (
+    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)
+CXR_CLASSES = ("covid", "normal", "viral_pneumonia")
+SEGMENTATION_CLASSES = ("background", "interior", "boundary")
+CLASS_NAMES = {
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion_mnist": FASHION_MNIST_CLASSES,
+    "cifar10": CIFAR10_CLASSES,
+    "covid_cxr": CXR_CLASSES,
+    "dsb2018": SEGMENTATION_CLASSES,
+}
+# Data sets that exist only embedded (no torchvision counterpart), and the
+# default of data.image_size for each (see the module doc).
+MEDICAL = ("dsb2018", "covid_cxr")
+DSB_CROP = 256
+CXR_SIZE = 256
+DEFAULT_IMAGE_SIZE = {"dsb2018": 256, "covid_cxr": 128}
 
 # Per-dataset normalisation (mean, std) of the pixel values in [0, 1].
 STATS = {
     "mnist": (0.1307, 0.3081),
     "fashion_mnist": (0.2860, 0.3530),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    # training images of the embedded copies (data/build_embedded.py), at 256x256
+    "dsb2018": (0.0532, 0.0722),
+    "covid_cxr": (0.5515, 0.2050),
 }
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
-SOURCES = ("auto", "embedded", "torchvision")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "dsb2018", "covid_cxr")
+SOURCES = ("auto", "embedded", "torchvision", "jpeg")
 
 
 def data_dir() -> Path:
@@ -73,7 +128,15 @@ def data_dir() -> Path:
 
 @dataclass
 class DatasetBundle:
-    """Normalised images ``(N, C, H, W)`` float32 and labels ``(N,)`` int64."""
+    """Normalised images ``(N, C, H, W)`` float32 and labels ``(N,)`` int64.
+
+    ``task="segmentation"``: labels are per-pixel class maps ``(N, H, W)``
+    int64 (``class_names`` says what each class is). ``extras`` holds further
+    per-example tensors: a key starting ``test_`` follows the test set, one
+    starting ``train_`` the training set (``load_dataset`` truncates them with
+    it); for segmentation ``extras["test_instances"]`` are the test images'
+    instance labels ``(N_test, H, W)`` int64 (0 background).
+    """
 
     name: str
     source: str
@@ -82,6 +145,9 @@ class DatasetBundle:
     x_test: torch.Tensor
     y_test: torch.Tensor
     description: str
+    task: str = "classification"
+    class_names: Optional[Tuple[str, ...]] = None
+    extras: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def in_shape(self) -> Tuple[int, ...]:
@@ -89,6 +155,11 @@ class DatasetBundle:
 
     @property
     def num_classes(self) -> int:
+        """``len(class_names)`` where known (3 for segmentation), else the largest label + 1."""
+        if self.class_names is not None:
+            return len(self.class_names)
+        if self.task == "segmentation":
+            return len(SEGMENTATION_CLASSES)
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
 
@@ -167,9 +238,42 @@ def decode_jpeg_zip(path: Path, cache: Path) -> Dict[str, Tuple[np.ndarray, np.n
     return arrays
 
 
+def interleave_classes(y: np.ndarray) -> np.ndarray:
+    """An order of the examples that cycles through the classes (first example of
+    each class, then the second of each, ...), so any prefix of it -- ``data.train_size``
+    keeps the first examples -- is class-balanced. The ImageFolder layout stores them
+    class by class."""
+    y = np.asarray(y)
+    rank = np.empty(len(y), dtype=np.int64)
+    for k in np.unique(y):
+        idx = np.flatnonzero(y == k)
+        rank[idx] = np.arange(len(idx))
+    return np.lexsort((y, rank))
+
+
+def _jpeg_bundle(arrays, name: str, source: str, description: str) -> DatasetBundle:
+    split = {}
+    for s in ("train", "test"):
+        x, y = arrays[s]
+        order = interleave_classes(y)
+        split[s] = (_normalise(x[order], name), torch.as_tensor(y[order]))
+    return DatasetBundle(
+        name=name,
+        source=source,
+        x_train=split["train"][0],
+        y_train=split["train"][1],
+        x_test=split["test"][0],
+        y_test=split["test"][1],
+        description=description,
+    )
+
+
 def _embedded(name: str, root: Path) -> DatasetBundle:
+    if name in MEDICAL:  # their own loaders, at the default data.image_size
+        return _dsb2018(root, None) if name == "dsb2018" else _covid_cxr(root, None)
     if name not in EMBEDDED:
-        raise DataError(f"no embedded copy of {name!r}; embedded: {', '.join(EMBEDDED)}")
+        have = [n for n in DATASETS if FOLDERS.get(n, n) in EMBEDDED]
+        raise DataError(f"no embedded copy of {name!r}; embedded: {', '.join(have)}")
     folder = root / name
     sums = EMBEDDED[name]
     for fname, digest in sums.items():
@@ -177,14 +281,9 @@ def _embedded(name: str, root: Path) -> DatasetBundle:
     if name == "cifar10":
         (fname, digest), = sums.items()
         arrays = decode_jpeg_zip(folder / fname, root / "cache" / f"cifar10-subset-{digest[:12]}.npz")
-        return DatasetBundle(
-            name=name,
-            source="embedded",
-            x_train=_normalise(arrays["train"][0], name),
-            y_train=torch.as_tensor(arrays["train"][1]),
-            x_test=_normalise(arrays["test"][0], name),
-            y_test=torch.as_tensor(arrays["test"][1]),
-            description="CIFAR-10 (JPEG copy), embedded class-balanced subset: 1,000 training and 200 test images per class",
+        return _jpeg_bundle(
+            arrays, name, "embedded",
+            "CIFAR-10 (JPEG copy), embedded class-balanced subset: 1,000 training and 200 test images per class",
         )
     arrays = {f: read_idx(folder / f) for f in sums}
     return DatasetBundle(
@@ -195,6 +294,24 @@ def _embedded(name: str, root: Path) -> DatasetBundle:
         x_test=_normalise(arrays["t10k-images-idx3-ubyte.gz"], name),
         y_test=torch.as_tensor(arrays["t10k-labels-idx1-ubyte.gz"].astype(np.int64)),
         description=f"{name.upper()} 10k training subset (embedded, first 10,000 official training digits) + official 10k test set",
+    )
+
+
+def _full_jpeg(name: str, root: Path) -> DatasetBundle:
+    if name != "cifar10":
+        raise DataError(f"data.source 'jpeg' exists for cifar10 only, not {name!r}")
+    (fname, digest), = FULL_JPEG.items()
+    path = root / "cifar10" / fname
+    if not path.exists():
+        raise DataError(
+            f"data.source jpeg: {path} is missing; place the complete JPEG copy of CIFAR-10 "
+            "(ImageFolder layout train/<class>/, test/<class>/) there, or use source auto/embedded/torchvision"
+        )
+    verify(path, digest)
+    arrays = decode_jpeg_zip(path, root / "cache" / f"cifar10-full-{digest[:12]}.npz")
+    return _jpeg_bundle(
+        arrays, name, "jpeg",
+        f"CIFAR-10 (JPEG copy), complete: {len(arrays['train'][1]):,} training / {len(arrays['test'][1]):,} test images",
     )
 
 
@@ -218,6 +335,97 @@ def _torchvision(name: str, root: Path, download: bool) -> Optional[DatasetBundl
     )
 
 
+def _load_npz(name: str, root: Path) -> Dict[str, np.ndarray]:
+    """The verified embedded ``.npz`` of ``name`` as a dict of arrays."""
+    folder = FOLDERS.get(name, name)
+    (fname, digest), = EMBEDDED[folder].items()
+    path = root / folder / fname
+    verify(path, digest)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+def _scale(images: np.ndarray, name: str, size: Optional[int] = None) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` to normalised float ``(N, 1, size, size)``: pixel values to
+    [0, 1], resized (bilinear, antialiased) when ``size`` differs, then normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0).unsqueeze(1)
+    if size is not None and size != x.shape[-1]:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean, std = STATS[name]
+    return x.sub_(mean).div_(std)
+
+
+def tiles(images: np.ndarray, size: int) -> np.ndarray:
+    """``(N, S, S)`` cut into non-overlapping ``size x size`` tiles: ``(N * (S/size)**2, size, size)``,
+    image by image, each image's tiles row by row."""
+    n, s, _ = images.shape
+    k = s // size
+    return images.reshape(n, k, size, k, size).transpose(0, 1, 3, 2, 4).reshape(n * k * k, size, size)
+
+
+def _dsb2018(root: Path, image_size: Optional[int]) -> DatasetBundle:
+    size = DEFAULT_IMAGE_SIZE["dsb2018"] if image_size is None else int(image_size)
+    allowed = [DSB_CROP >> i for i in range(6)][::-1]  # 8 .. 256
+    if size not in allowed:
+        raise DataError(
+            f"data.image_size for dsb2018 is the tile side and must divide the {DSB_CROP}x{DSB_CROP} crops: "
+            f"one of {', '.join(map(str, allowed))} (got {image_size})"
+        )
+    from .segmentation import class_targets
+
+    a = _load_npz("dsb2018", root)
+    test = a["test"].astype(bool)
+    parts = {}
+    for split, mask in (("train", ~test), ("test", test)):
+        inst = tiles(a["labels"][mask], size).astype(np.int64)
+        parts[split] = (_scale(tiles(a["images"][mask], size), "dsb2018"), torch.from_numpy(class_targets(inst)), inst)
+    per = (DSB_CROP // size) ** 2
+    tiling = "untiled" if per == 1 else f"{size}x{size} tiles, {per} per crop"
+    return DatasetBundle(
+        name="dsb2018",
+        source="embedded",
+        x_train=parts["train"][0],
+        y_train=parts["train"][1],
+        x_test=parts["test"][0],
+        y_test=parts["test"][1],
+        description=(
+            f"DSB 2018 stage-1 nuclei (embedded: {len(test)} greyscale fluorescence images, "
+            f"{DSB_CROP}x{DSB_CROP} centre crops; {tiling}), held-out 20% by image id "
+            f"({int((~test).sum())} train / {int(test.sum())} test images)"
+        ),
+        task="segmentation",
+        class_names=SEGMENTATION_CLASSES,
+        extras={"test_instances": torch.from_numpy(parts["test"][2])},
+    )
+
+
+def _covid_cxr(root: Path, image_size: Optional[int]) -> DatasetBundle:
+    size = DEFAULT_IMAGE_SIZE["covid_cxr"] if image_size is None else int(image_size)
+    if not 8 <= size <= CXR_SIZE:
+        raise DataError(
+            f"data.image_size for covid_cxr is the side the {CXR_SIZE}x{CXR_SIZE} images are resized to: "
+            f"an integer from 8 to {CXR_SIZE} (got {image_size})"
+        )
+    a = _load_npz("covid_cxr", root)
+    test = a["test"].astype(bool)
+    return DatasetBundle(
+        name="covid_cxr",
+        source="embedded",
+        x_train=_scale(a["images"][~test], "covid_cxr", size),
+        y_train=torch.from_numpy(a["labels"][~test].astype(np.int64)),
+        x_test=_scale(a["images"][test], "covid_cxr", size),
+        y_test=torch.from_numpy(a["labels"][test].astype(np.int64)),
+        description=(
+            f"COVID-19 CXR (embedded: mhh-covid COVID-19 + Kermany normal/viral pneumonia; {size} px); "
+            "source confound: see data/README.md"
+        ),
+        class_names=CXR_CLASSES,
+    )
+
+
 def load_dataset(cfg) -> DatasetBundle:
     """The dataset named by ``cfg.name`` from the source ``cfg.source`` (see module doc).
 
@@ -225,20 +433,39 @@ def load_dataset(cfg) -> DatasetBundle:
     """
     root = Path(cfg.root) if cfg.root else data_dir()
     tv_root = root / "torchvision"
-    bundle = None
-    if cfg.source in ("auto", "torchvision"):
-        bundle = _torchvision(cfg.name, tv_root, cfg.download)
-        if bundle is None and cfg.source == "torchvision":
+    image_size = getattr(cfg, "image_size", None)
+    if cfg.name in MEDICAL:
+        if cfg.source not in ("auto", "embedded"):
             raise DataError(
-                f"{cfg.name} not found under {tv_root}"
-                + ("" if cfg.download else " (set data.download=true to fetch it)")
+                f"{cfg.name} exists only embedded (data/{FOLDERS.get(cfg.name, cfg.name)}/; torchvision has no "
+                f"{cfg.name}): set data.source to auto or embedded, not {cfg.source!r}"
             )
-    if bundle is None:
-        bundle = _embedded(cfg.name, root)
+        bundle = _dsb2018(root, image_size) if cfg.name == "dsb2018" else _covid_cxr(root, image_size)
+    else:
+        if image_size is not None:
+            raise DataError(
+                f"data.image_size applies to {' and '.join(MEDICAL)} only; leave it unset (null) for {cfg.name}"
+            )
+        bundle = _full_jpeg(cfg.name, root) if cfg.source == "jpeg" else None
+        if cfg.source in ("auto", "torchvision"):
+            bundle = _torchvision(cfg.name, tv_root, cfg.download)
+            if bundle is None and cfg.source == "torchvision":
+                raise DataError(
+                    f"{cfg.name} not found under {tv_root}"
+                    + ("" if cfg.download else " (set data.download=true to fetch it)")
+                )
+        if bundle is None:
+            bundle = _embedded(cfg.name, root)
+    if bundle.class_names is None:
+        bundle.class_names = CLASS_NAMES.get(bundle.name)
     if cfg.train_size:
         bundle.x_train, bundle.y_train = bundle.x_train[: cfg.train_size], bundle.y_train[: cfg.train_size]
+        for k in [k for k in bundle.extras if k.startswith("train_")]:
+            bundle.extras[k] = bundle.extras[k][: cfg.train_size]
     if cfg.test_size:
         bundle.x_test, bundle.y_test = bundle.x_test[: cfg.test_size], bundle.y_test[: cfg.test_size]
+        for k in [k for k in bundle.extras if k.startswith("test_")]:
+            bundle.extras[k] = bundle.extras[k][: cfg.test_size]
     bundle.description += f"; used {len(bundle.y_train)} train / {len(bundle.y_test)} test"
     return bundle
 
@@ -248,14 +475,17 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
     after zero-padding by ``pad`` pixels, and a horizontal flip with probability 1/2.
 
     Driven by ``generator``, so an epoch's augmentation repeats exactly on rerun.
+    One gather for the whole batch (no per-image Python loop), so it keeps up
+    with a GPU.
     """
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     flip = torch.rand(b, generator=generator) < 0.5
-    out = torch.empty_like(x)
-    for i in range(b):
-        crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
+    cols = torch.arange(w)
+    cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # (B, W): flipped crops read right to left
+    rows = torch.arange(h) + dy[:, None]  # (B, H)
+    batch = torch.arange(b)[:, None, None, None]
+    chan = torch.arange(c)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import ExperimentConfig, config_hash
-from .datasets import DatasetBundle, augment_batch, load_dataset
+from .datasets import DatasetBundle, load_dataset
 from .models import build_model
+from .tasks import Task, task_for
 from .nodes import HIST_EDGES, dead_fraction, magnitude_histogram, model_nodes
 from .interop import TorchL1Unstructured
 from .pruning import (
@@ -65,10 +66,21 @@ class Trainer:
     pruner: WeightPruner
     device: torch.device
     steps_per_epoch: int
+    task: Task
 
     @property
     def weights(self) -> List[torch.Tensor]:
-        return list(prunable_weights(self.model).values())
+        """The tensors the regularizer acts on (``regularizer.scope``)."""
+        return regularized_parameters(self.model, self.cfg.regularizer.scope)
+
+
+def regularized_parameters(model: nn.Module, scope: str) -> List[torch.Tensor]:
+    """``weights``: the prunable Linear/Conv weights (the study's definition);
+    ``all``: every parameter -- biases and BatchNorm scales and shifts too, as
+    ``torch.optim.SGD(weight_decay=lam)`` would decay them."""
+    if scope == "all":
+        return [p for p in model.parameters() if p.requires_grad]
+    return list(prunable_weights(model).values())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,6 +89,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RunError("device: 'cuda' requested but no CUDA device is available; allowed here: cpu, auto")
     return torch.device(name)
+
+
+def lr_at(cfg, step: int, total_steps: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based) out of ``total_steps``."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+    return cfg.lr
 
 
 def make_optimizer(cfg, params) -> torch.optim.Optimizer:
@@ -139,6 +158,8 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
     """Data, model (seeded init), optimiser, regularizer and pruner for ``cfg``."""
     torch.set_flush_denormal(True)  # decayed weights turn denormal; flushing halves CPU time
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     data = data if data is not None else load_dataset(cfg.data)
     torch.manual_seed(cfg.seed)
     if cfg.init.run:
@@ -155,6 +176,7 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
         pruner=make_pruner(cfg, model, steps),
         device=device,
         steps_per_epoch=steps,
+        task=task_for(data, augment=cfg.data.augment),
     )
 
 
@@ -178,18 +200,23 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     order = torch.randperm(len(t.data.y_train), generator=g)
     weights = t.weights
-    lr = cfg.optimizer.lr
+    total_steps = cfg.epochs * t.steps_per_epoch
+    step = (epoch - 1) * t.steps_per_epoch
     t.model.train()
-    total, correct, seen = 0.0, 0, 0
+    total, correct, seen, pixels = 0.0, 0, 0, 0
     for i in range(0, len(order), cfg.data.batch_size):
         idx = order[i : i + cfg.data.batch_size]
-        xb, yb = t.data.x_train[idx], t.data.y_train[idx].to(t.device)
+        xb, yb = t.data.x_train[idx], t.data.y_train[idx]
         if cfg.data.augment:
-            xb = augment_batch(xb, g)
-        xb = xb.to(t.device)
+            xb, yb = t.task.augment(xb, yb, g)
+        xb, yb = xb.to(t.device), yb.to(t.device)
+        lr = lr_at(cfg.optimizer, step, total_steps)
+        for group in t.optimizer.param_groups:
+            group["lr"] = lr
+        step += 1
         t.pruner.before_forward()
         out = t.model(xb)
-        loss = F.cross_entropy(out, yb)
+        loss = t.task.loss(out, yb)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {float(loss.detach())} in epoch {epoch} (lr {lr}, lambda {cfg.regularizer.lam}); "
@@ -205,14 +232,15 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
         total += float(loss.detach()) * len(yb)
         correct += int((out.argmax(1) == yb).sum())
         seen += len(yb)
+        pixels += yb.numel()
         if progress is not None:
             progress.update(1)
-    return {"train_loss": total / seen, "train_accuracy": correct / seen}
+    return {"train_loss": total / seen, "train_accuracy": correct / pixels}
 
 
 def snapshot(t: Trainer, epoch: int, train: Dict[str, float]) -> Dict[str, List[dict]]:
     """The rows of every table for the model's state at the end of ``epoch``."""
-    test_loss, test_acc = evaluate(t.model, t.data.x_test, t.data.y_test, t.device)
+    scores = t.task.evaluate(t.model, t.data, t.device)
     weights = prunable_weights(t.model)
     stats = model_nodes(t.model)
     n_w = sum(w.numel() for w in weights.values())
@@ -225,12 +253,11 @@ def snapshot(t: Trainer, epoch: int, train: Dict[str, float]) -> Dict[str, List[
         "step": epoch * t.steps_per_epoch,
         "train_loss": train.get("train_loss", float("nan")),
         "train_accuracy": train.get("train_accuracy", float("nan")),
-        "test_loss": test_loss,
-        "test_accuracy": test_acc,
+        **scores,
         "weight_sparsity": n_zero / n_w,
         "nodes_alive": alive,
         "dead_node_fraction": 1 - alive / nodes_total if nodes_total else 0.0,
-        "penalty": t.regularizer.penalty(weights.values()),
+        "penalty": t.regularizer.penalty(t.weights),
         "sigma": sigma,
         "lam": t.regularizer.lam,
     }
@@ -396,8 +423,7 @@ def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> 
         "config_hash": h,
         "seed": cfg.seed,
         "epochs_completed": int(last["epoch"]),
-        "test_accuracy": last["test_accuracy"],
-        "test_loss": last["test_loss"],
+        **{k: v for k, v in last.items() if k.startswith("test_")},
         "weight_sparsity": last["weight_sparsity"],
         "nodes_total": nodes_total,
         "nodes_alive": sum(r["alive"] for r in layers),
@@ -422,6 +448,7 @@ def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> 
             "train_seconds": round(elapsed, 3),
             "seconds_per_epoch": round(elapsed / max(1, summary["epochs_completed"]), 3),
             "device": str(t.device),
+            "gpu": torch.cuda.get_device_name(t.device) if t.device.type == "cuda" else None,
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
         },

@@ -139,6 +139,10 @@ class StochasticWeightPruner(WeightPruner):
         sticky: keep pruned weights at zero for good.
         seed: seeds the pruner's own ``torch.Generator``, so the pruning noise
             neither disturbs nor depends on the global RNG.
+        fused: on a GPU, apply the Gaussian kernel to all tensors at once with
+            PyTorch's multi-tensor (``_foreach``) ops: about ten kernel launches
+            per step instead of about seven per tensor, the same decisions
+            (``w <- 0`` where ``u < kappa``). The CPU always takes the per-tensor path.
     """
 
     def __init__(
@@ -153,6 +157,7 @@ class StochasticWeightPruner(WeightPruner):
         start_step: int = 0,
         sticky: bool = False,
         seed: int = 0,
+        fused: bool = True,
     ):
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
@@ -168,6 +173,7 @@ class StochasticWeightPruner(WeightPruner):
         device = next(iter(self.weights.values())).device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(seed))
+        self.fused = fused
 
     def sigma_at(self, t: Optional[int] = None) -> float:
         """The (absolute-mode) sigma in force at pruning step ``t`` (default: the next one)."""
@@ -179,15 +185,39 @@ class StochasticWeightPruner(WeightPruner):
         s = self.sigma_at(t)
         if s <= 0:
             return
+        todo = []
         for name, w in self.weights.items():
             scale = s
             if self.sigma_mode == "relative":
                 scale = s * float(w.pow(2).mean().sqrt())
                 if scale <= 0:
                     continue
-            p = self.kernel(w, scale)
-            u = torch.rand(w.shape, generator=self.generator, device=w.device, dtype=w.dtype)
-            self._zero(name, w, u < p)
+            todo.append((name, w, scale))
+        if not todo:
+            return
+        # One draw for all tensors: on the CPU the same numbers as one draw per
+        # tensor in turn (a test checks it), with one launch instead of many on a GPU.
+        first = todo[0][1]
+        u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=self.generator, device=first.device, dtype=first.dtype)
+        us, offset = [], 0
+        for _, w, _ in todo:
+            us.append(u_all[offset : offset + w.numel()].view_as(w))
+            offset += w.numel()
+        if self._fused(todo):
+            _gaussian_zero_foreach([w for _, w, _ in todo], us, todo[0][2])
+            return
+        for (name, w, scale), u in zip(todo, us):
+            self._zero(name, w, u < self.kernel(w, scale))
+
+    def _fused(self, todo) -> bool:
+        """The multi-tensor path: CUDA, Gaussian kernel, one sigma for all tensors, no masks."""
+        return (
+            self.fused
+            and todo[0][1].is_cuda
+            and self.kernel_name == "gaussian"
+            and self.sigma_mode == "absolute"
+            and not self.sticky
+        )
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -197,6 +227,25 @@ class StochasticWeightPruner(WeightPruner):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.generator.set_state(state["generator"])
+
+
+@torch.no_grad()
+def _gaussian_zero_foreach(weights, us, sigma: float) -> None:
+    """``w <- 0`` where ``u < exp(-w^2 / (2 sigma^2))`` for every pair, with multi-tensor ops.
+
+    ``u < p`` is decided as ``sign(p - u) == 1``: on a GPU, with no flushing of
+    denormals, ``p - u > 0`` exactly when ``p > u``.
+    """
+    p = torch._foreach_mul(weights, weights)
+    torch._foreach_neg_(p)
+    torch._foreach_div_(p, 2.0 * sigma * sigma)
+    torch._foreach_exp_(p)
+    torch._foreach_sub_(p, us)
+    torch._foreach_sign_(p)  # 1 where u < p (prune), 0 or -1 elsewhere
+    torch._foreach_clamp_min_(p, 0.0)
+    torch._foreach_neg_(p)
+    torch._foreach_add_(p, 1.0)  # keep factor: 0 where pruned, 1 elsewhere
+    torch._foreach_mul_(weights, p)
 
 
 def _smallest(values: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -5,13 +5,21 @@ For every node layer (:mod:`prunedyn.nodes`):
 - an **out-dead** node contributes nothing downstream: its row of the
   producer (filter, bias, BatchNorm entries) and its columns in every consumer
   are removed;
-- an **in-dead** node emits a constant ``c = act(b)`` (``act(BN(b))`` with
-  BatchNorm, in eval mode). Before removal that constant is folded into each
-  consumer's bias: ``b' = b + sum_j W[:, cols(j)] @ c_j``. The fold is exact for
-  Linear consumers and unpadded convolutions; a convolution with zero padding
-  sees the constant only away from the border, so such nodes are removed only
-  when ``c == 0`` and are otherwise kept and reported as ``kept_constant``
-  (as are all in-dead nodes of a layer whose activation is unknown).
+- an **in-dead** node emits a constant map ``c = act(b)`` (``act(BN(b))`` with
+  BatchNorm, in eval mode). When every consumer is a Linear layer or an
+  unpadded convolution, that constant is folded into each consumer's bias,
+  ``b' = b + sum_j W[:, cols(j)] @ c_j``, and the node removed. A convolution
+  with zero padding (or a transposed one) sees a constant input map only away
+  from the border, so no bias can stand in for it; but its contribution is
+  linear in the input, ``sum_j conv(c_j 1, W_j) = conv(c_* 1, sum_j (c_j / c_*) W_j)``,
+  so all the layer's non-zero constants are **merged into one carrier node**
+  ``*`` (the one of largest ``|c|``): the carrier's outgoing weights become
+  ``sum_j (c_j / c_*) W_j`` in every consumer and the other constant nodes go.
+  At most one in-dead node per layer is kept this way (``kept_constant``),
+  and the outputs are unchanged to float rounding. A layer whose every node
+  is dead keeps one node, its outgoing weights zeroed (a layer cannot have
+  zero channels), also counted in ``kept_constant``. Nodes whose constant is 0
+  simply go; with an unknown activation all in-dead nodes are kept.
 
 Consumers are sliced once with one keep-mask over all their input channels, so
 a consumer fed by several producers (a U-Net skip concatenation) is handled
@@ -119,6 +127,24 @@ def _fold_constants(consumer: Consumer, nodes: torch.Tensor, const: torch.Tensor
             m.bias += c * m.weight[:, off + j].reshape(m.weight.shape[0], -1).sum(1)
 
 
+def _input_block(consumer: Consumer, j: int) -> torch.Tensor:
+    """View of the consumer weights that read producer node ``j``."""
+    m, off, rep = consumer.module, consumer.offset, consumer.repeat
+    if isinstance(m, nn.Linear):
+        return m.weight[:, off + j * rep : off + (j + 1) * rep]
+    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+        return m.weight[off + j]
+    return m.weight[:, off + j]
+
+
+@torch.no_grad()
+def _merge_into_carrier(consumer: Consumer, nodes: torch.Tensor, const: torch.Tensor, carrier: int) -> None:
+    """Give ``carrier`` the outgoing weights ``sum_j (c_j / c_carrier) W_j`` over ``nodes`` (carrier included)."""
+    c0 = float(const[carrier])
+    merged = sum(_input_block(consumer, j) * (float(const[j]) / c0) for j in nodes.tolist())
+    _input_block(consumer, carrier).copy_(merged)
+
+
 def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
     p = getattr(module, name, None)
     if p is None:
@@ -166,9 +192,12 @@ def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, Compact
 
     ``example`` is an input batch (e.g. ``torch.randn(8, 1, 28, 28)``) used to
     count FLOPs and to check that outputs are unchanged (``max_abs_diff``).
+    The compact model is returned on the CPU, in eval mode.
     """
-    original = model
-    model = copy.deepcopy(model).eval()
+    # surgery runs on the CPU copy, wherever the model trained (index tensors, constants)
+    original = copy.deepcopy(model).cpu()
+    example = example.cpu()
+    model = copy.deepcopy(original).eval()
     layers = node_layers(model)
     stats = [layer_nodes(layer) for layer in layers]
     widths_before = {layer.name: layer.size for layer in layers}
@@ -177,18 +206,31 @@ def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, Compact
     for layer, st in zip(layers, stats):
         const = _constant_output(layer)
         in_only = st.in_dead & ~st.out_dead
-        exact = all(_foldable(c) for c in layer.consumers)
+        kept = torch.zeros_like(in_only)
         if const is None:
-            blocked = in_only
+            kept = in_only.clone()
         else:
-            blocked = in_only & (const != 0) & torch.tensor(not exact)
-        remove = (st.out_dead | in_only) & ~blocked
-        fold = torch.nonzero(in_only & ~blocked).flatten()
-        for consumer in layer.consumers:
-            _fold_constants(consumer, fold, const)
+            emitting = in_only & (const != 0)
+            nodes = torch.nonzero(emitting).flatten()
+            if all(_foldable(c) for c in layer.consumers):
+                for consumer in layer.consumers:
+                    _fold_constants(consumer, nodes, const)
+            elif len(nodes):
+                # largest |c| as carrier: the merge divides by it
+                carrier = int(torch.where(emitting, const.abs(), torch.full_like(const, -1.0)).argmax())
+                for consumer in layer.consumers:
+                    _merge_into_carrier(consumer, nodes, const, carrier)
+                kept[carrier] = True
+        remove = (st.out_dead | in_only) & ~kept
+        if remove.all():
+            # a layer cannot have zero channels: keep one node whose outgoing weights
+            # are zeroed (its contribution is already folded / merged, or was nothing)
+            remove[0], kept[0] = False, True
+            for consumer in layer.consumers:
+                _input_block(consumer, 0).zero_()
         removed_out[layer.name] = int(st.out_dead.sum())
-        removed_in[layer.name] = int((in_only & ~blocked).sum())
-        kept_const[layer.name] = int(blocked.sum())
+        removed_in[layer.name] = int((in_only & ~kept).sum())
+        kept_const[layer.name] = int(kept.sum())
         plans.append((layer, remove))
     # one keep-mask per consumer over all of its input units
     consumer_masks: Dict[int, Tuple[nn.Module, torch.Tensor]] = {}
