@@ -149,6 +149,7 @@ def test_loader_on_a_tiny_real_sweep_complete_and_partial(tmp_path):
     assert from_csv["setting"].tolist() == loaded["setting"].tolist()
     # a sweep still running: no summary.csv yet, one run unfinished -> rebuilt from the run folders
     unfinished = table["run"].iloc[3]
+    saved = (out / unfinished / "summary.json").read_text()
     (out / unfinished / "summary.json").unlink()
     full_csv = (out / "summary.csv").read_text()
     (out / "summary.csv").unlink()
@@ -172,6 +173,17 @@ def test_loader_on_a_tiny_real_sweep_complete_and_partial(tmp_path):
     assert T.load_layers(tmp_path / "layers.csv")["removed"].tolist() == layers["removed"].tolist()
     with pytest.raises(FileNotFoundError):
         T.load_table(tmp_path / "nothing")
+    # what the book keeps of a sweep: summary with timing, every epoch, first/last histograms
+    (out / unfinished / "summary.json").write_text(saved)
+    rec = T.record_sweep(out, tmp_path / "rec", "tiny", node_runs=[table["run"].iloc[0]])
+    summary = pd.read_csv(rec["summary"])
+    assert len(summary) == 8 and summary["device"].eq("cpu").all() and (summary["train_seconds"] > 0).all()
+    metrics = pd.read_csv(rec["metrics"])
+    assert len(metrics) == 8 * 2 and set(metrics["epoch"]) == {0, 1}
+    hist = pd.read_csv(rec["hist"])
+    assert set(hist["epoch"]) == {0, 1} and hist.groupby(["run", "epoch", "layer"])["count"].sum().nunique() == 3
+    nodes = pd.read_csv(rec["nodes"])
+    assert set(nodes["run"]) == {table["run"].iloc[0]} and set(nodes["epoch"]) == {1} and len(nodes) == 16 + 8
 
 
 def test_layer_removal_means_per_setting_and_layer():

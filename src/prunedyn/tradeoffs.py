@@ -449,3 +449,54 @@ def sweep_seconds(folder: Union[str, Path]) -> Dict[str, float]:
         total += float(json.loads(f.read_text())["train_seconds"])
         n += 1
     return {"train_seconds": total, "runs": n}
+
+
+# --- recording a sweep for the book ------------------------------------------------------
+
+
+def record_sweep(
+    folder: Union[str, Path],
+    dest: Union[str, Path],
+    name: str,
+    node_runs: Sequence[str] = (),
+) -> Dict[str, Path]:
+    """Write the tables a chapter needs from a finished sweep folder into ``dest``.
+
+    Run folders hold large per-node and histogram tables for every epoch (about
+    10 MB per VGG-16 run); the book keeps what it shows:
+
+    - ``<name>.csv``: the summary table (one row per run) with each run's
+      ``train_seconds``, ``device`` and ``gpu`` from ``timing.json``;
+    - ``<name>-metrics.csv`` and ``<name>-layers.csv``: every epoch of every run;
+    - ``<name>-hist.csv``: the magnitude histograms of the first and last epoch;
+    - ``<name>-nodes.csv``: per-node norms at the last epoch, for ``node_runs`` only.
+
+    Every table has a ``run`` column (the run folder's name). Written atomically.
+    """
+    from .records import atomic_write_text
+
+    folder, dest = Path(folder), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    table = load_table(folder, derived=False)
+    timing = {
+        run: json.loads((folder / run / "timing.json").read_text()) for run in table["run"]
+    }
+    for key in ("train_seconds", "device", "gpu"):
+        table[key] = [timing[r].get(key) for r in table["run"]]
+    parts: Dict[str, list] = {"metrics": [], "layers": [], "hist": [], "nodes": []}
+    for run in table["run"]:
+        rf = folder / run
+        parts["metrics"].append(pd.read_csv(rf / "metrics.csv").assign(run=run))
+        parts["layers"].append(pd.read_csv(rf / "layers.csv").assign(run=run))
+        h = pd.read_csv(rf / "histograms.csv")
+        parts["hist"].append(h[h["epoch"].isin([h["epoch"].min(), h["epoch"].max()])].assign(run=run))
+        if run in node_runs:
+            n = pd.read_csv(rf / "nodes.csv")
+            parts["nodes"].append(n[n["epoch"] == n["epoch"].max()].assign(run=run))
+    written = {}
+    frames = {"": table, **{f"-{k}": pd.concat(v, ignore_index=True) for k, v in parts.items() if v}}
+    for suffix, frame in frames.items():
+        path = dest / f"{name}{suffix}.csv"
+        atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+        written[suffix.lstrip("-") or "summary"] = path
+    return written
