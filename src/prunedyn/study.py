@@ -87,7 +87,7 @@ class RunResult:
 # minutes on a 2-core CPU (the full profile runs the presets as they are).
 QUICK: Dict[str, Sequence[str]] = {
     "vgg16-cifar10": ("model.width=0.25", "epochs=15"),
-    "unet-dsb2018": ("model.width=0.125", "epochs=10", "data.train_size=432"),
+    "unet-dsb2018": ("model.width=0.0625", "epochs=12", "data.batch_size=8", "data.train_size=432"),
     "cxr-cnn": ("model.width=0.25", "epochs=30"),
 }
 # Data sets that torchvision does not have: the full profile keeps them embedded.
