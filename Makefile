@@ -33,7 +33,7 @@ browser:
 	fi
 
 test: $(STAMP) browser
-	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env $(PYTEST_ARGS)
+	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs _build .pytest_cache

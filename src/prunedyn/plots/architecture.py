@@ -68,7 +68,7 @@ def plot_widths(
     ax.bar(x, after, color=color, label="after compaction", width=0.55)
     for i, (b, a) in enumerate(zip(before, after)):
         if b > 0:
-            ax.text(i, b, f"-{1 - a / b:.0%}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, b, f"-{1 - a / b:.0%}" if a < b else "0%", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [short_layer(n) for n in names], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("nodes (channels / units)")
     ax.set_title(title or removed_text(dict(zip(names, before.astype(int).tolist())), dict(zip(names, after.astype(int).tolist()))), fontsize=10)
@@ -190,13 +190,17 @@ def plot_filters_vs_accuracy(
     ax, bx = fig.subplots(1, 2)
     pruned, dense = runs[runs["pruned"]], runs[~runs["pruned"]]
     for ax_, ycol in ((ax, "test_accuracy"), (bx, "gap_points")):
-        for _, r in pruned.iterrows():
+        n_labels = 0
+        for _, r in pruned.sort_values("filters_removed").iterrows():
             mk = markers[budgets.index(r["epochs"]) % len(markers)]
             c = colors.get(r["regularizer"], "C4")
             filled = r.get("scope", "all") == "all"
             ax_.scatter(r["filters_removed"], r[ycol], marker=mk, s=46, color=c if filled else "white", edgecolor=c, lw=1.4, zorder=3)
             if label in runs.columns and isinstance(r[label], str) and r["filters_removed"] >= annotate_min:
-                ax_.annotate(r[label], (r["filters_removed"], r[ycol]), xytext=(4, 3), textcoords="offset points", fontsize=6.5, color="0.25")
+                up = n_labels % 2 == 0  # alternate above / below so that neighbours do not overlap
+                ax_.annotate(r[label], (r["filters_removed"], r[ycol]), xytext=(4, 4 if up else -9), textcoords="offset points",
+                             fontsize=6.5, color="0.25")
+                n_labels += 1
         for _, r in dense.iterrows():
             ax_.scatter(0, r[ycol], marker="*", s=110, color="k", zorder=4)
     for i, b in enumerate(budgets):
@@ -239,56 +243,68 @@ def plot_filters_vs_accuracy(
     return fig
 
 
+#: Axis labels of the per-node norms of :func:`prunedyn.conv_report.bn_balance` (and recorded nodes tables).
+NORM_LABELS = {
+    "affine_l2": r"$\|(\gamma_j,\beta_j)\|$ (BatchNorm scale, shift)",
+    "filter_l2": r"$\|W_j\|$ (conv filter)",
+    "in_l2": r"$\|(W_j,\gamma_j,\beta_j)\|$ (all incoming)",
+}
+
+
 def plot_bn_balance(
     balance_by_run: Mapping[str, pd.DataFrame],
+    columns: Sequence[str] = ("affine_l2", "filter_l2"),
     floor: float = 1e-4,
     lims: Tuple[float, float] = (5e-5, 5.0),
     cmap: str = "viridis",
+    title: str = "",
 ) -> Figure:
-    """Where the in/out balance sits with BatchNorm: per node, two incoming norms against the outgoing one.
+    """Where the in/out balance sits with BatchNorm: per filter, incoming norms against the outgoing one.
 
-    ``balance_by_run``: ``{panel title: prunedyn.conv_report.bn_balance(model)}``.
-    Top row: ``||(gamma_j, beta_j)||`` (BatchNorm's affine pair, the side of the
-    ReLU rescaling symmetry) against ``||w_out,j||``; bottom row: the conv
-    filter ``||W_j||`` (scale-free) against ``||w_out,j||``. Layers coloured
-    from input (dark) to output (light); dead nodes as grey crosses; 0 drawn
-    at ``floor``. Nodes of layers without BatchNorm are left out.
+    ``balance_by_run``: ``{panel title: table}`` with ``layer, out_l2,
+    in_dead, out_dead`` and the ``columns`` (as
+    :func:`prunedyn.conv_report.bn_balance` gives them; a recorded nodes
+    table has ``in_l2``). One row of panels per column, e.g. ``affine_l2``
+    (BatchNorm's pair, the side of the ReLU rescaling symmetry) and
+    ``filter_l2`` (scale-free under BatchNorm), each against
+    ``||w_out,j||``. Only conv layers (filters) are drawn, coloured from input
+    (dark) to output (light); dead filters as grey crosses; 0 drawn at ``floor``.
     """
     names = list(balance_by_run)
-    fig = Figure(figsize=(3.0 * len(names) + 1.2, 6.3), layout="constrained")
-    axes = fig.subplots(2, len(names), squeeze=False)
+    fig = Figure(figsize=(3.0 * len(names) + 1.2, 3.2 * len(columns) + 0.3), layout="constrained")
+    axes = fig.subplots(len(columns), len(names), squeeze=False)
     cm = matplotlib.colormaps[cmap]
     sm = None
     for c, name in enumerate(names):
         b = balance_by_run[name]
-        b = b[b["bn"]]
+        b = b[b["layer"].map(is_conv)]
         layer_list = list(dict.fromkeys(b["layer"]))
         depth = b["layer"].map({n: i / max(1, len(layer_list) - 1) for i, n in enumerate(layer_list)}).to_numpy()
         y = b["out_l2"].clip(lower=floor).to_numpy()
-        dead = b["dead"].to_numpy(dtype=bool)
-        for r, col, xl in ((0, "affine_l2", r"$\|(\gamma_j,\beta_j)\|$ (BatchNorm)"), (1, "filter_l2", r"$\|W_j\|$ (conv filter)")):
+        dead = (b["in_dead"].astype(bool) | b["out_dead"].astype(bool)).to_numpy()
+        for r, col in enumerate(columns):
             ax = axes[r, c]
             x = b[col].clip(lower=floor).to_numpy()
             ax.plot(lims, lims, color="k", lw=0.7, ls="--", zorder=1)
             sm = ax.scatter(x[~dead], y[~dead], c=depth[~dead], cmap=cm, vmin=0, vmax=1, s=7, alpha=0.7, lw=0, zorder=2)
             if dead.any():
                 ax.scatter(x[dead], y[dead], marker="x", s=10, color="0.55", lw=0.7, zorder=3, label=f"dead ({int(dead.sum())})")
-                ax.legend(fontsize=7, frameon=False, loc="lower right")
+                ax.legend(fontsize=7, frameon=False, loc="upper left")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlim(*lims)
             ax.set_ylim(*lims)
             ax.set_aspect("equal")
             ax.tick_params(labelsize=7)
-            ax.set_xlabel(xl, fontsize=8)
+            ax.set_xlabel(NORM_LABELS.get(col, col), fontsize=8)
             if c == 0:
-                ax.set_ylabel(r"$\|w_{out,j}\|$", fontsize=8)
+                ax.set_ylabel(r"$\|w_{out,j}\|$ (next layer)", fontsize=8)
         axes[0, c].set_title(f"{name}\n{int((~dead).sum())} of {len(b)} filters alive", fontsize=9)
     if sm is not None:
         cb = fig.colorbar(sm, ax=axes.ravel().tolist(), fraction=0.02, pad=0.03)
         cb.set_ticks([0, 1], labels=["first conv", "last conv"])
         cb.ax.tick_params(labelsize=7)
-    fig.suptitle("every filter's norms at the end of training (0 drawn at the edge); dashed: balance", fontsize=10)
+    fig.suptitle(title or f"every filter's norms (0 drawn at {floor:g}); dashed: balance", fontsize=10)
     return fig
 
 
