@@ -158,7 +158,7 @@ def _conv_quick(lam_l2: float, lam_l1: float, sigma: float) -> Dict[str, Sequenc
 # mechanism act within the budget. Chosen from short CPU trials; the chapters print them.
 QUICK_COMPARISONS: Dict[str, Dict[str, Sequence[str]]] = {
     "vgg16-cifar10": _conv_quick(0.02, 0.0003, 0.002),
-    "unet-dsb2018": _conv_quick(0.05, 0.001, 0.01),
+    "unet-dsb2018": _conv_quick(0.01, 0.001, 0.01),
     "cxr-cnn": _conv_quick(0.05, 0.001, 0.01),
 }
 COMPARISONS: Dict[str, Dict[str, Sequence[str]]] = {
