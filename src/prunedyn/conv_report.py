@@ -238,22 +238,17 @@ def layer_widths(layers: pd.DataFrame, run: Optional[str] = None, epoch: Optiona
 
 def death_table(layers: pd.DataFrame, thresholds: Sequence[float] = (0.1, 0.5)) -> pd.DataFrame:
     """Per node layer: the epoch of its first dead node, of reaching each dead-fraction threshold
-    (NaN if never) and its final dead fraction, in forward order (one run)."""
-    d = layers.assign(dead=layers["nodes"] - layers["alive"])
-    d["dead_fraction"] = d["dead"] / d["nodes"]
-    rows = []
-    for layer, g in d.groupby("layer", sort=False):
-        g = g.sort_values("epoch")
-        row = {"layer": str(layer).split(".")[-1], "nodes": int(g["nodes"].iloc[0])}
-        hit = g[g["dead"] > 0]
-        row["first_death"] = hit["epoch"].min() if len(hit) else np.nan
-        for th in thresholds:
-            hit = g[g["dead_fraction"] >= th]
-            row[f"epoch_{int(round(100 * th))}pct"] = hit["epoch"].min() if len(hit) else np.nan
-        row["final_dead"] = int(g["dead"].iloc[-1])
-        row["final_dead_fraction"] = float(g["dead_fraction"].iloc[-1])
-        rows.append(row)
-    return pd.DataFrame(rows)
+    (NaN if never) and its final dead count and fraction, in forward order (one run).
+
+    :func:`prunedyn.dependency.layer_death_order` in the layers' forward order, with short names."""
+    from .dependency import layer_death_order
+
+    order = list(dict.fromkeys(layers["layer"]))
+    t = layer_death_order(layers, thresholds).set_index("layer").loc[order].reset_index()
+    last = layers[layers["epoch"] == layers["epoch"].max()].set_index("layer").loc[order]
+    t.insert(len(t.columns) - 1, "final_dead", (last["nodes"] - last["alive"]).to_numpy().astype(int))
+    t["layer"] = t["layer"].astype(str).str.split(".").str[-1]
+    return t
 
 
 def vgg_fan_in(widths: Mapping[str, int], in_channels: int = 3, kernel: int = 3) -> Dict[str, int]:
