@@ -29,7 +29,7 @@ from . import __version__
 from .config import ExperimentConfig, config_hash
 from .datasets import DatasetBundle, load_dataset
 from .models import build_model
-from .tasks import Task, task_for
+from .tasks import Task, scored_outputs, task_for
 from .nodes import HIST_EDGES, dead_fraction, magnitude_histogram, model_nodes
 from .interop import TorchL1Unstructured
 from .pruning import (
@@ -183,14 +183,7 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000):
     """``(mean cross-entropy, accuracy)`` of ``model`` on ``(x, y)``."""
-    model.eval()
-    loss, correct = 0.0, 0
-    for i in range(0, len(y), batch):
-        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
-        out = model(xb)
-        loss += float(F.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
-    model.train()
+    loss, correct, _ = scored_outputs(model, x, y, device, batch)
     return loss / len(y), correct / len(y)
 
 

@@ -55,6 +55,22 @@ def balanced_accuracy(pred: np.ndarray, y: np.ndarray, num_classes: int) -> floa
     return float(np.mean(recalls))
 
 
+@torch.no_grad()
+def scored_outputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000):
+    """``(summed cross-entropy, correct count, logits on the CPU)`` of ``model`` over ``(x, y)``,
+    in eval mode, ``batch`` examples at a time (pixels count as examples for segmentation)."""
+    model.eval()
+    loss, correct, outs = 0.0, 0, []
+    for i in range(0, len(y), batch):
+        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
+        out = model(xb)
+        loss += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+        outs.append(out.float().cpu())
+    model.train()
+    return loss, correct, torch.cat(outs)
+
+
 class Task:
     """Interface; see the module docstring."""
 
@@ -65,20 +81,6 @@ class Task:
 
     def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
         return x, y
-
-    def _outputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int):
-        """Summed loss, correct count and the logits (on the CPU) of ``model`` over ``(x, y)``."""
-        model.eval()
-        loss, correct, outs = 0.0, 0, []
-        with torch.no_grad():
-            for i in range(0, len(y), batch):
-                xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
-                out = model(xb)
-                loss += float(F.cross_entropy(out, yb, reduction="sum"))
-                correct += int((out.argmax(1) == yb).sum())
-                outs.append(out.float().cpu())
-        model.train()
-        return loss, correct, torch.cat(outs)
 
     def evaluate(self, model: nn.Module, data: DatasetBundle, device, batch: int = 1000) -> Dict[str, float]:
         raise NotImplementedError
@@ -100,7 +102,7 @@ class Classification(Task):
 
     def evaluate(self, model, data, device, batch=1000):
         x, y = data.x_test, data.y_test
-        loss, correct, logits = self._outputs(model, x, y, device, batch)
+        loss, correct, logits = scored_outputs(model, x, y, device, batch)
         out = {"test_loss": loss / len(y), "test_accuracy": correct / len(y)}
         if self.auc_metrics:
             k = logits.shape[1]
@@ -147,7 +149,7 @@ class Segmentation(Task):
         from .segmentation import segmentation_scores
 
         x, y = data.x_test, data.y_test
-        loss, correct, logits = self._outputs(model, x, y, device, batch)
+        loss, correct, logits = scored_outputs(model, x, y, device, batch)
         scores = segmentation_scores(logits.numpy(), data.extras["test_instances"].numpy())
         return {
             "test_loss": loss / y.numel(),
