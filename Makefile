@@ -6,10 +6,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: book test venv clean help browser
+.PHONY: book test test-fast venv clean help browser
 help:
 	@echo "make book   build the book (executes every chapter, profile $(PROFILE))"
 	@echo "make test   run the full test suite"
+	@echo "make test-fast   the tests not marked slow (the edit loop, about a minute)"
 	@echo "make venv   only create the virtual environment"
 
 venv: $(STAMP)
@@ -34,6 +35,9 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow" -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs _build .pytest_cache

@@ -24,7 +24,7 @@ args = parser.parse_args()
 with tempfile.TemporaryDirectory(prefix="prunedyn-runs-") as cache:
     if not args.warm:
         os.environ["PRUNEDYN_RUNS"] = cache  # inherited by the papermill kernels
-    from prunedyn.book import main
+    from prunedyn.run.book import main
 
     report = main("quick", execute=True)
 budget = 15 * 60

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from prunedyn import StochasticWeightPruner, make_regularizer, prunable_weights
 from prunedyn.models import VGG
-from prunedyn.records import atomic_write_text
+from prunedyn.atomic import atomic_write_text
 
 
 def _timed(fn, device) -> float:

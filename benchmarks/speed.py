@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from prunedyn.datasets import load_dataset
-from prunedyn.latency import speed_table
-from prunedyn.records import atomic_write_text
-from prunedyn.study import load_model, regularizer_comparison
+from prunedyn.data.datasets import load_dataset
+from prunedyn.analysis.latency import speed_table
+from prunedyn.atomic import atomic_write_text
+from prunedyn.run.study import load_model, regularizer_comparison
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--reps", type=int, default=200)

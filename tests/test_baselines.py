@@ -6,11 +6,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from prunedyn.interop import TorchL1Unstructured, export_masks, import_masks, masks_from_torch_prune
+from prunedyn.core.interop import TorchL1Unstructured, export_masks, import_masks, masks_from_torch_prune
 from prunedyn.models import MLP
-from prunedyn.nodes import model_nodes
-from prunedyn.pruning import RandomPruner, TargetedDropout, prunable_weights
-from prunedyn.cli import main
+from prunedyn.structure.nodes import model_nodes
+from prunedyn.core.pruning import RandomPruner, TargetedDropout, prunable_weights
+from prunedyn.run.cli import main
 from conftest import SMALL
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from prunedyn.cli import main
+from prunedyn.run.cli import main
 from conftest import SMALL, prunedyn_cmd, run_cli
 
 BAD_INPUTS = [

@@ -1,7 +1,7 @@
 """Configuration: presets, YAML files, --set overrides, validation messages, hashing."""
 import pytest
 
-from prunedyn.config import (
+from prunedyn.run.config import (
     ConfigError,
     DataConfig,
     ExperimentConfig,
@@ -251,7 +251,7 @@ def test_data_config_defaults():
 
 
 def test_later_fields_at_their_default_do_not_change_the_hash(monkeypatch):
-    import prunedyn.config as c
+    import prunedyn.run.config as c
 
     cfg = c.load_config("mlp-mnist")
     before = c.config_hash(cfg)

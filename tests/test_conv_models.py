@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from prunedyn.config import DataConfig, load_config
-from prunedyn.datasets import augment_batch, load_dataset
+from prunedyn.run.config import DataConfig, load_config
+from prunedyn.data.datasets import augment_batch, load_dataset
 from prunedyn.models import VGG, build_model
-from prunedyn.nodes import model_nodes, node_layers
-from prunedyn.surgery import compact
+from prunedyn.structure.nodes import model_nodes, node_layers
+from prunedyn.structure.surgery import compact
 
 
 def narrow_vgg(seed=0):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from prunedyn import datasets
-from prunedyn.config import DataConfig
-from prunedyn.datasets import EMBEDDED, DataError, load_dataset, read_idx, sha256
+from prunedyn.data import datasets
+from prunedyn.run.config import DataConfig
+from prunedyn.data.datasets import EMBEDDED, DataError, load_dataset, read_idx, sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from prunedyn.dependency import (
+from prunedyn.analysis.dependency import (
     Dynamics,
     aligned_summary,
     aligned_to_death,

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunedyn import kernels
-from prunedyn.kernels import KERNELS, expected_pruning_rate, get_kernel, register_kernel
+from prunedyn.core import kernels
+from prunedyn.core.kernels import KERNELS, expected_pruning_rate, get_kernel, register_kernel
 
 BUILTIN = ("gaussian", "laplace", "hard")
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -136,7 +136,7 @@ def test_register_kernel_adds_usable_kernel(cleanup_kernels):
     with pytest.raises(KeyError, match="test_cauchy"):
         get_kernel("nope")
     # and a pruner accepts it by name
-    from prunedyn.pruning import StochasticWeightPruner
+    from prunedyn.core.pruning import StochasticWeightPruner
 
     model = torch.nn.Linear(3, 2)
     pruner = StochasticWeightPruner(model, kernel="test_cauchy", sigma=1.0)

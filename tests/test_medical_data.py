@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from prunedyn import datasets
-from prunedyn.config import DataConfig
-from prunedyn.datasets import EMBEDDED, STATS, DataError, load_dataset, sha256
+from prunedyn.data import datasets
+from prunedyn.run.config import DataConfig
+from prunedyn.data.datasets import EMBEDDED, STATS, DataError, load_dataset, sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"

@@ -5,8 +5,8 @@ accuracy within 1.5 points of the same run without pruning and regularization.
 """
 import pytest
 
-from prunedyn.config import load_config
-from prunedyn.experiments import run
+from prunedyn.run.config import load_config
+from prunedyn.run.experiments import run
 
 pytestmark = pytest.mark.slow
 

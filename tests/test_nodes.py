@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from prunedyn.models import MLP
-from prunedyn.nodes import (
+from prunedyn.structure.nodes import (
     HIST_EDGES,
     Consumer,
     LayerNodes,

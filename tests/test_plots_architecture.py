@@ -1,4 +1,4 @@
-"""prunedyn.plots.architecture and prunedyn.conv_report: the VGG chapter's figures and numbers."""
+"""prunedyn.plots.architecture and prunedyn.analysis.conv_report: the VGG chapter's figures and numbers."""
 from pathlib import Path
 
 import matplotlib
@@ -11,9 +11,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from prunedyn import conv_report as C
+from prunedyn.analysis import conv_report as C
 from prunedyn.plots import architecture as A
-from prunedyn.surgery import compact, count_params
+from prunedyn.structure.surgery import compact, count_params
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "chapters" / "results"
@@ -54,7 +54,7 @@ def test_filter_counts_read_the_last_epoch_only():
 
 def test_sci_and_setting_label():
     assert [C.sci(x) for x in (0.005, 2e-05, 0.01, 0.0005, 0)] == ["5e-3", "2e-5", "1e-2", "5e-4", "0"]
-    from prunedyn.config import load_config
+    from prunedyn.run.config import load_config
 
     cfg = load_config("vgg16-cifar10", ["regularizer.kind=l2", "regularizer.lam=0.005", "regularizer.scope=all", "pruner.sigma=0.004"])
     assert C.setting_label(cfg) == "SWP + L2 5e-3 (all), σ 0.004"

@@ -12,8 +12,8 @@ from matplotlib.patches import Rectangle
 
 from prunedyn.models import UNet
 from prunedyn.plots import segmentation as S
-from prunedyn.segmentation import instances_from_classes
-from prunedyn.surgery import compact
+from prunedyn.tasks.segmentation import instances_from_classes
+from prunedyn.structure.surgery import compact
 
 
 @pytest.fixture(scope="module")

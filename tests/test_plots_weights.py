@@ -12,13 +12,13 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from prunedyn.nodes import HIST_EDGES, magnitude_histogram
+from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram
 from prunedyn.plots import static_slider
 from prunedyn.plots import weights as W
 
 
 def hist_rows(run, epoch, layer, w):
-    """Histogram rows exactly as prunedyn.experiments.snapshot writes them."""
+    """Histogram rows exactly as prunedyn.run.experiments.snapshot writes them."""
     zeros, counts = magnitude_histogram(w)
     rows = [{"run": run, "epoch": epoch, "layer": layer, "bin": -1, "lo": 0.0, "hi": 0.0, "count": zeros}]
     for b, c in enumerate(counts):

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from prunedyn.kernels import get_kernel
+from prunedyn.core.kernels import get_kernel
 from prunedyn.models import MLP
-from prunedyn.pruning import (
+from prunedyn.core.pruning import (
     MagnitudePruner,
     NoPruner,
     StochasticWeightPruner,
@@ -608,7 +608,7 @@ def test_magnitude_ties_do_not_overshoot(scope):
 
 def _per_tensor_reference(weights, kernel, sigma, generator):
     """The SWP step written the plain way: one draw per tensor, in order."""
-    from prunedyn.kernels import get_kernel
+    from prunedyn.core.kernels import get_kernel
 
     for w in weights:
         u = torch.rand(w.shape, generator=generator, dtype=w.dtype)
@@ -633,7 +633,7 @@ def test_one_draw_for_all_tensors_matches_per_tensor_draws_on_cpu(kernel):
 
 
 def test_multi_tensor_gaussian_path_takes_the_same_decisions():
-    from prunedyn.pruning import _gaussian_zero_foreach
+    from prunedyn.core.pruning import _gaussian_zero_foreach
 
     torch.manual_seed(1)
     ws = [torch.randn(30, 20) * 0.05, torch.randn(7, 3, 3) * 0.05]

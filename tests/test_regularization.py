@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from prunedyn.models import MLP
-from prunedyn.pruning import prunable_weights
-from prunedyn.regularization import REGULARIZERS, L1, L2, L2Decoupled, Regularizer, make_regularizer
+from prunedyn.core.pruning import prunable_weights
+from prunedyn.core.regularization import REGULARIZERS, L1, L2, L2Decoupled, Regularizer, make_regularizer
 
 SETTINGS = settings(max_examples=50, deadline=None)
 

@@ -1,11 +1,11 @@
-"""prunedyn.saliency: occlusion sensitivity and input gradients on models whose answer is known."""
+"""prunedyn.analysis.saliency: occlusion sensitivity and input gradients on models whose answer is known."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from prunedyn import saliency as S
+from prunedyn.analysis import saliency as S
 from prunedyn.models import CXRNet
 
 

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunedyn.schedules import SCHEDULES, get_schedule
+from prunedyn.core.schedules import SCHEDULES, get_schedule
 
 SETTINGS = settings(max_examples=50, deadline=None)
 NAMES = ("constant", "linear", "cubic")

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from prunedyn.segmentation import (
+from prunedyn.tasks.segmentation import (
     average_precision,
     class_targets,
     dice,

@@ -1,8 +1,8 @@
 """The book's access to runs: profiles per preset and the comparisons the chapters train."""
 import pytest
 
-from prunedyn.config import ConfigError, config_hash
-from prunedyn.study import COMPARISON, COMPARISONS, QUICK_COMPARISONS, profile_overrides, resolve
+from prunedyn.run.config import ConfigError, config_hash
+from prunedyn.run.study import COMPARISON, COMPARISONS, QUICK_COMPARISONS, profile_overrides, resolve
 
 
 def test_mlp_runs_keep_their_cache_keys():

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from prunedyn.models import MLP
-from prunedyn.nodes import Consumer, NodeLayer, model_nodes
-from prunedyn.surgery import compact, count_flops, count_params, max_abs_diff
+from prunedyn.structure.nodes import Consumer, NodeLayer, model_nodes
+from prunedyn.structure.surgery import compact, count_flops, count_params, max_abs_diff
 
 
 def outputs_equal(a, b, x, tol):

@@ -7,8 +7,8 @@ import time
 import pandas as pd
 import pytest
 
-from prunedyn.config import ConfigError
-from prunedyn.sweeps import load_spec, run_sweep
+from prunedyn.run.config import ConfigError
+from prunedyn.run.sweeps import load_spec, run_sweep
 from conftest import SMALL, prunedyn_cmd, run_cli
 
 SPEC = """

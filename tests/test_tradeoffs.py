@@ -1,4 +1,4 @@
-"""Trade-off analysis (prunedyn.tradeoffs) and its figures: synthetic tables with known answers,
+"""Trade-off analysis (prunedyn.analysis.tradeoffs) and its figures: synthetic tables with known answers,
 and the loader on a tiny real sweep, complete and partial."""
 import json
 import math
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from prunedyn import tradeoffs as T
+from prunedyn.analysis import tradeoffs as T
 from prunedyn.plots import tradeoffs as P
-from prunedyn.sweeps import load_spec, run_sweep
+from prunedyn.run.sweeps import load_spec, run_sweep
 
 
 def synthetic_runs():

@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunedyn.config import ModelConfig
+from prunedyn.run.config import ModelConfig
 from prunedyn.models import CXRNet, UNet, build_model
-from prunedyn.nodes import model_nodes, node_layers
-from prunedyn.surgery import compact
+from prunedyn.structure.nodes import model_nodes, node_layers
+from prunedyn.structure.surgery import compact
 
 # width 0.125: encoder 8, 16, 32, 64; bottleneck 128
 ENC = [8, 16, 32, 64]

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from prunedyn.interop import wiring_mismatches
+from prunedyn.structure.wiring import wiring_mismatches
 from prunedyn.models import MLP, VGG, CXRNet, UNet
-from prunedyn.nodes import Consumer, NodeLayer
+from prunedyn.structure.nodes import Consumer, NodeLayer
 
 MODELS = {
     "mlp": (lambda: MLP(784, [30, 20], 10), (2, 1, 28, 28)),

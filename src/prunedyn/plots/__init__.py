@@ -2,4 +2,4 @@
 returns a matplotlib Figure; :mod:`prunedyn.plots.slider` turns a series of
 figures into a slider that works in the static HTML book without a kernel.
 """
-from .slider import StaticSlider, figure_png, static_slider  # noqa: F401
+from prunedyn.plots.slider import StaticSlider, figure_png, static_slider  # noqa: F401

@@ -5,11 +5,11 @@ without pyplot (nothing is shown twice, nothing leaks); a notebook displays it
 as a cell's last expression, and :func:`prunedyn.plots.static_slider` turns a
 series of them into a slider for the static book.
 
-Inputs are the tidy tables of :mod:`prunedyn.records` -- ``layers`` (epoch,
+Inputs are the tidy tables of :mod:`prunedyn.run.records` -- ``layers`` (epoch,
 layer, nodes, alive, in_dead, out_dead, both_dead, ...) and ``nodes`` (epoch,
 layer, node, in_l2, out_l2, in_l1, out_l1, in_dead, out_dead) -- usually one
 per run in a ``{run name: table}`` mapping, and the derived tables of
-:mod:`prunedyn.dependency`.
+:mod:`prunedyn.analysis.dependency`.
 """
 from __future__ import annotations
 
@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ..dependency import Dynamics, STATUSES, first_death, layer_status, node_status
+from prunedyn.analysis.dependency import STATUSES, first_death, layer_status, node_status
 
 try:  # share the book's run colours with the weights figures
-    from .weights import RUN_COLORS, RUN_LABELS
+    from prunedyn.plots.weights import RUN_COLORS, RUN_LABELS
 except ImportError:  # pragma: no cover
     RUN_COLORS = {"none": "#7f7f7f", "l1": "#1f77b4", "l2": "#d62728", "dense": "#000000"}
     RUN_LABELS = {"none": "SWP, no regularizer", "l1": "SWP + L1", "l2": "SWP + L2", "dense": "dense (no pruning)"}
@@ -386,7 +385,7 @@ def plot_imbalance_decay(
 
 
 def plot_tracked_imbalance(tracks: Mapping[str, pd.DataFrame], lams: Mapping[str, float], max_nodes: int = 40) -> Figure:
-    """Per-node imbalance ``delta_j(t) / delta_j(0)`` from :func:`prunedyn.dependency.track_imbalance`.
+    """Per-node imbalance ``delta_j(t) / delta_j(0)`` from :func:`prunedyn.analysis.dependency.track_imbalance`.
 
     One panel per track; thin lines are nodes, the dashed black line the
     law ``exp(-2 lam t)`` (a flat line at 1 for ``lam = 0``).
@@ -413,7 +412,7 @@ def plot_tracked_imbalance(tracks: Mapping[str, pd.DataFrame], lams: Mapping[str
 
 def plot_aligned_norms(summaries: Mapping[str, pd.DataFrame], side: str = "in") -> Figure:
     """Median ``||w_in||`` and ``||w_out||`` (quartile bands) against epochs since one side's
-    first death, one panel per run (tables from :func:`prunedyn.dependency.aligned_summary`)."""
+    first death, one panel per run (tables from :func:`prunedyn.analysis.dependency.aligned_summary`)."""
     fig = Figure(figsize=(3.6 * len(summaries), 3.3), layout="constrained")
     axes = fig.subplots(1, len(summaries), squeeze=False, sharey=True)[0]
     for ax, (run, s) in zip(axes, summaries.items()):
@@ -434,7 +433,7 @@ def plot_aligned_norms(summaries: Mapping[str, pd.DataFrame], side: str = "in") 
 def plot_l1_drive(drive: pd.DataFrame, epochs: Sequence[int]) -> Figure:
     """Under L1: the observed one-epoch change of ``delta_l2`` against the L1 term
     ``-2 lam (||w_in||_1 - ||w_out||_1) * time per epoch``, one panel per epoch
-    (table from :func:`prunedyn.dependency.l1_drive`). Points on the diagonal are
+    (table from :func:`prunedyn.analysis.dependency.l1_drive`). Points on the diagonal are
     changes the L1 term alone explains."""
     fig = Figure(figsize=(3.4 * len(epochs), 3.3), layout="constrained")
     axes = fig.subplots(1, len(epochs), squeeze=False)[0]

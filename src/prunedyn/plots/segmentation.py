@@ -13,16 +13,16 @@ Inputs:
   the bottleneck (last, empty decoder);
 - widths: ``{layer name: channels}`` mappings such as
   :meth:`~prunedyn.models.UNet.layer_widths` or a
-  :class:`~prunedyn.surgery.CompactionReport`'s ``widths_before`` /
+  :class:`~prunedyn.structure.surgery.CompactionReport`'s ``widths_before`` /
   ``widths_after``;
-- the tidy ``layers`` / ``metrics`` tables of :mod:`prunedyn.records`, one per
+- the tidy ``layers`` / ``metrics`` tables of :mod:`prunedyn.run.records`, one per
   run in a ``{run name: table}`` mapping;
 - images ``(N, H, W)`` (any float or integer scale; each panel is scaled
   by :func:`display_grey`) and integer instance label images ``(N, H, W)`` (``0`` background).
 
 Three small helpers compute what the figures show: :func:`predict` (class
 map and instances of a model on a batch, with the post-processing of
-:mod:`prunedyn.segmentation`), :func:`skip_channel_table` (which consumers of
+:mod:`prunedyn.tasks.segmentation`), :func:`skip_channel_table` (which consumers of
 each encoder output channel still read it) and :func:`weights_within` (how
 much of each layer lies within a pruning kernel's reach).
 """
@@ -38,10 +38,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 from matplotlib.ticker import PercentFormatter
 
-from ..segmentation import BOUNDARY, INTERIOR, class_targets, instances_from_classes
+from prunedyn.tasks.segmentation import BOUNDARY, INTERIOR, class_targets, instances_from_classes
 
 try:  # the book's run colours and labels
-    from .weights import RUN_COLORS, RUN_LABELS
+    from prunedyn.plots.weights import RUN_COLORS, RUN_LABELS
 except ImportError:  # pragma: no cover
     RUN_COLORS = {"none": "#7f7f7f", "l1": "#1f77b4", "l2": "#d62728", "dense": "#000000"}
     RUN_LABELS = {"none": "SWP, no regularizer", "l1": "SWP + L1", "l2": "SWP + L2", "dense": "dense (no pruning)"}
@@ -322,7 +322,7 @@ def predict(model, x: torch.Tensor, batch: int = 32, min_size: int = 8, grow: fl
     """Class maps ``(N, H, W)`` int64 and instances ``(N, H, W)`` int32 of ``model`` on ``x``.
 
     Eval mode, on the CPU, in batches; instances by
-    :func:`prunedyn.segmentation.instances_from_classes` (``min_size``, ``grow``).
+    :func:`prunedyn.tasks.segmentation.instances_from_classes` (``min_size``, ``grow``).
     """
     was = model.training
     model.eval()
@@ -376,7 +376,7 @@ def label_colors(n: int, seed: int = 0) -> np.ndarray:
 def instance_overlay(image, labels, alpha: float = 0.45, outline: bool = True, seed: int = 0) -> np.ndarray:
     """RGB ``(H, W, 3)`` in ``[0, 1]``: the greyscale ``image`` (:func:`display_grey`) with every
     instance of ``labels`` tinted in its own colour (``alpha``) and, with ``outline``,
-    its boundary pixels (:func:`prunedyn.segmentation.class_targets`) in full colour.
+    its boundary pixels (:func:`prunedyn.tasks.segmentation.class_targets`) in full colour.
     Background pixels keep their grey value."""
     g = display_grey(image)
     lab = np.asarray(labels)
@@ -493,7 +493,7 @@ def skip_channel_table(model) -> pd.DataFrame:
     the concatenation: ``dec_inputs`` (its input channels, skip + up) and
     ``dec_inputs_silent`` (input channels whose weights in it are all zero).
     """
-    from ..nodes import layer_nodes, node_layers, outgoing_columns
+    from prunedyn.structure.nodes import layer_nodes, node_layers, outgoing_columns
 
     layers = {layer.name: layer for layer in node_layers(model)}
     rows = []
@@ -533,7 +533,7 @@ def weights_within(model, magnitude: float) -> pd.DataFrame:
     output channel: ``C_in * k * k``), ``rms`` of its weights, and ``share_below``,
     the share of its weights with ``|w| < magnitude``.
     """
-    from ..nodes import incoming_rows, node_layers
+    from prunedyn.structure.nodes import incoming_rows, node_layers
 
     rows = []
     for layer in node_layers(model):

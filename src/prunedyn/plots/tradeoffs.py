@@ -1,15 +1,15 @@
 """Figures of the trade-offs (chapter 5): phase diagrams, Pareto fronts, baseline curves, speed.
 
-Inputs are the tables of :mod:`prunedyn.tradeoffs`: the per-run table of
-:func:`~prunedyn.tradeoffs.load_table` and its per-setting aggregate
-(:func:`~prunedyn.tradeoffs.aggregate`, columns ``<metric>_mean`` /
-``<metric>_std``), and the speed table of :func:`prunedyn.latency.speed_table`.
+Inputs are the tables of :mod:`prunedyn.analysis.tradeoffs`: the per-run table of
+:func:`~prunedyn.analysis.tradeoffs.load_table` and its per-setting aggregate
+(:func:`~prunedyn.analysis.tradeoffs.aggregate`, columns ``<metric>_mean`` /
+``<metric>_std``), and the speed table of :func:`prunedyn.analysis.latency.speed_table`.
 Every function returns a :class:`matplotlib.figure.Figure` built without
 pyplot (nothing is shown twice, nothing leaks).
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
-from ..tradeoffs import pareto_front, phase_grid
+from prunedyn.analysis.tradeoffs import pareto_front, phase_grid
 
 #: One colour per method, the same in every figure of the chapter.
 METHOD_COLORS = {
@@ -87,7 +87,7 @@ def plot_phase(
 ) -> Figure:
     """Heatmaps of ``metric`` over (lambda x sigma), one panel per method, cells annotated.
 
-    ``agg``: :func:`prunedyn.tradeoffs.aggregate` output. Each cell shows the
+    ``agg``: :func:`prunedyn.analysis.tradeoffs.aggregate` output. Each cell shows the
     mean over seeds and, below it, the standard deviation (when n > 1).
     Panels share the colour scale (``vmin``/``vmax``, default: the range of
     the data), so colours compare across regularizers.
@@ -152,7 +152,7 @@ def plot_nodes_vs_accuracy(
     """Mean test accuracy against mean fraction of nodes removed, one point per setting.
 
     Error bars: one standard deviation over seeds on both axes. The Pareto
-    front (:func:`prunedyn.tradeoffs.pareto_front`: no other setting removes at
+    front (:func:`prunedyn.analysis.tradeoffs.pareto_front`: no other setting removes at
     least as many nodes *and* is at least as accurate) is drawn as a step
     line; ``dense`` = (mean, std) of the dense accuracy draws a band;
     ``highlight`` (a setting name) is circled.
@@ -218,7 +218,7 @@ def plot_sparsity_curves(
 ) -> Figure:
     """Accuracy against weight sparsity, one line per method, error bars over seeds.
 
-    ``curves``: :func:`prunedyn.tradeoffs.curves` output. With
+    ``curves``: :func:`prunedyn.analysis.tradeoffs.curves` output. With
     ``annotate_nodes`` each point is labelled with the mean number of hidden
     nodes its runs remove (0 for methods that only scatter zeros). ``extra``:
     further points with columns ``method, weight_sparsity, test_accuracy`` and
@@ -277,7 +277,7 @@ def plot_sparsity_curves(
 def plot_speed(table: pd.DataFrame, title: str = "") -> Figure:
     """Measured speedup over dense per network version, one panel per batch size.
 
-    ``table``: :func:`prunedyn.latency.speed_table` output (columns
+    ``table``: :func:`prunedyn.analysis.latency.speed_table` output (columns
     ``version, batch, ms, speedup, flop_ratio``). The dashed line is the FLOP
     ratio of the compact network (the speedup if time were proportional to
     FLOPs); the compact bar is labelled with speedup / FLOP ratio.

@@ -7,7 +7,7 @@ display it by leaving it as a cell's last expression, with
 ``IPython.display.display``, or turn a series of them into a static slider
 with :func:`prunedyn.plots.static_slider`.
 
-Tidy tables (as written by :mod:`prunedyn.records`), with an extra ``run``
+Tidy tables (as written by :mod:`prunedyn.run.records`), with an extra ``run``
 column when several runs are stacked by :func:`stack_runs`:
 
 - histograms: ``run, epoch, layer, bin, lo, hi, count``; ``bin == -1`` holds
@@ -34,7 +34,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, PercentFormatter
 
-from ..kernels import expected_pruning_rate, get_kernel
+from prunedyn.core.kernels import expected_pruning_rate, get_kernel
 
 #: Fixed colours so that a run / kernel keeps its colour across every figure.
 RUN_COLORS = {"none": "#7f7f7f", "l1": "#1f77b4", "l2": "#d62728", "l2_decoupled": "#ff7f0e", "dense": "#000000"}
@@ -93,7 +93,7 @@ def pruning_rate_table(
 
     Returns a tidy table with columns ``weights, kernel, sigma, rate``: one row
     per named weight tensor x kernel x sigma (computed with
-    :func:`prunedyn.kernels.expected_pruning_rate`).
+    :func:`prunedyn.core.kernels.expected_pruning_rate`).
     """
     rows = []
     for name, w in weights.items():
@@ -186,8 +186,8 @@ def prune_without_training(
     Returns columns ``kernel, sigma, applications, weight_sparsity, test_accuracy,
     test_loss`` (sparsity over all prunable weights).
     """
-    from ..experiments import evaluate
-    from ..pruning import StochasticWeightPruner, weight_sparsity
+    from prunedyn.run.experiments import evaluate
+    from prunedyn.core.pruning import StochasticWeightPruner, weight_sparsity
 
     device = next(model.parameters()).device
     counts = sorted(set(int(a) for a in applications))

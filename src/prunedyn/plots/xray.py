@@ -13,7 +13,7 @@ Inputs:
   dataset's ``class_names``;
 - for the saliency grid, per network a :class:`Explained` (its class
   probabilities ``(N, K)`` and maps ``(N, H, W)``, e.g. from
-  :func:`prunedyn.saliency.occlusion_map`);
+  :func:`prunedyn.analysis.saliency.occlusion_map`);
 - for the metric figures, the tidy table of :func:`summary_table`: one row
   per run (``run`` = none / l1 / l2 / dense, ``seed``, the test metrics,
   ``dead_fraction``, ``removed_fraction``, ...).
@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
-from .weights import RUN_COLORS, RUN_LABELS
+from prunedyn.plots.weights import RUN_COLORS, RUN_LABELS
 
 #: The classification metrics of the X-ray chapter and their axis labels.
 CXR_METRICS = {
@@ -133,7 +133,7 @@ def plot_xray_saliency(
     column per network in ``explained`` (e.g. ``{"dense": ..., "compact":
     ...}``): the same X-ray with the network's saliency map laid over it (the
     map's value, clipped to [0, 1], sets the overlay's opacity: normalise maps
-    first, :func:`prunedyn.saliency.normalise_maps`), and its predicted class
+    first, :func:`prunedyn.analysis.saliency.normalise_maps`), and its predicted class
     with probability, green where right and red where wrong. ``panel``:
     inches per image; ``dpi``: the figure's resolution.
     """
@@ -177,7 +177,7 @@ def block_layers(table: pd.DataFrame) -> pd.DataFrame:
 
 def stack(runs: Mapping[str, object], table: str) -> pd.DataFrame:
     """:func:`prunedyn.plots.weights.stack_runs` of ``{name: RunResult}`` with :func:`block_layers` names."""
-    from .weights import stack_runs
+    from prunedyn.plots.weights import stack_runs
 
     out = stack_runs(runs, table)
     return block_layers(out) if "layer" in out else out

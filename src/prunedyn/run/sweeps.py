@@ -31,14 +31,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from .config import ConfigError, _read_yaml, config_hash, load_config
-from .records import atomic_write_text
+from prunedyn.run.config import ConfigError, _read_yaml, config_hash, load_config
+from prunedyn.atomic import atomic_write_text
 
 
 @dataclass
@@ -133,7 +133,7 @@ def overrides_of(spec: SweepSpec, point: Dict[str, Any]) -> List[str]:
 def _run_one(base: str, overrides: List[str], folder: str) -> dict:
     import torch
 
-    from .experiments import run
+    from prunedyn.run.experiments import run
 
     torch.set_num_threads(1)  # one process per core: more threads only contend
     return run(load_config(base, overrides), Path(folder), resume=True, progress=False)

@@ -7,7 +7,7 @@ Four versions of one trained, pruned network are compared on the same input:
   unstructured pruning gives without sparse kernels);
 - ``sparse_csr``: the same nonzeros with every Linear weight in
   ``torch.sparse_csr`` format;
-- ``compact``: dead nodes removed (:func:`prunedyn.surgery.compact`).
+- ``compact``: dead nodes removed (:func:`prunedyn.structure.surgery.compact`).
 
 Timing: median over ``reps`` round-robin repetitions after ``warmup`` runs,
 in eval mode under ``torch.inference_mode``; the ratio of interest is the measured speedup
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .surgery import compact, count_flops, count_params
+from prunedyn.structure.surgery import compact, count_flops, count_params
 
 
 class SparseLinear(nn.Module):

@@ -22,8 +22,8 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from .records import atomic_write_json
-from .study import check_profile, repo_root
+from prunedyn.atomic import atomic_write_json
+from prunedyn.run.study import check_profile, repo_root
 
 DEFAULT_PROFILE = "quick"
 

@@ -28,7 +28,7 @@ described in ``data/README.md``:
   instance labels, 20% of the images held out by image id. ``data.image_size``
   is the tile side (default 256: whole crops; 128: 4 tiles per crop; ...);
   ``y`` is the per-pixel class map (background / interior / boundary) of
-  :func:`prunedyn.segmentation.class_targets`, and
+  :func:`prunedyn.tasks.segmentation.class_targets`, and
   ``extras["test_instances"]`` the test tiles' instance labels;
 - ``covid_cxr`` (classification, 3 classes): chest X-rays, COVID-19 from
   Hannover Medical School (adults) vs. normal / viral pneumonia from Kermany
@@ -230,7 +230,7 @@ def decode_jpeg_zip(path: Path, cache: Path) -> Dict[str, Tuple[np.ndarray, np.n
             out[split][0].append(np.asarray(img, dtype=np.uint8))
             out[split][1].append(CIFAR10_CLASSES.index(cls))
     arrays = {s: (np.stack(x), np.asarray(y, dtype=np.int64)) for s, (x, y) in out.items()}
-    from .records import atomic_write_bytes
+    from prunedyn.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, **{f"{s}_{k}": v for s, (x, y) in arrays.items() for k, v in (("x", x), ("y", y))})
@@ -374,7 +374,7 @@ def _dsb2018(root: Path, image_size: Optional[int]) -> DatasetBundle:
             f"data.image_size for dsb2018 is the tile side and must divide the {DSB_CROP}x{DSB_CROP} crops: "
             f"one of {', '.join(map(str, allowed))} (got {image_size})"
         )
-    from .segmentation import class_targets
+    from prunedyn.data.targets import class_targets
 
     a = _load_npz("dsb2018", root)
     test = a["test"].astype(bool)

@@ -1,117 +1,12 @@
-"""Models of the study, each buildable by name from a config.
-
-Every model is either a chain of Linear/Conv(+BatchNorm) layers, whose node
-wiring :func:`prunedyn.nodes.chain_node_layers` reads off, or defines its
-own ``node_layers()``.
-"""
+"""U-Net with BatchNorm for 2-D segmentation; its node wiring crosses the skip concatenations."""
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from .nodes import Consumer, NodeLayer
-from .registry import Registry
-
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-register_model = MODELS.register
-
-
-class MLP(nn.Module):
-    """``in_features -> hidden[0] -> ... -> num_classes`` with ReLU; input is flattened.
-
-    Input ``(B, *)`` with ``prod(*) == in_features``; output ``(B, num_classes)`` logits.
-    """
-
-    def __init__(self, in_features: int = 784, hidden: Sequence[int] = (300, 100), num_classes: int = 10):
-        super().__init__()
-        sizes = [in_features, *hidden, num_classes]
-        layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-            layers.append((f"fc{i}", nn.Linear(a, b)))
-            if i < len(sizes) - 1:
-                layers.append((f"relu{i}", nn.ReLU()))
-        self.net = nn.Sequential(OrderedDict(layers))
-
-    def forward(self, x):
-        return self.net(x)
-
-    @property
-    def widths(self) -> list[int]:
-        return [m.out_features for m in self.net if isinstance(m, nn.Linear)][:-1]
-
-
-@register_model("mlp")
-def build_mlp(cfg, in_shape, num_classes) -> nn.Module:
-    n_in = 1
-    for s in in_shape:
-        n_in *= s
-    return MLP(n_in, list(cfg.hidden), num_classes)
-
-
-def build_model(cfg, in_shape, num_classes) -> nn.Module:
-    """The model ``cfg.name`` for inputs of shape ``in_shape`` (without batch) and ``num_classes``."""
-    return MODELS.get(cfg.name)(cfg, in_shape, num_classes)
-
-
-VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-
-
-class VGG(nn.Module):
-    """VGG with BatchNorm for 32x32 inputs (the common CIFAR variant).
-
-    ``features``: for every number in ``cfg`` a 3x3 conv (padding 1, no bias:
-    BatchNorm's shift plays that role) -> BatchNorm -> ReLU, and 2x2 max-pool
-    for every ``"M"``; VGG-16 has 13 conv layers. ``classifier``: Flatten ->
-    Linear(c, hidden) -> ReLU -> Linear(hidden, classes), where ``c`` is the last
-    conv's width (the map is 1x1 after five pools). ``width`` scales every
-    layer's channels (and ``hidden``) so the quick profile can run a narrow
-    VGG-16 on a CPU. Input ``(B, 3, 32, 32)``, output ``(B, classes)`` logits.
-
-    Every conv channel and hidden unit is a node; the chain reader
-    (:func:`prunedyn.nodes.chain_node_layers`) wires them, BatchNorm included.
-    """
-
-    def __init__(self, cfg=VGG16_CFG, width: float = 1.0, hidden: int = 512, in_channels: int = 3, num_classes: int = 10):
-        super().__init__()
-        layers: list[tuple[str, nn.Module]] = []
-        c, block, idx = in_channels, 1, 1
-        for v in cfg:
-            if v == "M":
-                layers.append((f"pool{block}", nn.MaxPool2d(2)))
-                block, idx = block + 1, 1
-                continue
-            out = max(1, int(round(v * width)))
-            layers += [
-                (f"conv{block}_{idx}", nn.Conv2d(c, out, 3, padding=1, bias=False)),
-                (f"bn{block}_{idx}", nn.BatchNorm2d(out)),
-                (f"relu{block}_{idx}", nn.ReLU(inplace=True)),
-            ]
-            c, idx = out, idx + 1
-        self.features = nn.Sequential(OrderedDict(layers))
-        h = max(1, int(round(hidden * width)))
-        self.classifier = nn.Sequential(
-            OrderedDict(
-                [("flatten", nn.Flatten()), ("fc1", nn.Linear(c, h)), ("relu", nn.ReLU(inplace=True)), ("fc2", nn.Linear(h, num_classes))]
-            )
-        )
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-@register_model("vgg16")
-def build_vgg16(cfg, in_shape, num_classes) -> nn.Module:
-    if tuple(in_shape[1:]) != (32, 32):
-        raise ValueError(f"model.name vgg16 expects 32x32 inputs, got {tuple(in_shape)}")
-    return VGG(VGG16_CFG, width=cfg.width, hidden=cfg.hidden[0], in_channels=in_shape[0], num_classes=num_classes)
-
-
-def _scaled(channels: int, width: float) -> int:
-    """``channels * width`` rounded, at least 1 (as VGG scales its layers)."""
-    return max(1, int(round(channels * width)))
+from prunedyn.models.registry import register_model, scaled as _scaled
+from prunedyn.structure.nodes import Consumer, NodeLayer
 
 
 class DoubleConv(nn.Module):
@@ -148,7 +43,7 @@ class UNet(nn.Module):
 
     ``width`` scales every layer's channels (rounded, at least 1); the decoder
     always matches the (current) encoder widths, and forward never hard-codes a
-    channel count, so a compacted copy (:func:`prunedyn.surgery.compact`) runs
+    channel count, so a compacted copy (:func:`prunedyn.structure.surgery.compact`) runs
     as is.
 
     Input ``(B, in_channels, H, W)`` with ``H`` and ``W`` divisible by
@@ -200,7 +95,7 @@ class UNet(nn.Module):
         return self.head(x)
 
     def node_layers(self) -> list[NodeLayer]:
-        """The full wiring (:class:`prunedyn.nodes.NodeLayer` list), in forward order.
+        """The full wiring (:class:`prunedyn.structure.nodes.NodeLayer` list), in forward order.
 
         ``enc{i}.conv1 -> enc{i}.conv2``; ``enc{i}.conv2`` feeds the next
         encoder's (or the bottleneck's) ``conv1`` after the pool and
@@ -268,56 +163,3 @@ def build_unet(cfg, in_shape, num_classes) -> nn.Module:
             f"model.name unet: input size {in_shape[1]}x{in_shape[2]} is not divisible by 2**depth = {div}"
         )
     return UNet(in_channels=in_shape[0], num_classes=num_classes, width=cfg.width, depth=depth)
-
-
-CXR_WIDTHS = (32, 64, 128, 256, 256)
-
-
-class CXRNet(nn.Module):
-    """Small CNN classifier for chest X-rays (1 channel, 128-256 px).
-
-    Five blocks ``block{i}``: 3x3 conv (padding 1, no bias) ``conv`` -> BatchNorm
-    ``bn`` -> ReLU ``relu`` -> 2x2 max-pool ``pool``, of widths 32, 64, 128,
-    256, 256 times ``width`` (rounded, at least 1); then global average pooling
-    ``gap`` -> ``flatten`` -> ``head`` Linear(c, num_classes). Input
-    ``(B, in_channels, H, W)`` with ``H, W >= 32``; output ``(B, num_classes)``
-    logits.
-
-    A chain: :func:`prunedyn.nodes.chain_node_layers` wires it (five conv node
-    layers; the head reads one input per channel after the pooling, repeat 1).
-    """
-
-    def __init__(self, in_channels: int = 1, num_classes: int = 3, width: float = 1.0, widths: Sequence[int] = CXR_WIDTHS):
-        super().__init__()
-        c = in_channels
-        for i, v in enumerate(widths, start=1):
-            out = _scaled(v, width)
-            block = nn.Sequential(
-                OrderedDict(
-                    [
-                        ("conv", nn.Conv2d(c, out, 3, padding=1, bias=False)),
-                        ("bn", nn.BatchNorm2d(out)),
-                        ("relu", nn.ReLU(inplace=True)),
-                        ("pool", nn.MaxPool2d(2)),
-                    ]
-                )
-            )
-            setattr(self, f"block{i}", block)
-            c = out
-        self.n_blocks = len(widths)
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.head = nn.Linear(c, num_classes)
-
-    def forward(self, x):
-        for i in range(1, self.n_blocks + 1):
-            x = getattr(self, f"block{i}")(x)
-        return self.head(self.flatten(self.gap(x)))
-
-
-@register_model("cxr_cnn")
-def build_cxr_cnn(cfg, in_shape, num_classes) -> nn.Module:
-    """:class:`CXRNet` with ``cfg.width``; ``cfg.hidden`` is not used."""
-    if len(in_shape) != 3 or min(in_shape[1:]) < 32:
-        raise ValueError(f"model.name cxr_cnn expects (C, H, W) inputs with H, W >= 32, got {tuple(in_shape)}")
-    return CXRNet(in_channels=in_shape[0], num_classes=num_classes, width=cfg.width)

@@ -25,9 +25,9 @@ from typing import Dict, Sequence
 
 import pandas as pd
 
-from .config import ConfigError, ExperimentConfig, config_hash, load_config
-from .experiments import run
-from .records import load_tables
+from prunedyn.run.config import ConfigError, ExperimentConfig, config_hash, load_config
+from prunedyn.run.experiments import run
+from prunedyn.run.records import load_tables
 
 PROFILES: Dict[str, Sequence[str]] = {
     "quick": ("data.source=embedded",),
@@ -189,8 +189,8 @@ def load_model(result: RunResult, map_location: str = "cpu"):
     """The model of a finished run, with the weights of its last checkpoint."""
     import torch
 
-    from .datasets import load_dataset
-    from .models import build_model
+    from prunedyn.data.datasets import load_dataset
+    from prunedyn.models import build_model
 
     data = load_dataset(result.config.data)
     model = build_model(result.config.model, data.in_shape, data.num_classes)

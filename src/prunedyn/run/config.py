@@ -29,9 +29,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from .kernels import KERNELS
-from .regularization import REGULARIZERS
-from .schedules import SCHEDULES
+from prunedyn.core.kernels import KERNELS
+from prunedyn.core.regularization import REGULARIZERS
+from prunedyn.core.schedules import SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -129,8 +129,8 @@ def _choices(values) -> Sequence[str]:
 # field -> allowed values (a callable so registries extended later are seen)
 CHOICES = {
     "model.name": lambda: __import__("prunedyn.models", fromlist=["MODELS"]).MODELS,
-    "data.name": lambda: __import__("prunedyn.datasets", fromlist=["DATASETS"]).DATASETS,
-    "data.source": lambda: __import__("prunedyn.datasets", fromlist=["SOURCES"]).SOURCES,
+    "data.name": lambda: __import__("prunedyn.data.datasets", fromlist=["DATASETS"]).DATASETS,
+    "data.source": lambda: __import__("prunedyn.data.datasets", fromlist=["SOURCES"]).SOURCES,
     "optimizer.lr_schedule": lambda: ("constant", "cosine"),
     "optimizer.name": lambda: ("sgd", "adam", "adamw"),
     "regularizer.kind": lambda: REGULARIZERS,

@@ -1,6 +1,6 @@
 """Compaction: remove dead nodes and get a smaller dense network with the same outputs.
 
-For every node layer (:mod:`prunedyn.nodes`):
+For every node layer (:mod:`prunedyn.structure.nodes`):
 
 - an **out-dead** node contributes nothing downstream: its row of the
   producer (filter, bias, BatchNorm entries) and its columns in every consumer
@@ -29,14 +29,14 @@ reported before and after.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .nodes import Consumer, NodeLayer, layer_nodes, node_layers
+from prunedyn.structure.nodes import Consumer, NodeLayer, layer_nodes, node_layers
 
 
 @dataclass

@@ -57,7 +57,7 @@ e.g. the image border, where X-ray markers and collimation edges lie), and
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, Sequence, Tuple, Union
 
 import torch
 from torch import nn

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .registry import Registry
+from prunedyn.core.registry import Registry
 
 Schedule = Callable[[int, int], float]
 

@@ -1,6 +1,6 @@
 """Tasks: what a model's output means, how a batch is augmented, and how it is scored.
 
-The training loop (:mod:`prunedyn.experiments`) is the same for every model of
+The training loop (:mod:`prunedyn.run.experiments`) is the same for every model of
 the study; the task supplies the three things that differ:
 
 - :meth:`Task.loss`: cross-entropy in both cases -- over images for
@@ -16,7 +16,7 @@ the study; the task supplies the three things that differ:
   X-rays: macro AUC over the three classes and the AUC of the binary
   COVID-vs-rest view); segmentation adds the foreground Dice and the DSB 2018
   instance metric (mean average precision over IoU 0.5..0.95, see
-  :mod:`prunedyn.segmentation`).
+  :mod:`prunedyn.tasks.segmentation`).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .datasets import DatasetBundle, augment_batch
+from prunedyn.data.datasets import DatasetBundle, augment_batch
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -135,7 +135,7 @@ def dihedral(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
 
 class Segmentation(Task):
     """Per-pixel classification into background / nucleus interior / boundary, scored
-    as instances (see :mod:`prunedyn.segmentation`)."""
+    as instances (see :mod:`prunedyn.tasks.segmentation`)."""
 
     name = "segmentation"
 
@@ -146,7 +146,7 @@ class Segmentation(Task):
         return dihedral(x, y, generator) if self.dihedral else (x, y)
 
     def evaluate(self, model, data, device, batch=32):
-        from .segmentation import segmentation_scores
+        from prunedyn.tasks.segmentation import segmentation_scores
 
         x, y = data.x_test, data.y_test
         loss, correct, logits = scored_outputs(model, x, y, device, batch)

@@ -15,7 +15,7 @@ Stochastic weight pruning (SWP), for every prunable weight tensor ``W``::
     u ~ Uniform(0, 1)  elementwise, from the pruner's own torch.Generator
     W <- 0  where  u < kappa(W; s_t)
 
-so a weight is zeroed with probability ``kappa`` (:mod:`prunedyn.kernels`),
+so a weight is zeroed with probability ``kappa`` (:mod:`prunedyn.core.kernels`),
 higher the smaller it is. Zeroed weights are free to regrow through their
 gradient unless ``sticky=True``, which keeps a boolean mask per tensor and
 re-applies it after every step.
@@ -28,33 +28,15 @@ gradual (Zhu & Gupta's AGP) with ``cubic``.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
-from .kernels import get_kernel
-from .schedules import get_schedule
-
-PRUNABLE_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
-
-
-def prunable_weights(model: nn.Module) -> Dict[str, nn.Parameter]:
-    """``{module_name: weight}`` for every Linear / Conv / ConvTranspose layer, in order."""
-    return {
-        name: module.weight
-        for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES) and module.weight is not None
-    }
-
-
-def weight_sparsity(model: nn.Module) -> float:
-    """Fraction of exactly-zero entries over all prunable weights."""
-    weights = list(prunable_weights(model).values())
-    total = sum(w.numel() for w in weights)
-    zeros = sum(int((w == 0).sum()) for w in weights)
-    return zeros / total if total else 0.0
-
+from prunedyn.core.kernels import get_kernel
+from prunedyn.core.schedules import get_schedule
+from prunedyn.structure.layers import PRUNABLE_TYPES, prunable_weights, weight_sparsity  # noqa: F401 (re-exported)
+from prunedyn.structure.nodes import node_layers
 
 class WeightPruner:
     """Base class: holds the prunable weights, a step counter and optional masks.
@@ -130,10 +112,10 @@ class StochasticWeightPruner(WeightPruner):
 
     Args:
         model: the network; its Linear/Conv weights are pruned in place.
-        kernel: name in :data:`prunedyn.kernels.KERNELS` (gaussian, laplace, hard, ...).
+        kernel: name in :data:`prunedyn.core.kernels.KERNELS` (gaussian, laplace, hard, ...).
         sigma: scale ``> 0``; absolute, or a multiple of the layer's weight RMS
             when ``sigma_mode="relative"``.
-        schedule: name in :data:`prunedyn.schedules.SCHEDULES`; multiplies sigma.
+        schedule: name in :data:`prunedyn.core.schedules.SCHEDULES`; multiplies sigma.
         ramp_steps: ramp length of the schedule, in optimiser steps.
         start_step: no pruning before this optimiser step.
         sticky: keep pruned weights at zero for good.
@@ -390,7 +372,7 @@ class TargetedDropout(WeightPruner):
 
     - ``unit=False`` (weight variant): candidates are single weights, ``|w|``;
     - ``unit=True`` (unit variant): candidates are the nodes of
-      :mod:`prunedyn.nodes` (rows / filters of every layer but the output
+      :mod:`prunedyn.structure.nodes` (rows / filters of every layer but the output
       layer), ranked by the L2 norm of their incoming weights, with one
       Bernoulli draw per unit.
 
@@ -417,8 +399,6 @@ class TargetedDropout(WeightPruner):
                 raise ValueError(f"{name} must be in [0, 1], got {v!r}")
         super().__init__(model, sticky=True)
         if unit:
-            from .nodes import node_layers
-
             # units are nodes: the output layer's rows are classes and are never targeted
             producers = {id(layer.producer) for layer in node_layers(model)}
             names = {n for n, m in model.named_modules() if id(m) in producers}

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from .registry import Registry
+from prunedyn.core.registry import Registry
 
 Kernel = Callable[[torch.Tensor, float], torch.Tensor]
 

@@ -1,7 +1,7 @@
 """Trade-off analysis of sweeps: accuracy against nodes removed, weight sparsity, size and speed.
 
 Everything here works on *tidy tables*: one row per run, as written by
-:func:`prunedyn.sweeps.run_sweep` to ``summary.csv``. The columns are
+:func:`prunedyn.run.sweeps.run_sweep` to ``summary.csv``. The columns are
 
 - the **keys** of the run: the config keys the sweep varied, named
   ``section.key`` (``regularizer.kind``, ``regularizer.lam``, ``pruner.sigma``,
@@ -31,7 +31,7 @@ folder, also while the sweep is still running (from the finished runs), and
     (= ``dead_node_fraction``). For the MLPs of this book compaction removes
     every dead node (all consumers are Linear layers, into which the constant
     of an in-dead unit folds exactly), so this is also the fraction removed by
-    :func:`prunedyn.surgery.compact`.
+    :func:`prunedyn.structure.surgery.compact`.
 ``nodes_removed_count``
     the same as a number of nodes, ``nodes_total - nodes_alive``.
 ``param_ratio`` / ``flop_ratio``
@@ -103,7 +103,7 @@ def _same(a, b) -> bool:
 def _sweep_rows(folder: Path) -> Optional[pd.DataFrame]:
     """The summary table of a (possibly unfinished) sweep folder, rebuilt from its finished runs.
 
-    ``sweep.yaml`` (written by :func:`prunedyn.sweeps.run_sweep` before any run
+    ``sweep.yaml`` (written by :func:`prunedyn.run.sweeps.run_sweep` before any run
     starts) lists the variants and seeds. A finished run (one with
     ``summary.json``) belongs to the point whose resolved config agrees with
     the run's ``config.yaml`` on every field both have: matching on the
@@ -111,8 +111,8 @@ def _sweep_rows(folder: Path) -> Optional[pd.DataFrame]:
     the library later gains config fields. Rows are in the sweep's order, as
     ``summary.csv`` will have them.
     """
-    from .config import load_config
-    from .sweeps import LABEL
+    from prunedyn.run.config import load_config
+    from prunedyn.run.sweeps import LABEL
 
     spec_file = folder / "sweep.yaml"
     if not spec_file.exists():
@@ -473,7 +473,7 @@ def record_sweep(
 
     Every table has a ``run`` column (the run folder's name). Written atomically.
     """
-    from .records import atomic_write_text
+    from prunedyn.atomic import atomic_write_text
 
     folder, dest = Path(folder), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

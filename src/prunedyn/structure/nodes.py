@@ -28,7 +28,7 @@ Shapes: for a producer with ``n`` nodes every per-node statistic is a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .pruning import PRUNABLE_TYPES
+from prunedyn.structure.layers import PRUNABLE_TYPES
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 

@@ -1,7 +1,7 @@
 """The numbers of the VGG-16 / CIFAR-10 chapter: filters (not nodes), recorded sweeps, BatchNorm balance, timing.
 
 In a VGG every conv channel and every hidden unit of the classifier is a node
-(:mod:`prunedyn.nodes`); the paper's VGG claim is about **filters**, the conv
+(:mod:`prunedyn.structure.nodes`); the paper's VGG claim is about **filters**, the conv
 channels only. The helpers here keep the two apart:
 
 - :func:`load_recorded` reads recorded sweeps (``chapters/results/<name>.csv``
@@ -20,7 +20,7 @@ channels only. The helpers here keep the two apart:
   kept; :func:`time_architectures` times several networks round-robin.
 
 Tables: a *layers* table is one row per (run,) epoch x node layer with
-``nodes, alive, in_dead, out_dead, both_dead`` (as :mod:`prunedyn.records`
+``nodes, alive, in_dead, out_dead, both_dead`` (as :mod:`prunedyn.run.records`
 writes it); ``run`` identifies the run when several are stacked.
 """
 from __future__ import annotations
@@ -35,12 +35,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import config_hash, load_config
-from .latency import latencies
-from .models import VGG, VGG16_CFG
-from .nodes import incoming_rows, layer_nodes, node_layers, outgoing_columns
-from .surgery import count_flops, count_params
-from .sweeps import load_spec, overrides_of
+from prunedyn.run.config import config_hash, load_config
+from prunedyn.analysis.latency import latencies
+from prunedyn.models import VGG, VGG16_CFG
+from prunedyn.structure.nodes import incoming_rows, layer_nodes, node_layers, outgoing_columns
+from prunedyn.structure.surgery import count_flops, count_params
+from prunedyn.run.sweeps import load_spec, overrides_of
 
 #: The recorded full-scale VGG-16 sweeps (GPU), in the order they were run.
 RECORDED = ("vgg16-full", "vgg16-full-all", "vgg16-full-long")
@@ -225,7 +225,7 @@ def layer_widths(layers: pd.DataFrame, run: Optional[str] = None, epoch: Optiona
 
     The alive count is what compaction keeps, up to one "carrier" channel per
     layer that holds the merged constants of in-dead channels
-    (:func:`prunedyn.surgery.compact`, ``kept_constant``), and at least one
+    (:func:`prunedyn.structure.surgery.compact`, ``kept_constant``), and at least one
     channel in a layer whose every node is dead.
     """
     d = layers if run is None else layers[layers["run"] == run]
@@ -240,8 +240,8 @@ def death_table(layers: pd.DataFrame, thresholds: Sequence[float] = (0.1, 0.5)) 
     """Per node layer: the epoch of its first dead node, of reaching each dead-fraction threshold
     (NaN if never) and its final dead count and fraction, in forward order (one run).
 
-    :func:`prunedyn.dependency.layer_death_order` in the layers' forward order, with short names."""
-    from .dependency import layer_death_order
+    :func:`prunedyn.analysis.dependency.layer_death_order` in the layers' forward order, with short names."""
+    from prunedyn.analysis.dependency import layer_death_order
 
     order = list(dict.fromkeys(layers["layer"]))
     t = layer_death_order(layers, thresholds).set_index("layer").loc[order].reset_index()

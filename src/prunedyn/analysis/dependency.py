@@ -67,14 +67,14 @@ contracted towards 0 but moves until the two L1 norms agree. Each weight is
 shrunk at the constant rate ``lam`` regardless of its size.
 
 Every function here is a pure function of pandas tables (the ``nodes`` and
-``layers`` tables of :mod:`prunedyn.records`) or of tensors, except
+``layers`` tables of :mod:`prunedyn.run.records`) or of tensors, except
 :func:`track_imbalance`, which trains a small model to check the laws.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -82,9 +82,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .nodes import incoming_rows, node_layers, outgoing_columns
-from .pruning import prunable_weights
-from .regularization import make_regularizer
+from prunedyn.structure.nodes import incoming_rows, node_layers, outgoing_columns
+from prunedyn.core.pruning import prunable_weights
+from prunedyn.core.regularization import make_regularizer
 
 STATUSES = ("alive", "in-dead", "out-dead", "both")
 
@@ -176,7 +176,7 @@ class Dynamics:
 
 
 def run_dynamics(result) -> Dynamics:
-    """:class:`Dynamics` of a :class:`prunedyn.study.RunResult` (SGD only).
+    """:class:`Dynamics` of a :class:`prunedyn.run.study.RunResult` (SGD only).
 
     Steps per epoch are read from the metrics table (``step / epoch``).
     """
@@ -537,7 +537,7 @@ def track_imbalance(
     """Train ``model`` in place by full-batch SGD on ``(x, y)`` and record every node's imbalance.
 
     Cross-entropy loss; the regularizer is prunedyn's (weights only) through
-    :func:`prunedyn.regularization.make_regularizer`; no pruning. Rows every
+    :func:`prunedyn.core.regularization.make_regularizer`; no pruning. Rows every
     ``every`` steps (and at step 0): ``step, t`` (:func:`effective_time`),
     ``loss`` and the columns of :func:`model_imbalance`.
     """

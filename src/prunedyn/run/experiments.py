@@ -2,7 +2,7 @@
 
 :func:`run` trains the configured model, applies the regularizer and the
 pruner after every optimiser step, records the per-epoch tables of
-:mod:`prunedyn.records`, checkpoints after every epoch, and finally compacts
+:mod:`prunedyn.run.records`, checkpoints after every epoch, and finally compacts
 the network to report its dense and compact sizes. Reruns with the same
 config and seed give identical tables and summary on CPU; a run killed at
 any point continues from its last checkpoint with ``resume=True`` and ends
@@ -22,17 +22,16 @@ from typing import Dict, List, Optional
 import torch
 import yaml
 from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from . import __version__
-from .config import ExperimentConfig, config_hash
-from .datasets import DatasetBundle, load_dataset
-from .models import build_model
-from .tasks import Task, scored_outputs, task_for
-from .nodes import HIST_EDGES, dead_fraction, magnitude_histogram, model_nodes
-from .interop import TorchL1Unstructured
-from .pruning import (
+from prunedyn import __version__
+from prunedyn.run.config import ExperimentConfig, config_hash
+from prunedyn.data.datasets import DatasetBundle, load_dataset
+from prunedyn.models import build_model
+from prunedyn.tasks.scoring import Task, scored_outputs, task_for
+from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
+from prunedyn.core.interop import TorchL1Unstructured
+from prunedyn.core.pruning import (
     MagnitudePruner,
     NoPruner,
     RandomPruner,
@@ -41,9 +40,9 @@ from .pruning import (
     WeightPruner,
     prunable_weights,
 )
-from .records import RunRecord, atomic_torch_save, atomic_write_json, atomic_write_text
-from .regularization import Regularizer, make_regularizer
-from .surgery import compact
+from prunedyn.run.records import RunRecord, atomic_torch_save, atomic_write_json, atomic_write_text
+from prunedyn.core.regularization import Regularizer, make_regularizer
+from prunedyn.structure.surgery import compact
 
 
 class RunError(Exception):
@@ -141,7 +140,7 @@ def make_pruner(cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: int) -
 
 def initial_model_from_run(folder: Path, data: DatasetBundle, compact_first: bool) -> nn.Module:
     """The last checkpoint of the run in ``folder``, compacted if asked (deterministic)."""
-    from .config import from_dict
+    from prunedyn.run.config import from_dict
 
     if not (folder / "config.yaml").exists() or not (folder / "checkpoint.pt").exists():
         raise RunError(f"init.run: {folder} is not a run folder with config.yaml and checkpoint.pt")
@@ -351,7 +350,7 @@ def run(
     progress: bool = True,
     data: Optional[DatasetBundle] = None,
 ) -> dict:
-    """Train ``cfg`` into folder ``out`` and return its summary (see :mod:`prunedyn.records`)."""
+    """Train ``cfg`` into folder ``out`` and return its summary (see :mod:`prunedyn.run.records`)."""
     out = Path(out)
     h = config_hash(cfg)
     finished = prepare_folder(out, h, resume, overwrite)

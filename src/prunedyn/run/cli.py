@@ -25,7 +25,7 @@ config keys (--set KEY=VALUE, values parsed as YAML):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .config import _all_keys
+    from prunedyn.run.config import _all_keys
 
     p = argparse.ArgumentParser(
         prog="prunedyn",
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sw = sub.add_parser(
         "sweep",
         help="run a grid of config overrides x seeds in parallel processes",
-        description="Run every point of a sweep spec (see prunedyn.sweeps) in parallel processes, one folder per "
+        description="Run every point of a sweep spec (see prunedyn.run.sweeps) in parallel processes, one folder per "
         "run named by its config hash. Finished runs are skipped and interrupted ones resume, so a killed sweep "
         "restarted completes without redoing work. Writes summary.csv (one row per run) to the sweep folder.",
     )
@@ -95,8 +95,8 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def cmd_run(args) -> int:
-    from .config import config_hash, load_config
-    from .experiments import run
+    from prunedyn.run.config import config_hash, load_config
+    from prunedyn.run.experiments import run
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / f"{cfg.name}-{config_hash(cfg)}"
@@ -107,7 +107,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweeps import load_spec, run_sweep
+    from prunedyn.run.sweeps import load_spec, run_sweep
 
     if args.workers is not None and args.workers < 1:
         return _fail(f"--workers: {args.workers} must be >= 1")
@@ -124,10 +124,10 @@ def cmd_sweep(args) -> int:
 def cmd_compact(args) -> int:
     import torch
 
-    from .config import from_dict
-    from .experiments import build
-    from .records import atomic_torch_save, atomic_write_json
-    from .surgery import compact
+    from prunedyn.run.config import from_dict
+    from prunedyn.run.experiments import build
+    from prunedyn.atomic import atomic_torch_save, atomic_write_json
+    from prunedyn.structure.surgery import compact
     import yaml
 
     folder = args.run_dir
@@ -149,9 +149,9 @@ def cmd_compact(args) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from .config import ConfigError
-    from .datasets import DataError
-    from .experiments import RunError, TrainingDiverged
+    from prunedyn.run.config import ConfigError
+    from prunedyn.data.datasets import DataError
+    from prunedyn.run.experiments import RunError, TrainingDiverged
 
     try:
         if args.command == "run":
@@ -163,8 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "book":
             import subprocess
 
-            from .book import main as build_book
-            from .study import check_profile
+            from prunedyn.run.book import main as build_book
+            from prunedyn.run.study import check_profile
 
             check_profile(args.profile)
             try:
@@ -176,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     raise
                 return _fail(f"chapter execution failed: {e}", 1)
             return 0
-        from .config import preset_names
+        from prunedyn.run.config import preset_names
 
         print("\n".join(preset_names()))
         return 0
