@@ -5,8 +5,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
+# MathJax served from the book itself (npm's mathjax package), so math renders offline.
+MATHJAX_VERSION ?= 3.2.2
+MATHJAX_DIR := .mathjax
+MATHJAX     := $(MATHJAX_DIR)/.installed-$(MATHJAX_VERSION)
+MATHJAX_ES5 := $(MATHJAX_DIR)/node_modules/mathjax/es5
 
-.PHONY: book test test-fast venv clean help browser
+.PHONY: book test test-fast venv clean help browser mathjax
 help:
 	@echo "make book   build the book (executes every chapter, profile $(PROFILE))"
 	@echo "make test   run the full test suite"
@@ -22,7 +27,21 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-book: $(STAMP)
+# The build copies $(MATHJAX_DIR)/static into _build/html/_static (html_static_path in _config.yml):
+# tex-chtml.js with its fonts and the extensions it loads on demand.
+mathjax: $(MATHJAX)
+
+$(MATHJAX):
+	@command -v npm >/dev/null || { echo "npm is needed to install MathJax (apt-get install npm)"; exit 1; }
+	npm install --prefix $(MATHJAX_DIR) --no-save --no-audit --no-fund --loglevel=error mathjax@$(MATHJAX_VERSION)
+	rm -rf $(MATHJAX_DIR)/static && mkdir -p $(MATHJAX_DIR)/static/mathjax/input $(MATHJAX_DIR)/static/mathjax/output
+	cp $(MATHJAX_ES5)/tex-chtml.js $(MATHJAX_DIR)/static/mathjax/
+	cp -r $(MATHJAX_ES5)/a11y $(MATHJAX_ES5)/ui $(MATHJAX_ES5)/sre $(MATHJAX_DIR)/static/mathjax/
+	cp -r $(MATHJAX_ES5)/input/tex $(MATHJAX_DIR)/static/mathjax/input/
+	cp -r $(MATHJAX_ES5)/output/chtml $(MATHJAX_DIR)/static/mathjax/output/
+	rm -f $(MATHJAX_DIR)/.installed-* && touch $@
+
+book: $(STAMP) $(MATHJAX)
 	$(VENV)/bin/prunedyn book --profile $(PROFILE)
 
 # The browser test needs Debian's chromium; install it when we can (root).
@@ -33,7 +52,7 @@ browser:
 	  else echo "note: chromium/chromedriver missing and not root: the browser test will be skipped"; fi; \
 	fi
 
-test: $(STAMP) browser
+test: $(STAMP) $(MATHJAX) browser
 	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

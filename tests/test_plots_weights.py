@@ -276,3 +276,31 @@ def test_plot_shrinkage_paths_and_slider():
     assert n_lines(fig.axes[0]) == 4
     s = static_slider([("a", fig), ("b", W.plot_kernels(0.01))], name="t", dpi=40)
     assert s.html().count('class="pds-frame"') == 2
+    assert "max-width:100%" in s.html() and "height:auto" in s.html()
+
+
+def png_width(png):
+    import struct
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">I", png[16:20])[0]
+
+
+def test_slider_frames_are_legible_whatever_dpi_is_asked():
+    from prunedyn.plots.slider import DEFAULT_DPI, MIN_DPI, legible_dpi
+
+    assert 110 <= DEFAULT_DPI <= 130 and MIN_DPI >= 100
+    assert legible_dpi(40) == MIN_DPI and legible_dpi(None) == DEFAULT_DPI and legible_dpi(200) == 200
+
+    def fig():
+        return Figure(figsize=(4, 2))  # empty: bbox_inches="tight" keeps its size plus 0.1 in of padding a side
+
+    default = static_slider([("a", fig())], name="t")
+    low = static_slider([("a", fig())], name="t", dpi=40)  # too low: raised to the floor
+    high = static_slider([("a", fig())], name="t", dpi=200)
+    assert default.dpi == DEFAULT_DPI and low.dpi == MIN_DPI and high.dpi == 200
+    assert png_width(default.pngs[0]) == pytest.approx(4.2 * DEFAULT_DPI, abs=1)
+    assert png_width(low.pngs[0]) == pytest.approx(4.2 * MIN_DPI, abs=1)
+    assert png_width(high.pngs[0]) == pytest.approx(4.2 * 200, abs=1)
+    raw = static_slider([("a", b"not re-rendered")], name="t", dpi=40)
+    assert raw.pngs == [b"not re-rendered"]

@@ -7,10 +7,10 @@ non-increasing in ``|w|``:
 =========  ===========================================  =============================
 name       kappa(w; sigma)                              note
 =========  ===========================================  =============================
-gaussian   exp(-w^2 / (2 sigma^2))                      default; the paper's sampling
-laplace    exp(-|w| / sigma)                            heavier tail: larger weights
+gaussian   ``exp(-w^2 / (2 sigma^2))``                  default; the paper's sampling
+laplace    ``exp(-|w| / sigma)``                        heavier tail: larger weights
                                                         keep a non-negligible risk
-hard       1[|w| < sigma]                               deterministic magnitude
+hard       ``1[|w| < sigma]``                           deterministic magnitude
                                                         threshold: the zero-noise limit
 =========  ===========================================  =============================
 

@@ -4,8 +4,8 @@
 kind              term in the loss                update it causes
 ================  ==============================  ===================================
 ``none``          0                               --
-``l1``            lam * sum |w|                   grad += lam * sign(w)
-``l2``            lam / 2 * sum w^2               grad += lam * w  (coupled: SGD
+``l1``            ``lam * sum |w|``               grad += lam * sign(w)
+``l2``            ``lam / 2 * sum w^2``           grad += lam * w  (coupled: SGD
                                                   ``weight_decay=lam``, passes through
                                                   momentum / Adam's moments)
 ``l2_decoupled``  --                              after the step: w <- w - lr*lam*w

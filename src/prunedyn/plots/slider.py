@@ -6,6 +6,11 @@ embedded as a data URI, and a range input shows one frame at a time through
 an inline event handler, so it works in the built book offline and in any
 browser. (In a live notebook, chapters also offer ipywidgets controls that
 recompute.)
+
+Frames are rendered at ``dpi`` (default :data:`DEFAULT_DPI`), never below
+:data:`MIN_DPI`: a lower value, as older chapters pass, is raised to the floor so
+that axis labels stay legible. Each frame is shown at its natural size, shrunk
+to the page's width when wider (``max-width: 100%``).
 """
 from __future__ import annotations
 
@@ -13,11 +18,16 @@ import base64
 import html
 import io
 import uuid
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import matplotlib.pyplot as plt
 
 Frame = Tuple[str, Union[bytes, "plt.Figure"]]
+
+#: Resolution of the frames unless a caller asks for more.
+DEFAULT_DPI = 120
+#: Lowest resolution a frame is rendered at; lower requests are raised to it.
+MIN_DPI = 100
 
 _ONINPUT = (
     "var r=this.closest('.prunedyn-slider'),f=r.querySelectorAll('.pds-frame'),i=+this.value;"
@@ -26,10 +36,15 @@ _ONINPUT = (
 )
 
 
-def figure_png(fig, dpi: int = 90) -> bytes:
-    """The figure as PNG bytes; the figure is closed so notebooks do not show it twice."""
+def legible_dpi(dpi: Optional[float]) -> float:
+    """``dpi`` raised to at least :data:`MIN_DPI`; ``None`` gives :data:`DEFAULT_DPI`."""
+    return DEFAULT_DPI if dpi is None else max(float(dpi), MIN_DPI)
+
+
+def figure_png(fig, dpi: Optional[float] = DEFAULT_DPI) -> bytes:
+    """The figure as PNG bytes at :func:`legible_dpi` ``(dpi)``; the figure is closed so notebooks do not show it twice."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=legible_dpi(dpi), bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 
@@ -37,14 +52,16 @@ def figure_png(fig, dpi: int = 90) -> bytes:
 class StaticSlider:
     """Frames ``[(label, figure or PNG bytes), ...]`` behind one range input.
 
-    Displayed in a notebook through ``_repr_html_``; ``html()`` gives the markup.
+    Figures are rendered at :func:`legible_dpi` ``(dpi)`` (PNG bytes are used as
+    given). Displayed in a notebook through ``_repr_html_``; ``html()`` gives the markup.
     """
 
-    def __init__(self, frames: Sequence[Frame], name: str, start: int = 0, dpi: int = 90):
+    def __init__(self, frames: Sequence[Frame], name: str, start: int = 0, dpi: Optional[float] = DEFAULT_DPI):
         if not frames:
             raise ValueError("a slider needs at least one frame")
         self.labels = [str(label) for label, _ in frames]
-        self.pngs = [f if isinstance(f, (bytes, bytearray)) else figure_png(f, dpi) for _, f in frames]
+        self.dpi = legible_dpi(dpi)
+        self.pngs = [f if isinstance(f, (bytes, bytearray)) else figure_png(f, self.dpi) for _, f in frames]
         self.name = name
         self.start = max(0, min(start, len(frames) - 1))
         self.uid = uuid.uuid4().hex[:8]
@@ -56,7 +73,7 @@ class StaticSlider:
             display = "block" if k == self.start else "none"
             imgs.append(
                 f'<img class="pds-frame" data-label="{html.escape(label)}" alt="{html.escape(self.name)}: {html.escape(label)}" '
-                f'style="display:{display};max-width:100%" src="data:image/png;base64,{data}">'
+                f'style="display:{display};width:auto;max-width:100%;height:auto" src="data:image/png;base64,{data}">'
             )
         return (
             f'<div class="prunedyn-slider" id="pds-{self.uid}" style="margin:0.5em 0">'
@@ -71,6 +88,6 @@ class StaticSlider:
         return self.html()
 
 
-def static_slider(frames: Sequence[Frame], name: str, start: int = 0, dpi: int = 90) -> StaticSlider:
+def static_slider(frames: Sequence[Frame], name: str, start: int = 0, dpi: Optional[float] = DEFAULT_DPI) -> StaticSlider:
     """Shorthand for :class:`StaticSlider`."""
     return StaticSlider(frames, name, start, dpi)
