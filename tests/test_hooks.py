@@ -413,3 +413,19 @@ def test_readme_library_snippet_runs(tmp_path, monkeypatch):
     assert opt._prunedyn_hooks.steps == len(loader)
     assert scope["report"].max_abs_diff < 1e-5
     assert len(scope["stats"]) == 2
+
+
+def test_decoupled_decay_uses_each_param_groups_lr():
+    model = toy_mlp()
+    fc1 = [model.net.fc1.weight, model.net.fc1.bias]
+    rest = [p for p in model.parameters() if all(p is not q for q in fc1)]
+    opt = torch.optim.SGD([{"params": fc1, "lr": 0.1}, {"params": rest, "lr": 0.0}], lr=0.0)
+    attach(opt, model, None, regularizer="l2_decoupled", lam=2.0)
+    before = params(model)
+    x, _ = batches()[0]
+    (0.0 * model(x).sum()).backward()  # zero gradient: only the decay moves the weights
+    opt.step()
+    after = params(model)
+    torch.testing.assert_close(after["net.fc1.weight"], before["net.fc1.weight"] * (1 - 0.1 * 2.0))
+    assert torch.equal(after["net.fc1.bias"], before["net.fc1.bias"])  # scope: weights only
+    assert torch.equal(after["net.fc2.weight"], before["net.fc2.weight"])  # lr 0 in its group

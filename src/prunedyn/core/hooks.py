@@ -72,7 +72,7 @@ _SEEDED = ("stochastic", "random", "targeted_dropout")
 STATE_KEY = "prunedyn"
 
 
-def make_pruner(kind: str, model: nn.Module, *, seed: int = 0, **options: Any) -> WeightPruner:
+def build_pruner(kind: str, model: nn.Module, *, seed: int = 0, **options: Any) -> WeightPruner:
     """The pruner ``kind`` on ``model`` with constructor ``options`` (all counted in optimiser steps)."""
     try:
         cls = PRUNER_KINDS[kind]
@@ -320,7 +320,7 @@ def attach(
             raise TypeError(f"options {sorted(pruner_options)} given without a pruner")
         pruner = None
     else:
-        pruner = make_pruner(pruner, model, seed=seed, **pruner_options)
+        pruner = build_pruner(pruner, model, seed=seed, **pruner_options)
 
     if isinstance(regularizer, Regularizer):
         if lam:
