@@ -36,3 +36,91 @@ def test_conv_comparisons_decay_every_parameter_and_share_the_dense_recipe(prese
         assert cfgs["l1"].pruner.sigma == cfgs["l2"].pruner.sigma == cfgs["none"].pruner.sigma
     # the quick settings are stronger, not weaker, than the preset-scale ones
     assert resolve(preset, QUICK_COMPARISONS[preset]["l2"]).regularizer.lam >= resolve(preset, COMPARISONS[preset]["l2"]).regularizer.lam
+
+
+# --- threads, parallel runs and seeds ---------------------------------------------------------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from prunedyn.analysis import seeds as S  # noqa: E402
+from prunedyn.run import study  # noqa: E402
+from prunedyn.run.config import load_config  # noqa: E402
+from prunedyn.run.experiments import run  # noqa: E402
+
+TINY = ["data.source=embedded", "data.train_size=600", "data.test_size=300", "epochs=2", "model.hidden=[32,16]"]
+
+
+def test_threads_is_a_validated_config_field_outside_old_hashes():
+    assert load_config("mlp-mnist").threads == 1
+    assert load_config("mlp-mnist", ["threads=2"]).threads == 2
+    with pytest.raises(ConfigError, match="threads"):
+        load_config("mlp-mnist", ["threads=-1"])
+    # the default is left out of the hash (cached runs keep their folders); another value is not
+    assert config_hash(load_config("mlp-mnist", ["threads=1"])) != config_hash(load_config("mlp-mnist", ["threads=2"]))
+
+
+@pytest.mark.slow
+def test_run_pins_threads_and_records_them(tmp_path):
+    before = torch.get_num_threads()
+    summary = run(load_config("mlp-mnist", [*TINY, "threads=1"]), tmp_path / "a", progress=False)
+    assert summary["threads"] == 1
+    assert json.loads((tmp_path / "a" / "timing.json").read_text())["threads"] == 1
+    assert torch.get_num_threads() == before  # restored after the run
+
+
+@pytest.mark.slow
+def test_same_config_same_numbers_whatever_the_callers_thread_count(tmp_path):
+    """The run pins its threads: a caller with 1 or 2 torch threads gets identical metrics."""
+    code = (
+        "import sys, json, torch; torch.set_num_threads(int(sys.argv[1]));"
+        "from prunedyn.run.config import load_config; from prunedyn.run.experiments import run;"
+        f"s = run(load_config('mlp-mnist', {TINY!r}), __import__('pathlib').Path(sys.argv[2]), progress=False);"
+        "print(json.dumps([s['test_accuracy'], s['test_loss'], s['weight_sparsity']]))"
+    )
+    out = [
+        json.loads(subprocess.run([sys.executable, "-c", code, str(n), str(tmp_path / f"t{n}")], check=True,
+                                  capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        for n in (1, 2)
+    ]
+    assert out[0] == out[1]
+
+
+@pytest.mark.slow
+def test_run_many_in_two_processes_equals_one_by_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEDYN_RUNS", str(tmp_path / "par"))
+    requests = [("mlp-mnist", [*TINY, f"seed={s}"]) for s in (0, 1)]
+    par = study.run_many(requests, "quick", workers=2, progress=False)
+    monkeypatch.setenv("PRUNEDYN_RUNS", str(tmp_path / "seq"))
+    seq = [study.run_cached(src, ov) for src, ov in requests]
+    for a, b in zip(par, seq):
+        assert a.folder.name == b.folder.name
+        assert a.summary["test_accuracy"] == b.summary["test_accuracy"]
+        assert a.summary["weight_sparsity"] == b.summary["weight_sparsity"]
+    table = study.summary_table({"x": par})
+    assert list(table["seed"]) == [0, 1] and (table["run"] == "x").all()
+
+
+def test_seeded_comparison_rejects_unknown_runs():
+    with pytest.raises(ConfigError, match="allowed"):
+        study.seeded_comparison(runs=["l3"])
+
+
+def test_paired_differences_and_the_verdict_rule():
+    t = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "acc": [0.95, 0.96, 0.94, 0.93, 0.95, 0.92]})
+    d = S.paired(t, "acc", "a", "b")
+    assert d.values == pytest.approx((0.02, 0.01, 0.02)) and d.n == 3
+    assert d.mean == pytest.approx(0.05 / 3) and d.std == pytest.approx(pd.Series(d.values).std())
+    assert d.verdict() == "higher" and d.verdict(margin=0.02) == "no clear difference"
+    assert S.paired(t, "acc", "b", "a").verdict() == "lower"
+    mixed = t.assign(acc=[0.95, 0.96, 0.94, 0.96, 0.95, 0.92])
+    assert S.compare(mixed, "acc", "a", "b") == "no clear difference"  # one seed disagrees in sign
+    assert S.mean_std_text([0.95, 0.96, 0.94]) == "0.9500 ± 0.0100"
+    sp = S.spread(t, ["acc"])
+    assert sp.loc["a", "acc_mean"] == pytest.approx(0.95) and sp.loc["b", "n"] == 3
+    with pytest.raises(KeyError, match="'c'"):
+        S.paired(t, "acc", "a", "c")

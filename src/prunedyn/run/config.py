@@ -117,6 +117,10 @@ class ExperimentConfig:
     epochs: int = 10
     seed: int = 0
     device: str = "cpu"
+    # torch's intra-op threads during the run (0: leave torch's setting). Part of
+    # the run: float sums are split per thread, so the same config gives the same
+    # numbers on any machine only with the thread count pinned.
+    threads: int = 1
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,6 +164,7 @@ RANGES = {
     "pruner.gamma": (0, 1, False),
     "pruner.alpha": (0, 1, False),
     "epochs": (1, None, False),
+    "threads": (0, 64, False),
 }
 
 SECTIONS = {
@@ -339,7 +344,7 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
 # Fields added to the config after runs were recorded: left out of the hash
 # while they hold their default, so adding a field does not re-key (and so
 # retrain) every cached run. A new field must be listed here as "section.key".
-LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope")
+LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

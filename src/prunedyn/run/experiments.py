@@ -10,6 +10,8 @@ with the numbers of an uninterrupted run.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import math
 import platform
@@ -353,9 +355,45 @@ def run(
     """Train ``cfg`` into folder ``out`` and return its summary (see :mod:`prunedyn.run.records`)."""
     out = Path(out)
     h = config_hash(cfg)
-    finished = prepare_folder(out, h, resume, overwrite)
-    if finished is not None:
-        return finished
+    with folder_lock(out):  # two processes asking for one run: the second waits, then reads it
+        finished = prepare_folder(out, h, resume, overwrite)
+        if finished is not None:
+            return finished
+        with pinned_threads(cfg.threads):
+            return _train(cfg, out, h, resume, progress, data)
+
+
+@contextmanager
+def folder_lock(out: Path):
+    """An exclusive lock on ``<out>.lock`` beside the run folder for the duration of the block
+    (POSIX ``flock``; released by the OS if the process dies). A no-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def pinned_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block (``n == 0``: unchanged)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(cfg: ExperimentConfig, out: Path, h: str, resume: bool, progress: bool, data: Optional[DatasetBundle]) -> dict:
     trainer = build(cfg, data)  # loads and verifies data before anything is written
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -433,6 +471,7 @@ def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> 
         "data": t.data.description,
         "prunedyn_version": __version__,
         "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
     }
     atomic_write_json(
         out / "timing.json",

@@ -21,11 +21,12 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
+from tqdm.auto import tqdm
 
-from prunedyn.run.config import ConfigError, ExperimentConfig, config_hash, load_config
+from prunedyn.run.config import ConfigError, ExperimentConfig, config_hash, from_dict, load_config
 from prunedyn.run.experiments import run
 from prunedyn.run.records import load_tables
 
@@ -108,12 +109,64 @@ def resolve(source: str, overrides: Sequence[str] = (), profile: str = "quick") 
     return load_config(source, [*profile_overrides(profile, source), *overrides])
 
 
+def run_folder(cfg: ExperimentConfig) -> Path:
+    """Where the cached run of ``cfg`` lives: ``runs_dir()/<name>-<config hash>``."""
+    return runs_dir() / f"{cfg.name}-{config_hash(cfg)}"
+
+
 def run_cached(source: str, overrides: Sequence[str] = (), profile: str = "quick", progress: bool = False) -> RunResult:
     """Run (or reuse) ``source`` with ``overrides`` under ``profile``; see the module doc."""
     cfg = resolve(source, overrides, profile)
-    folder = runs_dir() / f"{cfg.name}-{config_hash(cfg)}"
+    folder = run_folder(cfg)
     summary = run(cfg, folder, resume=True, progress=progress)
     return RunResult(cfg, folder, summary)
+
+
+#: The seeds over which the book compares runs: a claim that compares runs rests on all of them.
+SEEDS: Tuple[int, ...] = (0, 1, 2)
+
+
+def _run_in_worker(cfg_dict: dict, folder: str) -> dict:
+    return run(from_dict(cfg_dict), Path(folder), resume=True, progress=False)
+
+
+def default_workers(jobs: int) -> int:
+    """Worker processes for ``jobs`` runs: one per core (``$PRUNEDYN_WORKERS`` overrides), at most ``jobs``.
+
+    Each run pins its own thread count (``threads``, 1 by default), so the
+    numbers do not depend on how many run at once.
+    """
+    env = os.environ.get("PRUNEDYN_WORKERS")
+    n = int(env) if env else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(1, min(n, jobs))
+
+
+def run_many(
+    requests: Sequence[Tuple[str, Sequence[str]]], profile: str = "quick", workers: Optional[int] = None, progress: bool = True
+) -> List[RunResult]:
+    """Run (or reuse) every ``(source, overrides)`` of ``requests``; the missing ones in parallel.
+
+    Runs that are not finished yet go to ``workers`` processes (default:
+    :func:`default_workers`); a tqdm bar counts finished runs. Results come back
+    in the order of ``requests``, as :func:`run_cached` would return them one by one.
+    """
+    cfgs = [resolve(source, overrides, profile) for source, overrides in requests]
+    folders = [run_folder(c) for c in cfgs]
+    todo = sorted({str(f): c for c, f in zip(cfgs, folders) if not (f / "summary.json").exists()}.items())
+    n = default_workers(len(todo)) if workers is None else max(1, int(workers))
+    if todo and n == 1:
+        for folder, cfg in tqdm(todo, desc="runs", unit="run", disable=not progress):
+            run(cfg, Path(folder), resume=True, progress=False)
+    elif todo:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: a fresh interpreter per worker (fork of a process that holds torch threads can hang)
+        with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_in_worker, cfg.to_dict(), folder) for folder, cfg in todo]
+            for fut in tqdm(as_completed(futures), total=len(futures), desc="runs", unit="run", disable=not progress):
+                fut.result()
+    return [RunResult(c, f, run(c, f, resume=True, progress=False)) for c, f in zip(cfgs, folders)]
 
 
 # The book's central comparison: the same MLP, data, seed and stochastic pruner,
@@ -169,16 +222,55 @@ COMPARISONS: Dict[str, Dict[str, Sequence[str]]] = {
 }
 
 
+def comparison_table(profile: str = "quick", preset: str = "mlp-mnist") -> Dict[str, Sequence[str]]:
+    """The comparison's overrides per run name for ``preset`` under ``profile``."""
+    if preset not in COMPARISONS:
+        raise ConfigError(f"preset {preset!r} has no comparison; allowed: {', '.join(COMPARISONS)}")
+    check_profile(profile)
+    return QUICK_COMPARISONS.get(preset, COMPARISONS[preset]) if profile == "quick" else COMPARISONS[preset]
+
+
+def seeded_comparison(
+    profile: str = "quick",
+    preset: str = "mlp-mnist",
+    seeds: Sequence[int] = SEEDS,
+    overrides: Sequence[str] = (),
+    runs: Optional[Sequence[str]] = None,
+    workers: Optional[int] = None,
+    progress: bool = True,
+) -> Dict[str, List[RunResult]]:
+    """``{"none"|"l1"|"l2"|"dense": [RunResult per seed]}``: :func:`regularizer_comparison` over ``seeds``.
+
+    ``runs`` selects some of the comparison's runs (default: all). Missing runs
+    are trained in parallel (:func:`run_many`).
+    """
+    table = comparison_table(profile, preset)
+    keys = list(runs) if runs is not None else list(table)
+    unknown = [k for k in keys if k not in table]
+    if unknown:
+        raise ConfigError(f"runs: {unknown} not in the comparison; allowed: {', '.join(table)}")
+    requests = [(preset, [*table[k], f"seed={s}", *overrides]) for k in keys for s in seeds]
+    results = run_many(requests, profile, workers=workers, progress=progress)
+    return {k: results[i * len(seeds):(i + 1) * len(seeds)] for i, k in enumerate(keys)}
+
+
+def summary_table(results: Mapping[str, Union[RunResult, Sequence[RunResult]]]) -> pd.DataFrame:
+    """One row per run and seed: ``run``, ``seed`` and every scalar of the run's ``summary.json``."""
+    rows = []
+    for key, value in results.items():
+        for r in [value] if isinstance(value, RunResult) else value:
+            scalars = {k: v for k, v in r.summary.items() if isinstance(v, (int, float, str, bool)) and k != "seed"}
+            rows.append({"run": key, "seed": r.config.seed, **scalars})
+    return pd.DataFrame(rows)
+
+
 def regularizer_comparison(
     profile: str = "quick", preset: str = "mlp-mnist", seed: int = 0, progress: bool = False, overrides: Sequence[str] = ()
 ) -> Dict[str, RunResult]:
     """``{"none"|"l1"|"l2"|"dense": RunResult}``: SWP under each regularizer, and the dense
     baseline, with the settings of :data:`COMPARISONS` for ``preset`` (:data:`QUICK_COMPARISONS`
     in the quick profile where the preset has them), plus ``overrides``."""
-    if preset not in COMPARISONS:
-        raise ConfigError(f"preset {preset!r} has no comparison; allowed: {', '.join(COMPARISONS)}")
-    check_profile(profile)
-    table = QUICK_COMPARISONS.get(preset, COMPARISONS[preset]) if profile == "quick" else COMPARISONS[preset]
+    table = comparison_table(profile, preset)
     return {
         key: run_cached(preset, [*settings, f"seed={seed}", *overrides], profile=profile, progress=progress)
         for key, settings in table.items()
