@@ -4,11 +4,17 @@ Builds the HTML from the committed chapter notebooks (no execution, as the
 README's book command does after papermill), opens every chapter page,
 checks that it shows its figures and no error output, moves a static slider
 with the keyboard and checks that the shown figure changes, and saves a
-screenshot of each page under ``_build/screenshots/``.
+screenshot of each page under ``_build/screenshots/``. Math must be typeset by
+the MathJax copy inside the build (``make mathjax``), with no raw TeX left and
+no script loaded from another host, so the book reads offline; the API
+reference page must list the library's classes.
 """
 import os
+import re
 import shutil
+import subprocess
 import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -31,6 +37,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def book():
+    subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "mathjax"], check=True)  # idempotent
     build_html(ROOT)
     assert (HTML / "index.html").exists() or (HTML / "book" / "intro.html").exists()
     return HTML
@@ -97,3 +104,97 @@ def test_chapter_page_renders_figures_and_a_working_slider(book, browser, page):
     assert first != last and first_label != last_label, "moving the slider did not change the figure"
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SHOTS / f"{page.stem}.png"))
+
+
+# ---------------------------------------------------------------- offline math and scripts
+
+MATH_PAGES = [Path("book/intro.html")] + CHAPTERS
+
+# Visible text outside code, scripts and MathJax's own output.
+VISIBLE_TEXT = r"""
+const root = document.querySelector('article') || document.body;
+const skip = 'pre, code, script, style, textarea, mjx-container, .highlight, .cell_input';
+const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+const out = [];
+while (walk.nextNode()) {
+  const el = walk.currentNode.parentElement;
+  if (el && !el.closest(skip) && el.checkVisibility()) out.push(walk.currentNode.nodeValue);
+}
+return out.join(' ');
+"""
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\$[^$\s][^$]*?\$")
+
+
+def is_remote(url: str) -> bool:
+    return bool(re.match(r"^([a-z][a-z0-9+.-]*:)?//", url.strip(), re.I)) and not url.strip().lower().startswith("file:")
+
+
+class _ScriptSources(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script" and dict(attrs).get("src"):
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_no_page_loads_a_remote_script(book):
+    remote = {}
+    pages = sorted(book.rglob("*.html"))
+    assert pages
+    for page in pages:
+        parser = _ScriptSources()
+        parser.feed(page.read_text(encoding="utf-8", errors="replace"))
+        bad = [src for src in parser.sources if is_remote(src)]
+        if bad:
+            remote[str(page.relative_to(book))] = bad
+    assert not remote, f"scripts from other hosts (the book must read offline): {remote}"
+    assert (book / "_static" / "mathjax" / "tex-chtml.js").exists(), "MathJax is not in the build (make mathjax)"
+
+
+def wait_for_mathjax(browser) -> str:
+    browser.set_script_timeout(60)
+    return browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) { done('MathJax did not load'); return; }"
+        "MathJax.startup.promise.then(() => done('ok'), e => done('MathJax failed: ' + e));"
+    )
+
+
+@pytest.mark.parametrize("page", MATH_PAGES, ids=[p.stem for p in MATH_PAGES])
+def test_math_is_typeset_by_the_local_mathjax(book, browser, page):
+    from selenium.webdriver.common.by import By
+
+    browser.get((book / page).as_uri())
+    n_math = len(browser.find_elements(By.CSS_SELECTOR, ".math"))
+    if not n_math:
+        pytest.skip(f"{page} has no math")
+    assert wait_for_mathjax(browser) == "ok"
+    scripts = browser.execute_script("return Array.from(document.scripts).map(s => s.src).filter(Boolean)")
+    assert not [s for s in scripts if is_remote(s)], f"{page} loads remote scripts: {scripts}"
+    assert any(s.split("?")[0].endswith("_static/mathjax/tex-chtml.js") for s in scripts), scripts
+    typeset = browser.execute_script("return document.querySelectorAll('.math mjx-container').length")
+    assert typeset >= n_math, f"{page}: {typeset} of {n_math} math elements typeset"
+    errors = browser.find_elements(By.CSS_SELECTOR, "mjx-merror")
+    assert not errors, f"{page}: TeX errors: {[e.get_attribute('data-mjx-error') for e in errors[:3]]}"
+    text = browser.execute_script(VISIBLE_TEXT)
+    raw = RAW_TEX.findall(text)
+    if raw:
+        k = RAW_TEX.search(text).start()
+        pytest.fail(f"{page} shows raw TeX {[r[:60] for r in raw[:5]]} in: ...{text[max(0, k - 120):k + 120]}...")
+
+
+def test_api_reference_lists_the_pruner(book, browser):
+    from selenium.webdriver.common.by import By
+
+    page = book / "book" / "api.html"
+    assert page.exists(), "no API reference page"
+    browser.get(page.as_uri())
+    assert "API reference" in browser.title
+    entry = browser.find_elements(By.ID, "prunedyn.core.pruning.StochasticWeightPruner")
+    assert entry and "StochasticWeightPruner" in entry[0].text
+    assert entry[0].find_elements(By.XPATH, "following-sibling::dd[1]//p"), "StochasticWeightPruner has no docstring"
+    for name in ("prunedyn.core.regularization.make_regularizer", "prunedyn.structure.surgery.compact",
+                 "prunedyn.models.UNet"):
+        assert browser.find_elements(By.ID, name), f"{name} is not in the API reference"
