@@ -17,6 +17,7 @@ help:
 	@echo "make test   run the full test suite"
 	@echo "make test-fast   the tests not marked slow (the edit loop, about a minute)"
 	@echo "make venv   only create the virtual environment"
+	@echo "make mathjax   only install the MathJax copy the book serves (npm, into $(MATHJAX_DIR))"
 
 venv: $(STAMP)
 
@@ -32,7 +33,11 @@ $(STAMP): requirements.txt pyproject.toml
 mathjax: $(MATHJAX)
 
 $(MATHJAX):
-	@command -v npm >/dev/null || { echo "npm is needed to install MathJax (apt-get install npm)"; exit 1; }
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	  else echo "npm is needed to install MathJax for the book (apt-get install npm)"; exit 1; fi; \
+	fi
 	npm install --prefix $(MATHJAX_DIR) --no-save --no-audit --no-fund --loglevel=error mathjax@$(MATHJAX_VERSION)
 	rm -rf $(MATHJAX_DIR)/static && mkdir -p $(MATHJAX_DIR)/static/mathjax/input $(MATHJAX_DIR)/static/mathjax/output
 	cp $(MATHJAX_ES5)/tex-chtml.js $(MATHJAX_DIR)/static/mathjax/
