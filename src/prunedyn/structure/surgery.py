@@ -23,7 +23,23 @@ For every node layer (:mod:`prunedyn.structure.nodes`):
 
 Consumers are sliced once with one keep-mask over all their input channels, so
 a consumer fed by several producers (a U-Net skip concatenation) is handled
-by the same code. Parameters and FLOPs (``torch.utils.flop_counter``) are
+by the same code.
+
+Wiring read off a trace (:func:`prunedyn.structure.nodes.traced_node_layers`,
+used for any model without ``node_layers()`` that is not a chain) can tie
+several producers to one node index: a residual sum, a depthwise convolution.
+Node ``j`` then goes from every tied producer (and its BatchNorm; a depthwise
+convolution loses the matching input channel too) and from every consumer at
+once. Such a node is out-dead when no consumer of any tied tensor reads it,
+in-dead when every consumer reads a constant there (all its sources in-dead);
+each consumer may read a different constant (a sum of constants further down
+a residual chain), which is measured on ``example`` (eval mode, hooks on the
+consumers' inputs) rather than computed, and checked to be constant over the
+batch and positions (a node that is not is kept). Folding and carrier merging
+then work per consumer with its own constants: the carrier is the node whose
+smallest non-zero constant is largest, and a constant node the carrier cannot
+stand for (its constant is non-zero in a consumer where the carrier's is zero)
+is kept too. Parameters and FLOPs (``torch.utils.flop_counter``) are
 reported before and after.
 """
 from __future__ import annotations
@@ -37,6 +53,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunedyn.structure.nodes import Consumer, NodeLayer, layer_nodes, node_layers
+from prunedyn.structure.traced import is_depthwise
 
 
 @dataclass
@@ -157,6 +174,7 @@ def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) ->
 
 
 def _shrink_outputs(module: nn.Module, keep: torch.Tensor, norm: nn.Module | None) -> None:
+    depthwise = is_depthwise(module)
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         _slice_param(module, "weight", keep, 1)
     else:
@@ -166,6 +184,8 @@ def _shrink_outputs(module: nn.Module, keep: torch.Tensor, norm: nn.Module | Non
         module.out_features = len(keep)
     else:
         module.out_channels = len(keep)
+        if depthwise:  # its input channel j goes with its output channel j
+            module.in_channels = module.groups = len(keep)
     if norm is not None:
         for name in ("weight", "bias", "running_mean", "running_var"):
             _slice_param(norm, name, keep, 0)
@@ -187,6 +207,50 @@ def _shrink_inputs(module: nn.Module, keep_mask: torch.Tensor) -> None:
 
 
 @torch.no_grad()
+def _measured_constants(model: nn.Module, layers, example: torch.Tensor) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
+    """``{id(consumer module): (value, constant)}`` per input unit, from one eval forward pass on ``example``.
+
+    ``value[k]``: the mean of input unit ``k`` over the batch (and positions);
+    ``constant[k]``: whether it is the same everywhere.
+    """
+    modules = {id(c.module): c.module for layer in layers if layer.measured for c in layer.consumers}
+    if not modules:
+        return {}
+    seen, hooks = {}, []
+
+    def hook(module, inputs):
+        if id(module) in seen:  # a module called twice reads two inputs: no single constant
+            seen[id(module)] = None
+            return
+        x = inputs[0].detach()
+        x = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() > 1 else x.reshape(-1, 1)
+        lo, hi = x.min(1).values, x.max(1).values
+        value = x.double().mean(1).to(x.dtype)
+        seen[id(module)] = (value, (hi - lo) <= 1e-6 * torch.clamp(value.abs(), min=1.0))
+
+    for m in modules.values():
+        hooks.append(m.register_forward_pre_hook(hook))
+    try:
+        model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: v for k, v in seen.items() if v is not None}
+
+
+def _block_constants(consumer: Consumer, n: int, measured) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per node: the constant ``consumer`` reads there and whether it is constant (all its ``repeat`` units)."""
+    entry = measured.get(id(consumer.module))
+    if entry is None:
+        return torch.zeros(n), torch.zeros(n, dtype=torch.bool)
+    value, const = entry
+    off, rep = consumer.offset, consumer.repeat
+    v = value[off : off + n * rep].reshape(n, rep)
+    c = const[off : off + n * rep].reshape(n, rep)
+    return v[:, 0].clone(), c.all(1) & (v == v[:, :1]).all(1)
+
+
+@torch.no_grad()
 def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, CompactionReport]:
     """A copy of ``model`` without its dead nodes, and a report.
 
@@ -198,29 +262,48 @@ def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, Compact
     original = copy.deepcopy(model).cpu()
     example = example.cpu()
     model = copy.deepcopy(original).eval()
-    layers = node_layers(model)
+    layers = node_layers(model, example)
     stats = [layer_nodes(layer) for layer in layers]
+    measured = _measured_constants(model, layers, example)
     widths_before = {layer.name: layer.size for layer in layers}
     removed_in, removed_out, kept_const = {}, {}, {}
     plans = []
     for layer, st in zip(layers, stats):
-        const = _constant_output(layer)
         in_only = st.in_dead & ~st.out_dead
-        kept = torch.zeros_like(in_only)
-        if const is None:
-            kept = in_only.clone()
+        if layer.measured:
+            # each consumer's own constant, read off the example
+            consts, constant = [], torch.ones_like(in_only)
+            for consumer in layer.consumers:
+                value, ok = _block_constants(consumer, layer.size, measured)
+                consts.append(value)
+                constant &= ok
+            in_only = in_only & constant  # structurally in-dead but not constant here: keep it alive
         else:
-            emitting = in_only & (const != 0)
+            const = _constant_output(layer)
+            consts = None if const is None else [const] * len(layer.consumers)
+        kept = torch.zeros_like(in_only)
+        if consts is None:
+            kept = in_only.clone()
+        elif layer.consumers:
+            table = torch.stack([c.to(torch.float64) for c in consts])  # (consumers, n)
+            emitting = in_only & (table != 0).any(0)
             nodes = torch.nonzero(emitting).flatten()
             if all(_foldable(c) for c in layer.consumers):
-                for consumer in layer.consumers:
+                for consumer, const in zip(layer.consumers, consts):
                     _fold_constants(consumer, nodes, const)
             elif len(nodes):
-                # largest |c| as carrier: the merge divides by it
-                carrier = int(torch.where(emitting, const.abs(), torch.full_like(const, -1.0)).argmax())
-                for consumer in layer.consumers:
-                    _merge_into_carrier(consumer, nodes, const, carrier)
+                # carrier: the largest smallest-non-zero |c| (the merge divides by it)
+                size = torch.where(table != 0, table.abs(), torch.full_like(table, float("inf"))).min(0).values
+                size = torch.where(emitting & torch.isfinite(size), size, torch.full_like(size, -1.0))
+                carrier = int(size.argmax())
+                # a node the carrier cannot stand for: non-zero where the carrier's constant is zero
+                mergeable = emitting & ~((table != 0) & (table[:, carrier : carrier + 1] == 0)).any(0)
+                merged = torch.nonzero(mergeable).flatten()
+                for consumer, const in zip(layer.consumers, consts):
+                    if float(const[carrier]) != 0.0:
+                        _merge_into_carrier(consumer, merged, const, carrier)
                 kept[carrier] = True
+                kept |= emitting & ~mergeable
         remove = (st.out_dead | in_only) & ~kept
         if remove.all():
             # a layer cannot have zero channels: keep one node whose outgoing weights
@@ -244,7 +327,8 @@ def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, Compact
             for j in torch.nonzero(remove).flatten().tolist():
                 mask[c.offset + j * c.repeat : c.offset + (j + 1) * c.repeat] = False
     for layer, remove in plans:
-        _shrink_outputs(layer.producer, torch.nonzero(~remove).flatten(), layer.norm)
+        for producer, norm in layer.producers:
+            _shrink_outputs(producer, torch.nonzero(~remove).flatten(), norm)
     for m, mask in consumer_masks.values():
         _shrink_inputs(m, mask)
     report = CompactionReport(

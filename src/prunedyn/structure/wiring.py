@@ -22,7 +22,8 @@ def wiring_mismatches(model: nn.Module, example: torch.Tensor, nodes_per_layer: 
     (``DependencyGraph.get_pruning_group`` of the producer's output channel ``j``)
     lists the input channels of every layer that must go with it; prunedyn's wiring
     says ``consumer.offset + j * repeat + r`` for ``r < repeat`` in each consumer,
-    and the producer's norm. Returns one message per disagreement (empty: they agree).
+    and the norms of the producer and of its tied producers (residual sums,
+    depthwise convolutions). Returns one message per disagreement (empty: they agree).
     """
     import torch_pruning as tp
 
@@ -46,7 +47,7 @@ def wiring_mismatches(model: nn.Module, example: torch.Tensor, nodes_per_layer: 
             }
             if ours != theirs:
                 problems.append(f"{layer.name}[{j}]: prunedyn wires {sorted(ours)}, torch-pruning {sorted(theirs)}")
-            our_norm = {names[layer.norm]} if layer.norm is not None else set()
+            our_norm = {names[norm] for _, norm in layer.producers if norm is not None}
             if our_norm != norms:
                 problems.append(f"{layer.name}[{j}]: norm {sorted(our_norm)} vs torch-pruning {sorted(norms)}")
     return problems
