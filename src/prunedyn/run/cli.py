@@ -65,14 +65,27 @@ def _parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser(
         "sweep",
-        help="run a grid of config overrides x seeds in parallel processes",
-        description="Run every point of a sweep spec (see prunedyn.run.sweeps) in parallel processes, one folder per "
-        "run named by its config hash. Finished runs are skipped and interrupted ones resume, so a killed sweep "
-        "restarted completes without redoing work. Writes summary.csv (one row per run) to the sweep folder.",
+        help="run a grid of config overrides x seeds in parallel processes or on a Ray cluster",
+        description="Run every point of a sweep spec (see prunedyn.run.sweeps) in parallel processes, or as one "
+        "task per run on a Ray cluster (--backend ray), one folder per run named by its config hash. Finished runs "
+        "are skipped and interrupted ones resume, so a killed sweep restarted completes without redoing work. "
+        "Writes summary.csv (one row per run) to the sweep folder.",
+        epilog="examples:\n"
+        "  prunedyn sweep spec.yaml                                  local processes, one per core\n"
+        "  prunedyn sweep spec.yaml --backend ray --address ray://head:10001 --out /shared/sweeps/a\n"
+        "  RAY_ADDRESS=head:6379 prunedyn sweep spec.yaml --backend ray   from a cluster node\n"
+        "on a multi-node cluster --out (and $PRUNEDYN_DATA) must be on storage every node sees at the same path,\n"
+        "and every node needs prunedyn installed (pip install 'prunedyn[ray]').",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sw.add_argument("spec", type=Path, help="sweep spec YAML (keys: name, base, set, grid, runs, seeds, workers)")
     sw.add_argument("--out", type=Path, help="sweep folder (default: runs/sweeps/<name>)")
-    sw.add_argument("--workers", type=int, help="parallel processes (default: the spec's, else one per core)")
+    sw.add_argument("--workers", type=int, help="parallel runs (process: default the spec's, else one per core; "
+                    "ray: at most this many tasks at once, default as many as the cluster fits)")
+    sw.add_argument("--backend", choices=("process", "ray"), default="process",
+                    help="where the runs execute: local processes (default) or a Ray cluster, one task per run")
+    sw.add_argument("--address", help="the Ray cluster (ray://host:10001, or host:6379 on a cluster node; "
+                    "default $RAY_ADDRESS, else a local Ray instance); only with --backend ray")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
 
     b = sub.add_parser(
@@ -111,9 +124,11 @@ def cmd_sweep(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         return _fail(f"--workers: {args.workers} must be >= 1")
+    if args.address and args.backend != "ray":
+        return _fail("--address is for --backend ray")
     spec = load_spec(args.spec)
     out = args.out or Path("runs") / "sweeps" / spec.name
-    table = run_sweep(spec, out, workers=args.workers, progress=not args.quiet)
+    table = run_sweep(spec, out, workers=args.workers, progress=not args.quiet, backend=args.backend, address=args.address)
     varied = sorted({k for point in spec.points() for k in point})
     cols = [*varied, "test_accuracy", "weight_sparsity", "dead_node_fraction", "params_compact", "run"]
     print(table[[c for c in cols if c in table]].to_string(index=False))

@@ -1,4 +1,4 @@
-"""Sweeps: a grid (or list) of config overrides x seeds, run in parallel processes.
+"""Sweeps: a grid (or list) of config overrides x seeds, run in parallel processes or on a Ray cluster.
 
 A sweep spec is YAML::
 
@@ -21,15 +21,18 @@ skipped, an interrupted one resumes from its checkpoint, so a sweep killed
 halfway and started again completes without redoing finished runs. At the
 end ``summary.csv`` holds one row per run: the varied keys, the seed, the
 run folder, and every scalar of the run's ``summary.json``.
+
+The runs execute in local processes (``backend="process"``, the default) or as
+one Ray task each on a cluster (``backend="ray"``); the backend only decides
+where :func:`_run_one` executes (:mod:`prunedyn.run.backends`): folders,
+skipping, resuming and the table are the same code for both.
 """
 from __future__ import annotations
 
 import itertools
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -139,46 +142,55 @@ def _run_one(base: str, overrides: List[str], folder: str) -> dict:
     return run(load_config(base, overrides), Path(folder), resume=True, progress=False)
 
 
-def run_sweep(spec: SweepSpec, out: Path, workers: Optional[int] = None, progress: bool = True) -> pd.DataFrame:
-    """Run every point of ``spec`` into ``out`` (skipping finished runs); returns the summary table."""
-    out = Path(out)
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    workers: Optional[int] = None,
+    progress: bool = True,
+    backend: str = "process",
+    address: Optional[str] = None,
+) -> pd.DataFrame:
+    """Run every point of ``spec`` into ``out`` (skipping finished runs); returns the summary table.
+
+    ``backend``: where the runs execute, ``process`` (local processes, the default) or ``ray``
+    (one task per run on the Ray cluster at ``address``, default ``$RAY_ADDRESS``); see
+    :mod:`prunedyn.run.backends`. The folders, the skipping and the table are the same for both."""
+    from prunedyn.run.backends import Job, execute
+
+    out = Path(out).resolve()  # absolute: a Ray task does not run in this process's directory
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump({"name": spec.name, "base": spec.base, "set": spec.common,
                                                          "variants": spec.variants, "seeds": spec.seeds}, sort_keys=False))
     jobs = []
+    todo: List[Job] = []
     for point in spec.points():
         overrides = overrides_of(spec, point)
         cfg = load_config(spec.base, overrides)
-        jobs.append((point, overrides, out / f"{cfg.name}-{config_hash(cfg)}"))
-    n_workers = workers or spec.workers or os.cpu_count() or 1
+        folder = out / f"{cfg.name}-{config_hash(cfg)}"
+        jobs.append((point, overrides, folder))
+        if not (folder / "summary.json").exists():
+            todo.append(Job(len(jobs) - 1, (spec.base, overrides, str(folder)), cfg.device, getattr(cfg, "threads", 0) or 1))
     results: Dict[int, dict] = {}
     bar = tqdm(total=len(jobs), desc=f"sweep {spec.name}", unit="run", disable=not progress)
-    todo = []
-    for i, (point, overrides, folder) in enumerate(jobs):
-        done = folder / "summary.json"
-        if done.exists():
-            results[i] = json.loads(done.read_text())
-            bar.update(1)
-        else:
-            todo.append(i)
+    skipped = set(range(len(jobs))) - {job.index for job in todo}
+    for i in sorted(skipped):
+        results[i] = json.loads((jobs[i][2] / "summary.json").read_text())
+        bar.update(1)
+    # the spec's `workers` sizes a local process pool; on a cluster only --workers caps the runs in flight
+    n_workers = workers or (spec.workers if backend == "process" else 0) or None
     try:
-        if todo and n_workers == 1:
-            for i in todo:
-                results[i] = _run_one(spec.base, jobs[i][1], str(jobs[i][2]))
+        with closing(execute(_run_one, todo, backend, n_workers, address)) as finished:
+            for i, summary in finished:
+                results[i] = summary
                 bar.update(1)
-        elif todo:
-            with ProcessPoolExecutor(max_workers=min(n_workers, len(todo)), mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(_run_one, spec.base, jobs[i][1], str(jobs[i][2])): i for i in todo}
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.update(1)
     finally:
         bar.close()
     rows = []
     for i, (point, overrides, folder) in enumerate(jobs):
         s = results[i]
         row = {**{k: _format(v) if isinstance(v, (list, dict)) else v for k, v in point.items()}, "run": folder.name}
-        row.update({k: v for k, v in s.items() if not isinstance(v, (dict, list))})
+        # sorted as in summary.json: the same columns whether a run was read back or just returned
+        row.update({k: s[k] for k in sorted(s) if not isinstance(s[k], (dict, list))})
         rows.append(row)
     table = pd.DataFrame(rows)
     atomic_write_text(out / "summary.csv", table.to_csv(index=False, float_format="%.9g"))
