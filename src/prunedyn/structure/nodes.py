@@ -51,10 +51,6 @@ from torch.nn import functional as F
 from prunedyn.structure.layers import PRUNABLE_TYPES
 from prunedyn.structure.traced import WiringError, build_graph, read_wiring
 
-__all__ = [
-    "Consumer", "NodeLayer", "Tied", "WiringError", "LayerNodes", "chain_node_layers",
-    "traced_node_layers", "chain_wiring_problems", "node_layers", "layer_nodes", "model_nodes",
-]
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -363,7 +359,9 @@ def layer_nodes(layer: NodeLayer) -> LayerNodes:
 
     Incoming norms include the bias (the rescaling symmetry scales the bias with
     the incoming weights); with BatchNorm, its scale and shift are the incoming
-    parameters that matter and are included instead of the bias.
+    parameters that matter and are included instead of the bias. With tied
+    producers the incoming norms sum over all of them, and a node is in-dead
+    where every consumer reads only in-dead sources (:attr:`Consumer.sources`).
     """
     n = layer.size
     in_sq, in_l1, dead = 0, 0, []

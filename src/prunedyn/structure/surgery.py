@@ -255,7 +255,10 @@ def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, Compact
     """A copy of ``model`` without its dead nodes, and a report.
 
     ``example`` is an input batch (e.g. ``torch.randn(8, 1, 28, 28)``) used to
-    count FLOPs and to check that outputs are unchanged (``max_abs_diff``).
+    count FLOPs and to check that outputs are unchanged (``max_abs_diff``), to
+    read the wiring (:func:`prunedyn.structure.nodes.node_layers` with the
+    example: the chain guess checked against a trace, or the traced wiring) and
+    to measure the constants of traced node layers.
     The compact model is returned on the CPU, in eval mode.
     """
     # surgery runs on the CPU copy, wherever the model trained (index tensors, constants)

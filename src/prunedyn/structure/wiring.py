@@ -15,7 +15,7 @@ from prunedyn.structure.layers import PRUNABLE_TYPES
 from prunedyn.structure.nodes import node_layers
 
 
-def wiring_mismatches(model: nn.Module, example: torch.Tensor, nodes_per_layer: int = 3) -> list:
+def wiring_mismatches(model: nn.Module, example: torch.Tensor, nodes_per_layer: int = 3, layers=None) -> list:
     """Where :func:`prunedyn.structure.nodes.node_layers` and torch-pruning's dependency graph disagree.
 
     For the first ``nodes_per_layer`` nodes ``j`` of every node layer, torch-pruning
@@ -23,14 +23,16 @@ def wiring_mismatches(model: nn.Module, example: torch.Tensor, nodes_per_layer: 
     lists the input channels of every layer that must go with it; prunedyn's wiring
     says ``consumer.offset + j * repeat + r`` for ``r < repeat`` in each consumer,
     and the norms of the producer and of its tied producers (residual sums,
-    depthwise convolutions). Returns one message per disagreement (empty: they agree).
+    depthwise convolutions). ``layers``: the wiring to check instead of
+    ``node_layers(model)`` (e.g. :func:`prunedyn.structure.nodes.traced_node_layers`).
+    Returns one message per disagreement (empty: they agree).
     """
     import torch_pruning as tp
 
     names = {m: n for n, m in model.named_modules()}
     graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
     problems = []
-    for layer in node_layers(model):
+    for layer in node_layers(model) if layers is None else layers:
         prune_out = graph.get_pruner_of_module(layer.producer).prune_out_channels
         for j in range(min(nodes_per_layer, layer.size)):
             group = graph.get_pruning_group(layer.producer, prune_out, idxs=[j])
