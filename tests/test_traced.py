@@ -364,3 +364,38 @@ def test_a_unet_without_its_node_layers_compacts_like_one_with_them():
     assert r_bare.widths_after == r_own.widths_after
     assert r_bare.widths_after["enc1.conv2"] == 8 - 3 and r_bare.widths_after["up1"] == 7
     assert r_bare.params_after == r_own.params_after < r_bare.params_before
+
+
+class _InputResidual(nn.Module):
+    """c1's channels are summed with the model input: they cannot go."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.c3(torch.relu(self.c2(torch.relu(self.c1(x)) + x)))
+
+
+class _InputDepthwise(nn.Module):
+    """A depthwise conv reading the model input: its channels cannot go."""
+
+    def __init__(self):
+        super().__init__()
+        self.dw, self.c2, self.c3 = nn.Conv2d(3, 3, 3, padding=1, groups=3), nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.c3(torch.relu(self.c2(torch.relu(self.dw(x)))))
+
+
+@pytest.mark.parametrize("build", [_InputResidual, _InputDepthwise])
+def test_channels_tied_to_the_input_have_no_nodes(build):
+    torch.manual_seed(0)
+    model = build()
+    with torch.no_grad():
+        model.c2.weight[:, 0] = 0  # out-dead if it were a node
+        model.c2.weight[1] = 0
+    x = torch.randn(2, 3, 8, 8)
+    assert [l.name for l in node_layers(model, x)] == ["c2"]
+    small, report = compact(model, x)
+    assert report.max_abs_diff <= TOL and report.widths_after == {"c2": 3}

@@ -34,7 +34,9 @@ A group has
 
 Layers whose output reaches the model output without passing through another
 Linear / Conv are output layers: they, and every group they belong to, have no
-nodes. Structures that cannot be wired exactly (grouped non-depthwise
+nodes; neither has a group tied to a tensor that cannot shrink (summed with
+the model input or a buffer, or read by a depthwise conv straight from the
+input). Structures that cannot be wired exactly (grouped non-depthwise
 convolutions, a depthwise multiplier, a norm that does not directly follow a
 producer, other layers with per-channel parameters in a group, a consumer
 reading a group at non-contiguous positions) raise :class:`WiringError`
@@ -181,6 +183,7 @@ def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tra
     for group in graph.get_all_groups(ignored_layers=outputs, root_module_types=PRUNABLE_TYPES):
         producers, norms, consumers = [], [], []
         n = None
+        pinned = False  # tied to a tensor that cannot shrink (the model input, a buffer)
         for item in group.items:
             dep, idxs = item.dep, list(item.idxs)
             roots = list(item.root_idxs) if item.root_idxs is not None else idxs
@@ -199,6 +202,10 @@ def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tra
                 consumers.append((module, idxs, roots))
             elif isinstance(module, NORM_TYPES):
                 norms.append(module)
+            elif dep.target.type == OPTYPE.ELEMENTWISE:
+                grad_fn = getattr(dep.target, "grad_fn", None)
+                if any(f is None for f, _ in getattr(grad_fn, "next_functions", ())):
+                    pinned = True
             elif dep.target.type == OPTYPE.OUTPUT:
                 raise WiringError(f"{label}: a node group reaches the model output")
             elif not isinstance(module, nn.Module) or any(True for _ in module.parameters(recurse=False)):
@@ -206,7 +213,7 @@ def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tra
                     f"{label} ({type(module).__name__}) has per-channel parameters tied to a node group; "
                     "only Linear / Conv / BatchNorm are supported"
                 )
-        if not producers:
+        if not producers or pinned:
             continue
         producers.sort(key=lambda m: order.get(id(m), 1 << 30))
         norm_of: Dict[int, nn.Module] = {}
@@ -219,6 +226,8 @@ def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tra
                 )
             norm_of[id(src)] = bn
         members = {id(p): i for i, p in enumerate(producers)}
+        if any(is_depthwise(p) and not _sources(graph, p, members) for p in producers):
+            continue  # a depthwise conv reading the model input: its input channels cannot go
         traced = TracedGroup(names[producers[0]], [(p, norm_of.get(id(p))) for p in producers])
         for module, idxs, roots in consumers:
             label = names.get(module, type(module).__name__)
