@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from prunedyn.structure.layers import PRUNABLE_TYPES
-from prunedyn.structure.traced import WiringError, build_graph, read_wiring
+from prunedyn.structure.traced import WiringError, read_wiring
 
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -275,9 +275,11 @@ def node_layers(model: nn.Module, example: Optional[torch.Tensor] = None, use_tr
     be silently wrong on other graphs). With an ``example``, the model is also
     traced: the chain reading is returned when the trace agrees with it, the
     traced wiring (:func:`traced_node_layers`) when not (``use_trace=False``:
-    a :class:`WiringError` naming the layer instead); a :class:`WiringError`
-    is also raised when they disagree and the traced wiring cannot be built. Tracing failures of torch-pruning itself on a model
-    the chain reading accepts only warn.
+    a :class:`WiringError` naming the layer instead). A model that is not a
+    chain and cannot be wired from the trace either raises :class:`WiringError`;
+    a chain that cannot be checked (torch-pruning fails to trace it, or the
+    traced graph holds a structure :mod:`~prunedyn.structure.traced` does not
+    wire) gets its chain reading with a warning.
     """
     own = getattr(model, "node_layers", None)
     if callable(own):
@@ -287,22 +289,18 @@ def node_layers(model: nn.Module, example: Optional[torch.Tensor] = None, use_tr
     try:
         chain = chain_node_layers(model)
     except ValueError as err:  # not even a chain by shapes
+        if not use_trace:
+            raise WiringError(str(err)) from err
         chain, chain_error = None, err
     try:
-        graph = build_graph(model, example)
-    except Exception as err:  # torch-pruning cannot trace it
+        traced = traced_node_layers(model, example)
+    except Exception as err:  # torch-pruning cannot trace it, or a structure not wired here
         if chain is None:
-            raise WiringError(f"{chain_error}; and tracing failed: {err}") from err
+            raise WiringError(f"{chain_error}; and the traced graph cannot be wired: {err}") from err
         import warnings
 
-        warnings.warn(f"node wiring not checked against a trace (tracing failed: {err})", stacklevel=2)
+        warnings.warn(f"chain node wiring not checked against a trace: {err}", stacklevel=2)
         return chain
-    try:
-        traced = traced_node_layers(model, example, graph=graph)
-    except WiringError as err:
-        if chain is None:
-            raise
-        raise WiringError(f"the chain wiring read off module order cannot be checked against the trace: {err}") from err
     if chain is not None:
         problems = chain_wiring_problems(chain, traced, model)
         if not problems:
