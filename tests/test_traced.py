@@ -399,3 +399,14 @@ def test_channels_tied_to_the_input_have_no_nodes(build):
     assert [l.name for l in node_layers(model, x)] == ["c2"]
     small, report = compact(model, x)
     assert report.max_abs_diff <= TOL and report.widths_after == {"c2": 3}
+
+
+def test_tracing_leaves_a_training_model_untouched():
+    model = dead_resblock().train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 3, 16, 16)
+    model_nodes(model, x)
+    small, report = compact(model, x)
+    assert model.training and not small.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert report.max_abs_diff <= TOL
