@@ -146,3 +146,14 @@ def test_killed_ray_sweep_restarts_and_matches_the_process_pool(tmp_path, ray_cl
     table = run_sweep(load_spec(spec_path), tmp_path / "process", workers=2, progress=False)
     assert table["run"].tolist() == on_ray["run"].tolist()  # the same folders, by config hash
     assert (tmp_path / "process" / "summary.csv").read_text() == (out / "summary.csv").read_text()
+
+
+@needs_ray
+def test_unreachable_cluster_fails_fast_with_its_address(tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC.format(common=json.dumps(SMALL)))
+    address = f"127.0.0.1:{_free_port()}"  # nobody listens there
+    tic = time.time()
+    with pytest.raises(BackendError, match=f"cannot connect to the Ray cluster at {address}"):
+        run_sweep(load_spec(spec_path), tmp_path / "out", backend="ray", address=address, progress=False)
+    assert time.time() - tic < 30 and not list((tmp_path / "out").glob("mlp-mnist-*"))

@@ -21,6 +21,7 @@ when the ``ray`` backend is asked for.
 from __future__ import annotations
 
 import os
+import socket
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -95,6 +96,20 @@ def ray_resources(device: str, threads: int, cluster_gpus: float) -> Dict[str, f
     return {"num_gpus": 0, "num_cpus": max(1, int(threads or 1))}
 
 
+def _check_reachable(target: Optional[str], timeout: float = 10.0) -> None:
+    """Fail fast on a ``host:port`` / ``ray://host:port`` nobody listens on (Ray itself retries for minutes)."""
+    if not target or target in ("auto", "local"):
+        return
+    hostport = target.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # leave other forms to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BackendError(f"cannot connect to the Ray cluster at {target}: {e}") from e
+
+
 def _forwarded_env() -> Dict[str, str]:
     return {k: v for k, v in os.environ.items() if k == "PRUNEDYN_DATA"}
 
@@ -112,6 +127,7 @@ def _ray(fn, jobs: Sequence[Job], workers: Optional[int], address: Optional[str]
         env = _forwarded_env()
         if env:
             kwargs["runtime_env"] = {"env_vars": env}
+        _check_reachable(target)
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
