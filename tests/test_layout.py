@@ -29,10 +29,10 @@ def _imports(path: Path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("prunedyn"):
-            if node.module == "prunedyn":
-                yield from (f"prunedyn.{a.name}" for a in node.names)
-            else:
-                yield node.module
+            # ``from pkg import module`` imports the module; ``from module import name`` the module
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                yield sub if (PKG.parent / sub.replace(".", "/")).with_suffix(".py").exists() else node.module
         elif isinstance(node, ast.Import):
             yield from (a.name for a in node.names if a.name.startswith("prunedyn"))
 

@@ -645,3 +645,46 @@ def test_multi_tensor_gaussian_path_takes_the_same_decisions():
         assert torch.equal(e == 0, g_ == 0)
         assert torch.equal(e, g_)
     assert sum(int((g_ == 0).sum()) for g_ in got) > 50
+
+
+def test_one_class_in_one_file_adds_a_pruner_everywhere(tmp_path):
+    """A pruner registered with ``register_pruner`` is a valid ``pruner.kind``, runs, and attaches."""
+    import torch
+
+    from prunedyn import attach
+    from prunedyn.core.pruning import PRUNERS, WeightPruner, register_pruner
+    from prunedyn.run.config import ConfigError, load_config
+    from prunedyn.run.experiments import make_pruner
+
+    with pytest.raises(ConfigError, match="pruner.kind.*allowed"):
+        load_config("mlp-mnist", ["pruner.kind=halve_test"])
+
+    @register_pruner("halve_test")
+    class Halve(WeightPruner):
+        """Zeroes every weight whose magnitude is below ``threshold`` (a test pruner)."""
+
+        def __init__(self, model, *, threshold: float = 0.01):
+            super().__init__(model)
+            self.threshold = threshold
+
+        @classmethod
+        def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+            return cls(model, threshold=p.sigma)
+
+        def _prune(self, t):
+            for w in self.weights.values():
+                w.mul_(w.abs() >= self.threshold)
+
+    try:
+        cfg = load_config("mlp-mnist", ["pruner.kind=halve_test", "pruner.sigma=0.02", "model.hidden=[8]"])
+        model = MLP(784, [8], 10)
+        pruner = make_pruner(cfg, model, steps_per_epoch=10)
+        assert isinstance(pruner, Halve) and pruner.threshold == 0.02
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        handle = attach(opt, model, "halve_test", threshold=0.02)
+        model(torch.randn(2, 784)).sum().backward()
+        opt.step()
+        assert all(((w == 0) | (w.abs() >= 0.02)).all() for w in prunable_weights(model).values())
+        handle.remove()
+    finally:
+        del PRUNERS["halve_test"]

@@ -6,3 +6,5 @@
 - :mod:`~prunedyn.core.regularization`: L1, coupled and decoupled L2, added to the gradient;
 - :mod:`~prunedyn.core.interop`: masks to and from ``torch.nn.utils.prune``.
 """
+# every pruner registers itself on import; the torch adapter lives apart from the core pruners
+from prunedyn.core import interop as _interop  # noqa: E402,F401

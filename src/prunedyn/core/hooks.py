@@ -49,35 +49,18 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from torch import nn
 
-from prunedyn.core.interop import TorchL1Unstructured
-from prunedyn.core.pruning import (
-    MagnitudePruner,
-    RandomPruner,
-    StochasticWeightPruner,
-    TargetedDropout,
-    WeightPruner,
-)
+from prunedyn.core.pruning import PRUNERS, WeightPruner
 from prunedyn.core.regularization import L2Decoupled, Regularizer, make_regularizer
 from prunedyn.structure.layers import prunable_weights
 
-#: pruner kinds :func:`attach` builds by name (``pruner.kind`` of the run configs)
-PRUNER_KINDS = {
-    "stochastic": StochasticWeightPruner,
-    "magnitude": MagnitudePruner,
-    "random": RandomPruner,
-    "targeted_dropout": TargetedDropout,
-    "torch_l1": TorchL1Unstructured,
-}
-_SEEDED = ("stochastic", "random", "targeted_dropout")
 STATE_KEY = "prunedyn"
 
 
 def build_pruner(kind: str, model: nn.Module, *, seed: int = 0, **options: Any) -> WeightPruner:
     """The pruner ``kind`` on ``model`` with constructor ``options`` (all counted in optimiser steps)."""
-    try:
-        cls = PRUNER_KINDS[kind]
-    except KeyError:
-        raise KeyError(f"unknown pruner {kind!r}; allowed: none, {', '.join(PRUNER_KINDS)}") from None
+    if kind not in PRUNERS or kind == "none":
+        raise KeyError(f"unknown pruner {kind!r}; allowed: none, {', '.join(k for k in PRUNERS if k != 'none')}")
+    cls = PRUNERS[kind]
     if kind == "targeted_dropout" and "end_step" not in options:
         raise ValueError(
             "targeted_dropout needs end_step: the 0-based optimiser step after which the targeted "
@@ -87,7 +70,7 @@ def build_pruner(kind: str, model: nn.Module, *, seed: int = 0, **options: Any) 
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(f"pruner {kind!r} takes no option {unknown[0]!r}; its options: {', '.join(allowed)}")
-    if kind in _SEEDED:
+    if "seed" in allowed:
         options["seed"] = seed
     return cls(model, **options)
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from prunedyn.core.pruning import WeightPruner
+from prunedyn.core.pruning import WeightPruner, register_pruner
 from prunedyn.structure.layers import PRUNABLE_TYPES
 
 
@@ -61,8 +61,13 @@ def import_masks(model: nn.Module, masks: Dict[str, torch.Tensor]) -> None:
         prune.remove(m, "weight")
 
 
+@register_pruner("torch_l1")
 class TorchL1Unstructured(WeightPruner):
     """``torch.nn.utils.prune.l1_unstructured`` per layer at ``start_step``, masks kept afterwards."""
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, sparsity=p.sparsity, start_step=start_step)
 
     def __init__(self, model: nn.Module, *, sparsity: float = 0.9, start_step: int = 0):
         if not 0.0 <= sparsity < 1.0:

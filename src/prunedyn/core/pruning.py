@@ -28,15 +28,33 @@ gradual (Zhu & Gupta's AGP) with ``cubic``.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Type
 
 import torch
 from torch import nn
 
 from prunedyn.core.kernels import get_kernel
+from prunedyn.core.registry import Registry
 from prunedyn.core.schedules import get_schedule
 from prunedyn.structure.layers import PRUNABLE_TYPES, prunable_weights, weight_sparsity  # noqa: F401 (re-exported)
 from prunedyn.structure.nodes import node_layers
+
+#: Pruners by name (``pruner.kind`` of a run config, the ``pruner`` argument of
+#: :func:`prunedyn.attach`). Adding a pruner takes one class in one file:
+#: subclass :class:`WeightPruner`, decorate it with ``@register_pruner("name")``
+#: and, if its constructor needs more than the model, override :meth:`WeightPruner.from_config`.
+PRUNERS: Registry[Type["WeightPruner"]] = Registry("pruner")
+
+
+def register_pruner(name: str):
+    """Class decorator: register a :class:`WeightPruner` subclass as pruner ``name``."""
+
+    def decorator(cls):
+        cls.kind = name
+        return PRUNERS.register(name)(cls)
+
+    return decorator
+
 
 class WeightPruner:
     """Base class: holds the prunable weights, a step counter and optional masks.
@@ -44,6 +62,18 @@ class WeightPruner:
     Subclasses implement :meth:`_prune` which receives the 0-based index of the
     optimiser step that just finished.
     """
+
+    kind = "base"
+
+    @classmethod
+    def from_config(cls, p, model: nn.Module, *, ramp_steps: int, start_step: int, seed: int, last_step: int) -> "WeightPruner":
+        """The pruner a run's ``pruner`` config section ``p`` asks for.
+
+        ``ramp_steps`` and ``start_step`` are ``p.ramp_epochs`` and
+        ``p.start_epoch`` converted to optimiser steps; ``seed`` is the pruner's
+        own stream; ``last_step`` the 0-based index of the run's last step.
+        """
+        return cls(model)
 
     def __init__(self, model: nn.Module, *, sticky: bool = False, start_step: int = 0):
         self.weights = prunable_weights(model)
@@ -93,6 +123,7 @@ class WeightPruner:
                 self.masks[k] = v.to(self.weights[k].device).clone()
 
 
+@register_pruner("none")
 class NoPruner(WeightPruner):
     """Leaves the weights alone (the dense baseline), with the same interface."""
 
@@ -107,6 +138,7 @@ class NoPruner(WeightPruner):
         pass
 
 
+@register_pruner("stochastic")
 class StochasticWeightPruner(WeightPruner):
     """Zero each weight ``w`` independently with probability ``kappa(w; s_t)``.
 
@@ -126,6 +158,11 @@ class StochasticWeightPruner(WeightPruner):
             per step instead of about seven per tensor, the same decisions
             (``w <- 0`` where ``u < kappa``). The CPU always takes the per-tensor path.
     """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, kernel=p.kernel, sigma=p.sigma, sigma_mode=p.sigma_mode, schedule=p.schedule,
+                   ramp_steps=ramp_steps, start_step=start_step, sticky=p.sticky, seed=seed)
 
     def __init__(
         self,
@@ -239,6 +276,7 @@ def _smallest(values: torch.Tensor, fraction: float) -> torch.Tensor:
     return mask
 
 
+@register_pruner("magnitude")
 class MagnitudePruner(WeightPruner):
     """Zero the smallest-magnitude weights up to ``sparsity * f(t)`` and keep them zero.
 
@@ -253,6 +291,11 @@ class MagnitudePruner(WeightPruner):
             (one threshold over all prunable weights).
         every: re-threshold every this many steps during a ramp.
     """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, sparsity=p.sparsity, scope=p.scope, schedule=p.schedule, ramp_steps=ramp_steps,
+                   start_step=start_step)
 
     def __init__(
         self,
@@ -310,12 +353,18 @@ class MagnitudePruner(WeightPruner):
         self.applied = float(state["applied"])
 
 
+@register_pruner("random")
 class RandomPruner(WeightPruner):
     """Zero a uniformly random fraction ``sparsity * f(t)`` of each weight tensor, for good.
 
     The control for every magnitude-aware method: the same sparsity with no
     preference for small weights. Masks only shrink, like :class:`MagnitudePruner`.
     """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, sparsity=p.sparsity, schedule=p.schedule, ramp_steps=ramp_steps, start_step=start_step,
+                   seed=seed)
 
     def __init__(
         self,
@@ -363,6 +412,7 @@ class RandomPruner(WeightPruner):
         self.priority = {k: v.clone() for k, v in state["priority"].items()}
 
 
+@register_pruner("targeted_dropout")
 class TargetedDropout(WeightPruner):
     """Targeted dropout (Gomez et al. 2019), then magnitude pruning at the end of training.
 
@@ -383,6 +433,11 @@ class TargetedDropout(WeightPruner):
     good (weights or whole units), which is what the method trains the network
     to survive.
     """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        # the targeted fraction is pruned for good after the run's last step
+        return cls(model, gamma=p.gamma, alpha=p.alpha, unit=p.unit, end_step=last_step, seed=seed)
 
     def __init__(
         self,

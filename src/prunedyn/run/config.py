@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from prunedyn.core.kernels import KERNELS
+from prunedyn.core.pruning import PRUNERS
 from prunedyn.core.regularization import REGULARIZERS
 from prunedyn.core.schedules import SCHEDULES
 
@@ -139,7 +140,7 @@ CHOICES = {
     "optimizer.name": lambda: ("sgd", "adam", "adamw"),
     "regularizer.kind": lambda: REGULARIZERS,
     "regularizer.scope": lambda: ("weights", "all"),
-    "pruner.kind": lambda: ("none", "stochastic", "magnitude", "random", "targeted_dropout", "torch_l1"),
+    "pruner.kind": lambda: PRUNERS,
     "pruner.kernel": lambda: KERNELS,
     "pruner.sigma_mode": lambda: ("absolute", "relative"),
     "pruner.schedule": lambda: SCHEDULES,

@@ -32,16 +32,7 @@ from prunedyn.data.datasets import DatasetBundle, load_dataset
 from prunedyn.models import build_model
 from prunedyn.tasks.scoring import Task, scored_outputs, task_for
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
-from prunedyn.core.interop import TorchL1Unstructured
-from prunedyn.core.pruning import (
-    MagnitudePruner,
-    NoPruner,
-    RandomPruner,
-    StochasticWeightPruner,
-    TargetedDropout,
-    WeightPruner,
-    prunable_weights,
-)
+from prunedyn.core.pruning import PRUNERS, StochasticWeightPruner, WeightPruner, prunable_weights
 from prunedyn.run.records import RunRecord, atomic_torch_save, atomic_write_json, atomic_write_text
 from prunedyn.core.regularization import Regularizer, make_regularizer
 from prunedyn.structure.surgery import compact
@@ -109,35 +100,16 @@ def make_optimizer(cfg, params) -> torch.optim.Optimizer:
 
 
 def make_pruner(cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: int) -> WeightPruner:
-    """The pruner of ``cfg.pruner``; epochs are converted to optimiser steps."""
+    """The pruner of ``cfg.pruner`` (:data:`prunedyn.core.pruning.PRUNERS`); epochs become optimiser steps."""
     p = cfg.pruner
-    ramp = int(round(p.ramp_epochs * steps_per_epoch))
-    start = int(round(p.start_epoch * steps_per_epoch))
-    seed = cfg.seed + 1  # its own stream, apart from the init and the data order
-    if p.kind == "stochastic":
-        return StochasticWeightPruner(
-            model,
-            kernel=p.kernel,
-            sigma=p.sigma,
-            sigma_mode=p.sigma_mode,
-            schedule=p.schedule,
-            ramp_steps=ramp,
-            start_step=start,
-            sticky=p.sticky,
-            seed=seed,
-        )
-    if p.kind == "magnitude":
-        return MagnitudePruner(
-            model, sparsity=p.sparsity, scope=p.scope, schedule=p.schedule, ramp_steps=ramp, start_step=start
-        )
-    if p.kind == "random":
-        return RandomPruner(model, sparsity=p.sparsity, schedule=p.schedule, ramp_steps=ramp, start_step=start, seed=seed)
-    if p.kind == "targeted_dropout":
-        last = cfg.epochs * steps_per_epoch - 1
-        return TargetedDropout(model, gamma=p.gamma, alpha=p.alpha, unit=p.unit, end_step=last, seed=seed)
-    if p.kind == "torch_l1":
-        return TorchL1Unstructured(model, sparsity=p.sparsity, start_step=start)
-    return NoPruner(model)
+    return PRUNERS.get(p.kind).from_config(
+        p,
+        model,
+        ramp_steps=int(round(p.ramp_epochs * steps_per_epoch)),
+        start_step=int(round(p.start_epoch * steps_per_epoch)),
+        seed=cfg.seed + 1,  # its own stream, apart from the init and the data order
+        last_step=cfg.epochs * steps_per_epoch - 1,
+    )
 
 
 def initial_model_from_run(folder: Path, data: DatasetBundle, compact_first: bool) -> nn.Module:
