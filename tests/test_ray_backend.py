@@ -58,6 +58,10 @@ def test_cli_address_needs_the_ray_backend(tmp_path):
     assert res.returncode == 2 and "--address is for --backend ray" in res.stderr
 
 
+# Hermetic: no token auth, whatever ~/.ray/auth_token an earlier local `ray.init()` left behind.
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +75,7 @@ def _start_node(args, log: Path, timeout=120) -> subprocess.Popen:
     proc = subprocess.Popen([str(ray_cli), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
                              "--object-store-memory", "100000000", "--num-cpus", "1",
                              "--dashboard-agent-listen-port", str(_free_port()), *args],
-                            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=RAY_ENV)
     deadline = time.time() + timeout
     while "Ray runtime started" not in log.read_text():
         if proc.poll() is not None or time.time() > deadline:
@@ -124,7 +128,7 @@ def test_killed_ray_sweep_restarts_and_matches_the_process_pool(tmp_path, ray_cl
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(SPEC.format(common=common))
     out = tmp_path / "ray"
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    env = {**RAY_ENV, "RAY_ADDRESS": ray_cluster}
     log = tmp_path / "killed.log"
     with open(log, "w") as handle:
         proc = subprocess.Popen(prunedyn_cmd("sweep", spec_path, "--out", out, "--backend", "ray", "--quiet"),
