@@ -355,7 +355,7 @@ class SkipConv(nn.Module):
     def node_layers(self):
         return [
             NodeLayer("p1", self.p1, [Consumer(self.p2, 0), Consumer(self.mix, 0)]),
-            NodeLayer("p2", self.p2, [Consumer(self.mix, 3)]),
+            NodeLayer("p2", self.p2, [Consumer(self.mix, self.p1.out_channels)]),  # after p1 in the concat
             NodeLayer("mix", self.mix, [Consumer(self.head, 0, 16)]),
         ]
 
@@ -457,3 +457,24 @@ def test_a_layer_whose_every_channel_is_constant_folds_them_and_stays_exact():
     small, report = compact(model, x)
     assert small[0].out_channels == 1
     assert report.max_abs_diff <= 1e-6
+
+
+def test_compaction_iterates_to_a_fixed_point():
+    """A fc1 node whose outgoing weights reach only out-dead fc2 nodes dies once those go:
+    one pass cannot see it, the fixed point removes it (and nothing alive)."""
+    torch.manual_seed(0)
+    model = MLP(12, [6, 5], 3).eval()
+    fc1, fc2, fc3 = model.net.fc1, model.net.fc2, model.net.fc3
+    with torch.no_grad():
+        fc3.weight[:, 0] = 0  # fc2 node 0: out-dead
+        fc2.weight[1:, 2] = 0  # fc1 node 2 feeds only fc2 node 0
+    x = torch.randn(16, 12)
+    small, report = compact(model, x)
+    assert report.passes == 3  # two that removed nodes, one that found nothing more
+    assert report.widths_after == {"net.fc1": 5, "net.fc2": 4}
+    assert report.removed_out_dead == {"net.fc1": 1, "net.fc2": 1}
+    assert report.max_abs_diff <= 1e-6
+    one, first = compact(model, x, max_passes=1)
+    assert first.widths_after == {"net.fc1": 6, "net.fc2": 4} and first.passes == 1
+    with pytest.raises(ValueError, match="max_passes"):
+        compact(model, x, max_passes=0)

@@ -68,6 +68,7 @@ class CompactionReport:
     removed_out_dead: Dict[str, int]
     kept_constant: Dict[str, int]
     max_abs_diff: float = float("nan")
+    passes: int = 1  # passes run; the last found nothing more to remove unless max_passes stopped it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -251,8 +252,56 @@ def _block_constants(consumer: Consumer, n: int, measured) -> Tuple[torch.Tensor
 
 
 @torch.no_grad()
-def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, CompactionReport]:
-    """A copy of ``model`` without its dead nodes, and a report.
+def compact(model: nn.Module, example: torch.Tensor, max_passes: int = 20) -> Tuple[nn.Module, CompactionReport]:
+    """A copy of ``model`` without its dead nodes, and a report; repeated to a fixed point.
+
+    Removing a node can kill others: a node whose outgoing weights all went to
+    removed nodes is out-dead in the smaller network, and a node fed only by
+    removed nodes (their constants folded away) is in-dead. So compaction runs
+    pass after pass until a pass removes nothing (at most ``max_passes``); the
+    report covers all passes (``passes``), from the original network to the
+    final one.
+
+    ``example`` is an input batch (e.g. ``torch.randn(8, 1, 28, 28)``) used to
+    count FLOPs and to check that outputs are unchanged (``max_abs_diff``), to
+    read the wiring (:func:`prunedyn.structure.nodes.node_layers` with the
+    example: the chain guess checked against a trace, or the traced wiring) and
+    to measure the constants of traced node layers.
+    The compact model is returned on the CPU, in eval mode.
+    """
+    if max_passes < 1:
+        raise ValueError(f"max_passes must be >= 1, got {max_passes}")
+    original = copy.deepcopy(model).cpu()
+    example = example.cpu()
+    current, first = original, None
+    removed_in: Dict[str, int] = {}
+    removed_out: Dict[str, int] = {}
+    for n_pass in range(1, max_passes + 1):
+        current, rep = _compact_pass(current, example)
+        first = first or rep
+        for name in rep.widths_before:
+            removed_in[name] = removed_in.get(name, 0) + rep.removed_in_dead.get(name, 0)
+            removed_out[name] = removed_out.get(name, 0) + rep.removed_out_dead.get(name, 0)
+        if rep.widths_after == rep.widths_before:
+            break
+    report = CompactionReport(
+        params_before=first.params_before,
+        params_after=rep.params_after,
+        flops_before=first.flops_before,
+        flops_after=rep.flops_after,
+        widths_before=first.widths_before,
+        widths_after=rep.widths_after,
+        removed_in_dead=removed_in,
+        removed_out_dead=removed_out,
+        kept_constant=rep.kept_constant,
+        max_abs_diff=max_abs_diff(original, current, example),
+        passes=n_pass,
+    )
+    return current, report
+
+
+def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, CompactionReport]:
+    """One pass of :func:`compact`: the dead nodes of ``model`` as it is, removed.
 
     ``example`` is an input batch (e.g. ``torch.randn(8, 1, 28, 28)``) used to
     count FLOPs and to check that outputs are unchanged (``max_abs_diff``), to
@@ -314,8 +363,8 @@ def compact(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, Compact
             remove[0], kept[0] = False, True
             for consumer in layer.consumers:
                 _input_block(consumer, 0).zero_()
-        removed_out[layer.name] = int(st.out_dead.sum())
-        removed_in[layer.name] = int((in_only & ~kept).sum())
+        removed_out[layer.name] = int((st.out_dead & remove).sum())
+        removed_in[layer.name] = int((in_only & remove & ~st.out_dead).sum())
         kept_const[layer.name] = int(kept.sum())
         plans.append((layer, remove))
     # one keep-mask per consumer over all of its input units
