@@ -3,7 +3,12 @@ __version__ = "0.1.0"
 
 from prunedyn.core.hooks import attach  # noqa: E402
 from prunedyn.core.kernels import KERNELS, get_kernel, register_kernel  # noqa: E402
-from prunedyn.core.pruning import MagnitudePruner, StochasticWeightPruner, prunable_weights, weight_sparsity  # noqa: E402
+from prunedyn.core.pruning import (  # noqa: E402
+    MagnitudePruner,
+    StochasticWeightPruner,
+    prunable_weights,
+    weight_sparsity,
+)
 from prunedyn.core.regularization import make_regularizer  # noqa: E402
 from prunedyn.structure.nodes import model_nodes, node_layers  # noqa: E402
 from prunedyn.structure.surgery import compact  # noqa: E402

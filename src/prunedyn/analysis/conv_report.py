@@ -35,12 +35,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from prunedyn.run.config import config_hash, load_config
 from prunedyn.analysis.latency import latencies
 from prunedyn.models import VGG, VGG16_CFG
-from prunedyn.structure.nodes import incoming_rows, layer_nodes, node_layers, outgoing_columns
-from prunedyn.structure.surgery import count_flops, count_params
+from prunedyn.run.config import config_hash, load_config
 from prunedyn.run.sweeps import load_spec, overrides_of
+from prunedyn.structure.nodes import (
+    incoming_rows,
+    layer_nodes,
+    node_layers,
+    outgoing_columns,
+)
+from prunedyn.structure.surgery import count_flops, count_params
 
 #: The recorded full-scale VGG-16 sweeps (GPU), in the order they were run.
 RECORDED = ("vgg16-full", "vgg16-full-all", "vgg16-full-long")

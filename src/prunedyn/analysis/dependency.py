@@ -82,9 +82,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from prunedyn.structure.nodes import incoming_rows, node_layers, outgoing_columns
 from prunedyn.core.pruning import prunable_weights
 from prunedyn.core.regularization import make_regularizer
+from prunedyn.structure.nodes import incoming_rows, node_layers, outgoing_columns
 
 STATUSES = ("alive", "in-dead", "out-dead", "both")
 

@@ -56,23 +56,14 @@ e.g. the image border, where X-ray markers and collimation edges lie), and
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from prunedyn.modes import eval_mode
+
 Target = Union[None, int, Sequence[int], torch.Tensor]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -84,7 +75,7 @@ def _device(model: nn.Module) -> torch.device:
 def predict_proba(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Softmax probabilities ``(N, K)`` (float32, CPU) of ``model`` on ``x (N, C, H, W)``, in eval mode."""
     dev = _device(model)
-    with _eval_mode(model):
+    with eval_mode(model):
         outs = [torch.softmax(model(x[i : i + batch].to(dev)).float(), 1).cpu() for i in range(0, len(x), batch)]
     return torch.cat(outs) if outs else torch.empty(0, 0)
 
@@ -159,7 +150,7 @@ def occlusion_drops(
     tgt = resolve_target(model, x, target)
     dev = _device(model)
     drops = torch.empty(n * p)
-    with _eval_mode(model):
+    with eval_mode(model):
         base = torch.cat([_score(model(x[i : i + batch].to(dev)), tgt[i : i + batch], score).float().cpu() for i in range(0, n, batch)])
         keep = (~masks).to(x.dtype).unsqueeze(1)  # (P, 1, H, W)
         fill = masks.to(x.dtype).unsqueeze(1) * baseline
@@ -208,7 +199,7 @@ def input_gradient(
     dev = _device(model)
     gen = torch.Generator().manual_seed(seed)
     out = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for i in range(0, len(x), batch):
             xb, tb = x[i : i + batch], tgt[i : i + batch]
             spread = (xb.flatten(1).amax(1) - xb.flatten(1).amin(1)).view(-1, 1, 1, 1)

@@ -6,8 +6,8 @@ from typing import Sequence
 
 from torch import nn
 
-from prunedyn.models.registry import register_model, scaled as _scaled
-
+from prunedyn.models.registry import register_model
+from prunedyn.models.registry import scaled as _scaled
 
 CXR_WIDTHS = (32, 64, 128, 256, 256)
 

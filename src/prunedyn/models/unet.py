@@ -1,11 +1,11 @@
 """U-Net with BatchNorm for 2-D segmentation; its node wiring crosses the skip concatenations."""
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
-from prunedyn.models.registry import register_model, scaled as _scaled
+from prunedyn.models.registry import register_model
+from prunedyn.models.registry import scaled as _scaled
 from prunedyn.structure.nodes import Consumer, NodeLayer
 
 

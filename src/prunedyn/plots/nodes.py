@@ -21,7 +21,12 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from prunedyn.analysis.dependency import STATUSES, first_death, layer_status, node_status
+from prunedyn.analysis.dependency import (
+    STATUSES,
+    first_death,
+    layer_status,
+    node_status,
+)
 
 try:  # share the book's run colours with the weights figures
     from prunedyn.plots.weights import RUN_COLORS, RUN_LABELS

@@ -38,7 +38,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 from matplotlib.ticker import PercentFormatter
 
-from prunedyn.tasks.segmentation import BOUNDARY, INTERIOR, class_targets, instances_from_classes
+from prunedyn.modes import eval_mode
+from prunedyn.tasks.segmentation import (
+    BOUNDARY,
+    INTERIOR,
+    class_targets,
+    instances_from_classes,
+)
 
 try:  # the book's run colours and labels
     from prunedyn.plots.weights import RUN_COLORS, RUN_LABELS
@@ -324,10 +330,8 @@ def predict(model, x: torch.Tensor, batch: int = 32, min_size: int = 8, grow: fl
     Eval mode, on the CPU, in batches; instances by
     :func:`prunedyn.tasks.segmentation.instances_from_classes` (``min_size``, ``grow``).
     """
-    was = model.training
-    model.eval()
-    classes = torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)]).numpy()
-    model.train(was)
+    with eval_mode(model):
+        classes = torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)]).numpy()
     inst = np.stack([instances_from_classes(c, min_size=min_size, grow=grow) for c in classes])
     return classes, inst
 

@@ -186,8 +186,8 @@ def prune_without_training(
     Returns columns ``kernel, sigma, applications, weight_sparsity, test_accuracy,
     test_loss`` (sparsity over all prunable weights).
     """
-    from prunedyn.run.experiments import evaluate
     from prunedyn.core.pruning import StochasticWeightPruner, weight_sparsity
+    from prunedyn.run.experiments import evaluate
 
     device = next(model.parameters()).device
     counts = sorted(set(int(a) for a in applications))

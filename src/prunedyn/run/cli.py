@@ -137,35 +137,28 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_compact(args) -> int:
-    import torch
-
-    from prunedyn.run.config import from_dict
-    from prunedyn.run.experiments import build
     from prunedyn.atomic import atomic_torch_save, atomic_write_json
+    from prunedyn.data.datasets import load_dataset
+    from prunedyn.run.experiments import RunError, load_run_model
     from prunedyn.structure.surgery import compact
-    import yaml
 
-    folder = args.run_dir
-    ckpt_path = folder / "checkpoint.pt"
-    if not (folder / "config.yaml").exists() or not ckpt_path.exists():
-        return _fail(f"{folder} is not a run folder with a checkpoint (config.yaml, checkpoint.pt)")
-    cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
-    trainer = build(cfg)
-    ckpt = torch.load(ckpt_path, map_location=trainer.device, weights_only=False)
-    trainer.model.load_state_dict(ckpt["model"])
-    example = trainer.data.x_test[:256].to(trainer.device)
-    model, report = compact(trainer.model, example)
+    try:
+        model, cfg, ckpt = load_run_model(args.run_dir)
+    except RunError as e:
+        return _fail(str(e))
+    example = load_dataset(cfg.data).x_test[:256]
+    model, report = compact(model, example)
     info = {"epoch": ckpt["epoch"], **report.to_dict()}
-    atomic_torch_save(model, folder / "compact.pt")
-    atomic_write_json(folder / "compact.json", info)
+    atomic_torch_save(model, args.run_dir / "compact.pt")
+    atomic_write_json(args.run_dir / "compact.json", info)
     print(json.dumps(info, indent=2))
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from prunedyn.run.config import ConfigError
     from prunedyn.data.datasets import DataError
+    from prunedyn.run.config import ConfigError
     from prunedyn.run.experiments import RunError, TrainingDiverged
 
     try:

@@ -112,16 +112,29 @@ def make_pruner(cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: int) -
     )
 
 
-def initial_model_from_run(folder: Path, data: DatasetBundle, compact_first: bool) -> nn.Module:
-    """The last checkpoint of the run in ``folder``, compacted if asked (deterministic)."""
+def load_run_model(folder: Path, data: Optional[DatasetBundle] = None, map_location: str = "cpu"):
+    """``(model, config, checkpoint)`` of the run in ``folder``: its model built from its
+    ``config.yaml`` (for ``data``'s shapes; loaded from the config when not given) with the
+    weights of its last checkpoint. Raises :class:`RunError` when ``folder`` is no run folder."""
     from prunedyn.run.config import from_dict
 
+    folder = Path(folder)
     if not (folder / "config.yaml").exists() or not (folder / "checkpoint.pt").exists():
-        raise RunError(f"init.run: {folder} is not a run folder with config.yaml and checkpoint.pt")
-    source = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
-    model = build_model(source.model, data.in_shape, data.num_classes)
-    ckpt = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+        raise RunError(f"{folder} is not a run folder with config.yaml and checkpoint.pt")
+    cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+    data = load_dataset(cfg.data) if data is None else data
+    model = build_model(cfg.model, data.in_shape, data.num_classes)
+    ckpt = torch.load(folder / "checkpoint.pt", map_location=map_location, weights_only=False)
     model.load_state_dict(ckpt["model"])
+    return model, cfg, ckpt
+
+
+def initial_model_from_run(folder: Path, data: DatasetBundle, compact_first: bool) -> nn.Module:
+    """The last checkpoint of the run in ``folder``, compacted if asked (deterministic)."""
+    try:
+        model, _, _ = load_run_model(folder, data)
+    except RunError as e:
+        raise RunError(f"init.run: {e}") from None
     if compact_first:
         model, _ = compact(model, data.x_test[:64])
     return model.train()

@@ -31,7 +31,12 @@ from typing import Any, Dict, List
 
 import pandas as pd
 
-from prunedyn.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401
+from prunedyn.atomic import (  # noqa: F401
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 TABLES = ("metrics", "layers", "nodes", "histograms")
 

@@ -26,7 +26,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunedyn.run.config import ConfigError, ExperimentConfig, config_hash, from_dict, load_config
+from prunedyn.run.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_hash,
+    from_dict,
+    load_config,
+)
 from prunedyn.run.experiments import run
 from prunedyn.run.records import load_tables
 
@@ -278,14 +284,8 @@ def regularizer_comparison(
 
 
 def load_model(result: RunResult, map_location: str = "cpu"):
-    """The model of a finished run, with the weights of its last checkpoint."""
-    import torch
+    """The model of a finished run, with the weights of its last checkpoint, in eval mode."""
+    from prunedyn.run.experiments import load_run_model
 
-    from prunedyn.data.datasets import load_dataset
-    from prunedyn.models import build_model
-
-    data = load_dataset(result.config.data)
-    model = build_model(result.config.model, data.in_shape, data.num_classes)
-    ckpt = torch.load(result.folder / "checkpoint.pt", map_location=map_location, weights_only=False)
-    model.load_state_dict(ckpt["model"])
+    model, _, _ = load_run_model(result.folder, map_location=map_location)
     return model.eval()

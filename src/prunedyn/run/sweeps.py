@@ -40,8 +40,8 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from prunedyn.run.config import ConfigError, _read_yaml, config_hash, load_config
 from prunedyn.atomic import atomic_write_text
+from prunedyn.run.config import ConfigError, _read_yaml, config_hash, load_config
 
 
 @dataclass

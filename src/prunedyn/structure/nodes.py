@@ -51,7 +51,6 @@ from torch.nn import functional as F
 from prunedyn.structure.layers import PRUNABLE_TYPES
 from prunedyn.structure.traced import WiringError, read_wiring
 
-
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunedyn.modes import eval_mode
 from prunedyn.structure.nodes import Consumer, NodeLayer, layer_nodes, node_layers
 from prunedyn.structure.traced import is_depthwise
 
@@ -80,11 +81,8 @@ def count_params(model: nn.Module) -> int:
 
 def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     """FLOPs of one forward pass on ``example`` (a multiply-add counts 2)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(example)
-    model.train(was_training)
     return int(counter.get_total_flops())
 
 

@@ -50,6 +50,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from prunedyn.modes import eval_mode
 from prunedyn.structure.layers import PRUNABLE_TYPES
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -100,13 +101,8 @@ def build_graph(model: nn.Module, example: torch.Tensor):
     """torch-pruning's dependency graph of ``model`` traced on ``example`` (eval mode; the mode is restored)."""
     import torch_pruning as tp
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
 
 
 def output_layers(graph, model: nn.Module) -> List[nn.Module]:

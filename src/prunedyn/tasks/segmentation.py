@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 from prunedyn.data.targets import BACKGROUND, BOUNDARY, INTERIOR, class_targets  # noqa: F401 (part of this module's API)
+
 #: The DSB 2018 IoU thresholds 0.5, 0.55, ..., 0.95 (rounded, so 0.7 is 0.7).
 THRESHOLDS = np.round(np.arange(0.5, 1.0, 0.05), 2)
 
