@@ -50,8 +50,12 @@ import torch
 from torch import nn
 
 from prunedyn.core.pruning import PRUNERS, WeightPruner
-from prunedyn.core.regularization import L2Decoupled, Regularizer, make_regularizer
-from prunedyn.structure.layers import prunable_weights
+from prunedyn.core.regularization import (
+    L2Decoupled,
+    Regularizer,
+    make_regularizer,
+    regularized_tensors,
+)
 
 STATE_KEY = "prunedyn"
 
@@ -73,15 +77,6 @@ def build_pruner(kind: str, model: nn.Module, *, seed: int = 0, **options: Any) 
     if "seed" in allowed:
         options["seed"] = seed
     return cls(model, **options)
-
-
-def _regularized(model: nn.Module, scope: str) -> List[torch.Tensor]:
-    """As :func:`prunedyn.run.experiments.regularized_parameters`."""
-    if scope == "all":
-        return [p for p in model.parameters() if p.requires_grad]
-    if scope == "weights":
-        return list(prunable_weights(model).values())
-    raise ValueError(f"scope must be 'weights' or 'all', got {scope!r}")
 
 
 class PruningHooks:
@@ -272,10 +267,13 @@ def attach(
             ``None`` / ``"none"`` for the regularizer alone.
         regularizer: ``None`` / ``"none"``, ``"l1"``, ``"l2"`` (coupled), ``"l2_decoupled"``
             (after the step: ``w <- w - lr * lam * w`` with each param group's lr),
-            or a ready :class:`~prunedyn.core.regularization.Regularizer`.
+            ``"group_lasso"`` (over each weight's output units: rows / filters),
+            or a ready :class:`~prunedyn.core.regularization.Regularizer` (bound to ``model``).
         lam: the regularizer's strength (with a regularizer name).
-        scope: ``"weights"`` (Linear/Conv weights, the study's definition) or ``"all"``
-            (every parameter, biases and norms too, as the optimizer's ``weight_decay``).
+        scope: ``"weights"`` (Linear/Conv weights, the study's definition), ``"all"``
+            (every parameter, biases and norms too, as the optimizer's ``weight_decay``),
+            ``"bn"`` (BatchNorm scales only; with ``"l1"``: network slimming) or
+            ``"weights+bn"`` (:func:`~prunedyn.core.regularization.regularized_tensors`).
         seed: seeds the pruner's own ``torch.Generator`` (kinds that draw at random).
         forward_hook: draw targeted dropout's masks in a forward pre-hook on ``model``
             (first training-mode forward with grad enabled after each step); with
@@ -314,13 +312,17 @@ def attach(
         regularizer = make_regularizer(regularizer, lam)
     if regularizer is not None and type(regularizer) is Regularizer:
         regularizer = None  # "none" by class
+    if regularizer is not None:
+        regularizer.bind(model)  # group_lasso: which weights are transposed convs
 
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     if pruner is not None:
         outside = [n for n, w in pruner.weights.items() if id(w) not in held]
         if outside:
             warnings.warn(f"attach: the optimizer does not hold {outside}; they are pruned but never trained", stacklevel=2)
-    weights = [w for w in _regularized(model, scope) if id(w) in held]
+    weights = [w for w in regularized_tensors(model, scope) if id(w) in held]
+    if regularizer is not None and regularizer.lam and not weights:
+        warnings.warn(f"attach: scope {scope!r} selects no parameter the optimizer holds; the regularizer does nothing", stacklevel=2)
     if regularizer is not None and regularizer.lam and any(float(g.get("weight_decay", 0) or 0) for g in optimizer.param_groups):
         warnings.warn(
             "attach: the optimizer has weight_decay as well as the regularizer, so weights are decayed twice; "

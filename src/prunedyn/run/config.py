@@ -31,7 +31,7 @@ import yaml
 
 from prunedyn.core.kernels import KERNELS
 from prunedyn.core.pruning import PRUNERS
-from prunedyn.core.regularization import REGULARIZERS
+from prunedyn.core.regularization import REGULARIZERS, SCOPES
 from prunedyn.core.schedules import SCHEDULES
 
 
@@ -73,7 +73,8 @@ class OptimizerConfig:
 class RegularizerConfig:
     kind: str = "none"
     lam: float = 0.0
-    # weights: Linear/Conv weights only (STUDY.md); all: biases and norm parameters too
+    # weights: Linear/Conv weights only (STUDY.md); all: biases and norm parameters too;
+    # bn: BatchNorm scales only (with l1: network slimming); weights+bn: both (core.regularization.SCOPES)
     scope: str = "weights"
 
 
@@ -139,7 +140,7 @@ CHOICES = {
     "optimizer.lr_schedule": lambda: ("constant", "cosine"),
     "optimizer.name": lambda: ("sgd", "adam", "adamw"),
     "regularizer.kind": lambda: REGULARIZERS,
-    "regularizer.scope": lambda: ("weights", "all"),
+    "regularizer.scope": lambda: SCOPES,
     "pruner.kind": lambda: PRUNERS,
     "pruner.kernel": lambda: KERNELS,
     "pruner.sigma_mode": lambda: ("absolute", "relative"),

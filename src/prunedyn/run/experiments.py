@@ -34,7 +34,7 @@ from prunedyn.tasks.scoring import Task, scored_outputs, task_for
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
 from prunedyn.core.pruning import PRUNERS, StochasticWeightPruner, WeightPruner, prunable_weights
 from prunedyn.run.records import RunRecord, atomic_torch_save, atomic_write_json, atomic_write_text
-from prunedyn.core.regularization import Regularizer, make_regularizer
+from prunedyn.core.regularization import Regularizer, make_regularizer, regularized_tensors
 from prunedyn.structure.surgery import compact
 
 
@@ -67,12 +67,10 @@ class Trainer:
 
 
 def regularized_parameters(model: nn.Module, scope: str) -> List[torch.Tensor]:
-    """``weights``: the prunable Linear/Conv weights (the study's definition);
-    ``all``: every parameter -- biases and BatchNorm scales and shifts too, as
-    ``torch.optim.SGD(weight_decay=lam)`` would decay them."""
-    if scope == "all":
-        return [p for p in model.parameters() if p.requires_grad]
-    return list(prunable_weights(model).values())
+    """The tensors ``regularizer.scope`` selects: ``weights`` (the prunable Linear/Conv
+    weights, the study's definition), ``all``, ``bn``, ``weights+bn``; see
+    :func:`prunedyn.core.regularization.regularized_tensors`."""
+    return regularized_tensors(model, scope, field="regularizer.scope")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -153,12 +151,15 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
     else:
         model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
     steps = math.ceil(len(data.y_train) / cfg.data.batch_size)
+    regularizer = make_regularizer(cfg.regularizer.kind, cfg.regularizer.lam, model=model)
+    if regularizer.lam and type(regularizer) is not Regularizer and not regularized_parameters(model, cfg.regularizer.scope):
+        raise RunError(f"regularizer.scope: {cfg.regularizer.scope!r} selects no tensor of model {cfg.model.name!r} (it has no BatchNorm); allowed for it: weights, all")
     return Trainer(
         cfg=cfg,
         data=data,
         model=model,
         optimizer=make_optimizer(cfg.optimizer, model.parameters()),
-        regularizer=make_regularizer(cfg.regularizer.kind, cfg.regularizer.lam),
+        regularizer=regularizer,
         pruner=make_pruner(cfg, model, steps),
         device=device,
         steps_per_epoch=steps,
