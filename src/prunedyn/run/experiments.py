@@ -10,13 +10,12 @@ with the numbers of an uninterrupted run.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import json
 import math
 import platform
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -27,15 +26,29 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunedyn import __version__
-from prunedyn.run.config import ExperimentConfig, config_hash
+from prunedyn.core.pruning import (
+    PRUNERS,
+    StochasticWeightPruner,
+    WeightPruner,
+    prunable_weights,
+)
+from prunedyn.core.regularization import (
+    Regularizer,
+    make_regularizer,
+    regularized_tensors,
+)
 from prunedyn.data.datasets import DatasetBundle, load_dataset
 from prunedyn.models import build_model
-from prunedyn.tasks.scoring import Task, scored_outputs, task_for
+from prunedyn.run.config import ExperimentConfig, config_hash
+from prunedyn.run.records import (
+    RunRecord,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+)
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
-from prunedyn.core.pruning import PRUNERS, StochasticWeightPruner, WeightPruner, prunable_weights
-from prunedyn.run.records import RunRecord, atomic_torch_save, atomic_write_json, atomic_write_text
-from prunedyn.core.regularization import Regularizer, make_regularizer, regularized_tensors
 from prunedyn.structure.surgery import compact
+from prunedyn.tasks.scoring import Task, scored_outputs, task_for
 
 
 class RunError(Exception):
