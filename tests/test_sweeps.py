@@ -87,3 +87,22 @@ def test_killed_sweep_restarts_without_redoing_finished_runs(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # not redone
     table = pd.read_csv(out / "summary.csv")
     assert len(table) == 8 and (table["epochs_completed"] == 3).all()
+
+
+@pytest.mark.parametrize("name, runs", [("paper-vgg16", 24), ("paper-unet", 15), ("paper-cxr", 15)])
+def test_paper_scale_specs_resolve_to_valid_configs(name, runs):
+    """The paper-scale sweeps (one command each, run on a GPU) expand to valid full-width configs."""
+    from pathlib import Path
+
+    from prunedyn.run.config import load_config
+    from prunedyn.run.sweeps import overrides_of
+
+    spec = load_spec(Path(__file__).parents[1] / "chapters" / "sweeps" / f"{name}.yaml")
+    points = spec.points()
+    assert len(points) == runs and sorted({p["seed"] for p in points}) == [0, 1, 2]
+    cfgs = [load_config(spec.base, overrides_of(spec, p)) for p in points]
+    assert all(c.model.width == 1.0 and c.epochs >= 100 and c.device == "auto" for c in cfgs)
+    kinds = {(c.pruner.kind, c.regularizer.kind, c.regularizer.scope) for c in cfgs}
+    assert ("none", "l1", "bn") in kinds  # network slimming
+    assert ("stochastic", "group_lasso", "weights") in kinds
+    assert ("none", "l2", "all") in kinds  # the dense recipe
