@@ -27,13 +27,24 @@ gradual (Zhu & Gupta's AGP) with ``cubic``.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Dict, Optional, Type
 
+import numpy as np
 import torch
 from torch import nn
 
-from prunedyn.core.kernels import get_kernel
+from prunedyn.core.kernels import (
+    DETERMINISTIC,
+    EXPONENTIAL_FORMS,
+    KERNELS,
+    NEGLIGIBLE_BEYOND,
+    clamped_kappa,
+    draw_digits,
+    fast_decision,
+    get_kernel,
+)
 from prunedyn.core.registry import Registry
 from prunedyn.core.schedules import get_schedule
 from prunedyn.structure.layers import PRUNABLE_TYPES, prunable_weights, weight_sparsity  # noqa: F401 (re-exported)
@@ -157,12 +168,30 @@ class StochasticWeightPruner(WeightPruner):
             PyTorch's multi-tensor (``_foreach``) ops: about ten kernel launches
             per step instead of about seven per tensor, the same decisions
             (``w <- 0`` where ``u < kappa``). The CPU always takes the per-tensor path.
+        fast: on the CPU, draw from a faster source (NumPy's PCG64, seeded
+            with ``seed``) and only for the weights whose ``kappa`` is not
+            negligible (:meth:`_prune_candidates`): the same probability of
+            pruning for every weight (exactly, see :mod:`prunedyn.core.kernels`),
+            but another random stream, so a seeded run repeats itself yet
+            differs from a ``fast=False`` run of the same seed. Off by default
+            (``pruner.fast`` in a run config), which keeps the *exact stream*:
+            one ``torch.rand`` draw per weight, tensor after tensor, the
+            numbers of every earlier run. Ignored on a GPU.
+
+    The exact stream itself is computed faster than it used to be on the
+    CPU (:func:`prunedyn.core.kernels.fast_decision`: the same decisions,
+    tested), drawing tensor by tensor into one reused buffer, which on the
+    CPU gives the same numbers as one draw for all weights.
     """
+
+    #: the fast path selects candidates in a tensor while at most this fraction of its weights are
+    DENSE_ABOVE = 0.4
 
     @classmethod
     def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
         return cls(model, kernel=p.kernel, sigma=p.sigma, sigma_mode=p.sigma_mode, schedule=p.schedule,
-                   ramp_steps=ramp_steps, start_step=start_step, sticky=p.sticky, seed=seed)
+                   ramp_steps=ramp_steps, start_step=start_step, sticky=p.sticky, seed=seed,
+                   fast=bool(getattr(p, "fast", False)))
 
     def __init__(
         self,
@@ -177,6 +206,7 @@ class StochasticWeightPruner(WeightPruner):
         sticky: bool = False,
         seed: int = 0,
         fused: bool = True,
+        fast: bool = False,
     ):
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
@@ -193,6 +223,10 @@ class StochasticWeightPruner(WeightPruner):
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(seed))
         self.fused = fused
+        self.fast = bool(fast)
+        self.seed = int(seed)
+        self._np_rng: Optional[np.random.Generator] = None  # the fast path's stream, made on first use
+        self._buffer: Optional[torch.Tensor] = None  # the exact stream's draws, reused across steps
 
     def sigma_at(self, t: Optional[int] = None) -> float:
         """The (absolute-mode) sigma in force at pruning step ``t`` (default: the next one)."""
@@ -214,9 +248,20 @@ class StochasticWeightPruner(WeightPruner):
             todo.append((name, w, scale))
         if not todo:
             return
-        # One draw for all tensors: on the CPU the same numbers as one draw per
-        # tensor in turn (a test checks it), with one launch instead of many on a GPU.
         first = todo[0][1]
+        if first.device.type == "cpu":
+            if self.fast:
+                for name, w, scale in todo:
+                    self._prune_candidates(name, w, scale)
+                return
+            # The exact stream: tensor after tensor into one buffer, the same
+            # numbers as one draw for all tensors on the CPU (a test checks it).
+            buffer = self._draw_buffer(max(w.numel() for _, w, _ in todo), first)
+            for name, w, scale in todo:
+                u = buffer[: w.numel()].view(w.shape).uniform_(generator=self.generator)
+                self._zero_exact(name, w, u, scale)
+            return
+        # One draw for all tensors: one launch instead of many on a GPU.
         u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=self.generator, device=first.device, dtype=first.dtype)
         us, offset = [], 0
         for _, w, _ in todo:
@@ -227,6 +272,102 @@ class StochasticWeightPruner(WeightPruner):
             return
         for (name, w, scale), u in zip(todo, us):
             self._zero(name, w, u < self.kernel(w, scale))
+
+    def _zero_exact(self, name: str, w: torch.Tensor, u: torch.Tensor, scale: float) -> None:
+        """``w <- 0`` where ``u < kappa(w; scale)``: the decisions of the reference, bit for bit.
+
+        For the exponential kernels, with no boolean tensor (comparisons into
+        ``bool`` and ``masked_fill_`` with a random mask are several times
+        slower on the CPU than float arithmetic): ``kappa`` from
+        :func:`prunedyn.core.kernels.clamped_kappa`, then the keep factor
+        ``1 - max(sign(kappa - u), 0)`` (1 where kept, 0 where pruned) as in
+        the multi-tensor GPU path, ``w *= keep`` and ``w += 0`` (a pruned
+        negative weight becomes +0.0, as ``masked_fill_`` writes).
+        """
+        kappa = clamped_kappa(w, u, self.kernel_name, scale)
+        if kappa is None:
+            self._zero(name, w, u < self.kernel(w, scale))
+            return
+        keep = kappa.sub_(u).sign_().clamp_min_(0.0)  # 1 where pruned
+        if self.sticky:
+            self.masks[name] &= (keep > 0).logical_not_()  # a NaN weight (keep NaN) stays unmasked, as in the reference
+        keep.neg_().add_(1.0)
+        w.mul_(keep).add_(0.0)
+
+    def _draw_buffer(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        b = self._buffer
+        if b is None or b.numel() < n or b.dtype != like.dtype or b.device != like.device:
+            b = self._buffer = torch.empty(n, dtype=like.dtype, device=like.device)
+        return b
+
+    def _prune_candidates(self, name: str, w: torch.Tensor, scale: float) -> None:
+        """The fast path (``fast=True``): the exact rule's probabilities, cheaper draws.
+
+        Draws come from the pruner's own NumPy ``PCG64`` stream (``float32``
+        draws on the same ``k * 2**-24`` lattice as ``torch.rand``, about
+        twice as fast here), and only where needed. The weights of ``w``
+        fall in three sets, by ``a = |w|`` and the cut-off ``c`` of
+        :data:`prunedyn.core.kernels.NEGLIGIBLE_BEYOND` (``kappa <= 2**-d`` for
+        ``a >= c * scale``, ``d`` the draws' digits):
+
+        - ``a == 0``: ``kappa = 1`` for the built-in kernels, pruned for sure
+          (zero already; with ``sticky`` their masks close);
+        - candidates, ``0 < a < c * scale``: one draw each, ``u < kappa`` as in
+          the exact stream (:func:`prunedyn.core.kernels.fast_decision`);
+        - the tail, ``a >= c * scale``: pruned with probability exactly
+          ``2**-d`` where ``kappa > 0`` (never where ``kappa == 0``), as the
+          exact stream does. Hits at that rate are spread over all of ``w``
+          by geometric gaps (about one draw per tensor and step) and a hit
+          prunes only a tail weight with ``kappa > 0``: each tail weight is
+          pruned independently with probability ``2**-d``.
+
+        Selecting the candidates costs more per weight than a draw saves
+        when most weights are candidates: above ``DENSE_ABOVE`` of them the
+        tensor gets one draw per weight (the same stream, the exact rule).
+        The hard kernel (``kappa`` 0 or 1) needs no draws; another kernel, a
+        dtype other than float32/float64, or a non-contiguous tensor takes
+        one draw per weight.
+        """
+        if self.kernel_name in DETERMINISTIC and dict.get(KERNELS, self.kernel_name) is DETERMINISTIC[self.kernel_name]:
+            self._zero(name, w, self.kernel(w, scale) > 0)
+            return
+        rng = self._numpy_rng()
+        if w.dtype not in (torch.float32, torch.float64) or not w.is_contiguous():
+            u = torch.rand(w.shape, generator=self.generator, dtype=w.dtype)
+            self._zero_exact(name, w, u, scale)
+            return
+        wn = w.detach().numpy().reshape(-1)  # shares memory with w
+        cutoff = NEGLIGIBLE_BEYOND.get(self.kernel_name)
+        if cutoff is not None and dict.get(KERNELS, self.kernel_name) is EXPONENTIAL_FORMS[self.kernel_name][0]:
+            digits = draw_digits(w.dtype)
+            bound = cutoff(digits) * scale
+            a = np.abs(wn)
+            cand = a < bound
+            cand &= a > 0
+            k = int(np.count_nonzero(cand))
+            if k <= self.DENSE_ABOVE * wn.size:
+                idx = np.flatnonzero(cand)
+                u = torch.from_numpy(rng.random(k, dtype=wn.dtype))
+                hits = [idx[fast_decision(torch.from_numpy(wn[idx]), u, self.kernel_name, scale).numpy()]]
+                # the tail: hits at rate 2**-d over all of w, kept where a >= bound and kappa > 0
+                tail = _bernoulli_positions(wn.size, 2.0**-digits, rng)
+                if tail.size:
+                    v = torch.from_numpy(wn[tail])
+                    keep = ((v.abs() >= bound) & (self.kernel(v, scale) > 0)).numpy()
+                    hits.append(tail[keep])
+                # zeroed through torch, so that autograd's version counter of w moves as with masked_fill_
+                w.view(-1).index_fill_(0, torch.from_numpy(np.concatenate(hits)), 0.0)
+                if self.sticky:
+                    # every weight now zero was pruned or was zero (kappa = 1): the masks close over exactly those
+                    self.masks[name] &= w != 0
+                return
+        u = torch.from_numpy(rng.random(wn.size, dtype=wn.dtype)).view(w.shape)
+        self._zero_exact(name, w, u, scale)
+
+    def _numpy_rng(self) -> np.random.Generator:
+        if self._np_rng is None:
+            self._np_rng = np.random.Generator(np.random.PCG64(self.seed))
+        return self._np_rng
 
     def _fused(self, todo) -> bool:
         """The multi-tensor path: CUDA, Gaussian kernel, one sigma for all tensors, no masks."""
@@ -241,11 +382,34 @@ class StochasticWeightPruner(WeightPruner):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["generator"] = self.generator.get_state()
+        if self._np_rng is not None:
+            # JSON: PCG64's 128-bit integers survive any checkpoint loader as a string
+            state["numpy_generator"] = json.dumps(self._np_rng.bit_generator.state)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.generator.set_state(state["generator"])
+        if "numpy_generator" in state:
+            self._numpy_rng().bit_generator.state = json.loads(state["numpy_generator"])
+        else:
+            self._np_rng = None  # a fresh stream from the seed, as at construction
+
+
+def _bernoulli_positions(n: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices in ``0 .. n-1``, each present independently with probability ``p``.
+
+    Geometric gaps between successive hits: about ``n p + 1`` draws instead of ``n``.
+    """
+    out, last = [], -1
+    batch = max(1, int(n * p + 4.0 * math.sqrt(n * p) + 1))
+    while True:
+        pos = last + np.cumsum(rng.geometric(p, size=batch))
+        inside = pos[pos < n]
+        out.append(inside)
+        if inside.size < batch:
+            return np.concatenate(out).astype(np.int64)
+        last = int(pos[-1])
 
 
 @torch.no_grad()

@@ -93,6 +93,8 @@ class PrunerConfig:
     gamma: float = 0.5
     alpha: float = 0.5
     unit: bool = False
+    # stochastic: the fast CPU path (other random stream, same probabilities; core.pruning)
+    fast: bool = False
 
 
 @dataclass
@@ -346,7 +348,7 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
 # Fields added to the config after runs were recorded: left out of the hash
 # while they hold their default, so adding a field does not re-key (and so
 # retrain) every cached run. A new field must be listed here as "section.key".
-LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads")
+LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads", "pruner.fast")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
