@@ -131,6 +131,7 @@ def test_torch_prune_adapter_and_mask_round_trip():
         import_masks(fresh, {"net.fc1": masks["net.fc2"]})
 
 
+@pytest.mark.slow
 def test_weight_pruning_continues_on_the_compacted_network(tmp_path):
     sets = sum((["--set", s] for s in [*SMALL, "pruner.sigma=0.02", "regularizer.lam=0.02", "epochs=4"]), [])
     src = tmp_path / "src"

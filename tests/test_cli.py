@@ -30,6 +30,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, field, allowed", BAD_INPUTS)
 def test_bad_input_is_one_line_exit_2_and_no_folder(tmp_path, capsys, argv, field, allowed):
     out = tmp_path / "run"
@@ -42,6 +43,7 @@ def test_bad_input_is_one_line_exit_2_and_no_folder(tmp_path, capsys, argv, fiel
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_yaml_that_does_not_parse(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("pruner: {kind: stochastic\nepochs: [1,\n")
@@ -52,6 +54,7 @@ def test_yaml_that_does_not_parse(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_data_file_is_rejected_before_any_file_is_written(tmp_path, capsys, data_copy):
     f = data_copy / "mnist" / "t10k-labels-idx1-ubyte.gz"
     raw = bytearray(f.read_bytes())
@@ -64,6 +67,7 @@ def test_corrupt_data_file_is_rejected_before_any_file_is_written(tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_missing_data_file(tmp_path, capsys, data_copy):
     (data_copy / "mnist" / "train-10k-images-idx3-ubyte.gz").unlink()
     code = main(["run", "mlp-mnist", "--out", str(tmp_path / "r"), "--quiet", "--set", "data.source=embedded"])
@@ -72,6 +76,7 @@ def test_missing_data_file(tmp_path, capsys, data_copy):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_help_explains_every_option_and_config_key():
     res = run_cli("run", "--help")
     assert res.returncode == 0
@@ -80,6 +85,7 @@ def test_help_explains_every_option_and_config_key():
     assert "compact" in run_cli("--help").stdout
 
 
+@pytest.mark.slow
 def test_presets_lists_mlp_mnist():
     res = run_cli("presets")
     assert "mlp-mnist" in res.stdout.split()
@@ -89,6 +95,7 @@ def _tables(folder):
     return {t: (folder / f"{t}.csv").read_bytes() for t in ("metrics", "layers", "nodes", "histograms")}
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_and_existing_folder_refused(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["run", "mlp-mnist", "--out", str(a), "--quiet", *sum((["--set", s] for s in SMALL), [])]) == 0
@@ -117,6 +124,7 @@ def test_same_seed_same_numbers_and_existing_folder_refused(tmp_path, capsys):
     assert main(["run", "mlp-mnist", "--out", str(a), "--quiet", "--resume", *sum((["--set", s] for s in SMALL), []), "--set", "seed=5"]) == 2
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path):
     sets = [*SMALL, "epochs=6", "data.train_size=3000"]
     args = sum((["--set", s] for s in sets), [])
@@ -152,6 +160,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path):
     assert _tables(out) == _tables(ref)
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     out = tmp_path / "nan"
     code = main(["run", "mlp-mnist", "--out", str(out), "--quiet", *sum((["--set", s] for s in SMALL), []),
@@ -163,6 +172,7 @@ def test_divergence_stops_with_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
+@pytest.mark.slow
 def test_compact_command_writes_an_exact_smaller_model(tmp_path, capsys):
     out = tmp_path / "r"
     sets = [*SMALL, "epochs=4", "pruner.sigma=0.02", "regularizer.lam=0.02"]

@@ -98,6 +98,7 @@ def experiment_config(over) -> ExperimentConfig:
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_plain_loop_with_attach_equals_prunedyn_loop(case):
     over, options = CASES[case]

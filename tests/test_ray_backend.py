@@ -51,6 +51,7 @@ def test_unknown_backend_is_rejected_before_running():
         execute(print, [], backend="dask")
 
 
+@pytest.mark.slow
 def test_cli_address_needs_the_ray_backend(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("base: mlp-mnist\n")

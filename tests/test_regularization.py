@@ -353,6 +353,7 @@ def test_invalid_scope_message_names_the_field_and_the_allowed_values():
         assert "allowed: weights, all, bn, weights+bn" in msg
 
 
+@pytest.mark.slow
 def test_scope_bn_on_a_model_without_batchnorm():
     """attach warns; a run refuses to start rather than train with a regularizer that does nothing."""
     from prunedyn.data.datasets import DatasetBundle

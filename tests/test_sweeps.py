@@ -55,6 +55,7 @@ def test_bad_specs_are_rejected_before_running(tmp_path, text, message):
         load_spec(path)
 
 
+@pytest.mark.slow
 def test_sweep_table_matches_each_runs_summary(tmp_path):
     spec = load_spec(write_spec(tmp_path))
     table = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
@@ -70,6 +71,7 @@ def test_sweep_table_matches_each_runs_summary(tmp_path):
     assert list(on_disk["run"]) == list(table["run"])
 
 
+@pytest.mark.slow
 def test_killed_sweep_restarts_without_redoing_finished_runs(tmp_path):
     spec_path = write_spec(tmp_path, extra=["epochs=3", "data.train_size=2000"])
     out = tmp_path / "out"

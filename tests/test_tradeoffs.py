@@ -136,6 +136,7 @@ seeds: [0, 1]
 """
 
 
+@pytest.mark.slow
 def test_loader_on_a_tiny_real_sweep_complete_and_partial(tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC)
     out = tmp_path / "sweep"
