@@ -58,7 +58,7 @@ class Difference:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.values))
+        return float(np.mean(self.values)) if self.values else float("nan")
 
     @property
     def std(self) -> float:
@@ -66,11 +66,11 @@ class Difference:
 
     @property
     def min(self) -> float:
-        return float(np.min(self.values))
+        return float(np.min(self.values)) if self.values else float("nan")
 
     @property
     def max(self) -> float:
-        return float(np.max(self.values))
+        return float(np.max(self.values)) if self.values else float("nan")
 
     def verdict(self, margin: float = 0.0) -> str:
         """``"higher"`` (``a > b``), ``"lower"``, or ``"no clear difference"`` (see the module doc)."""
@@ -90,6 +90,8 @@ def paired(table: pd.DataFrame, metric: str, a: str, b: str, by: str = "run") ->
     wide = table.pivot_table(index="seed", columns=by, values=metric, aggfunc="first")
     for key in (a, b):
         if key not in wide.columns:
+            if table[by].eq(key).any():  # present, but without a value of ``metric``: no pairs
+                return Difference(metric, a, b, (), ())
             raise KeyError(f"{by}={key!r} not in the table; have {list(wide.columns)}")
     both = wide[[a, b]].dropna()
     d = both[a] - both[b]

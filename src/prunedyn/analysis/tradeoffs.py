@@ -57,6 +57,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from prunedyn.analysis import seeds as seed_stats
+
 #: Run metrics that :func:`aggregate` summarises by default.
 METRICS = (
     "test_accuracy",
@@ -289,17 +291,16 @@ def gap_to_dense(table: pd.DataFrame, setting: str, dense: str = "dense") -> Dic
     ``setting`` and ``dense`` are values of the ``setting`` column (the dense
     runs' setting is ``dense``). Only seeds present in both count.
     """
-    a = table[table["setting"] == setting].set_index("seed")["test_accuracy"]
-    d = table[table["setting"] == dense].set_index("seed")["test_accuracy"]
-    seeds = sorted(set(a.index) & set(d.index))
-    gaps = pd.Series([float(d[s] - a[s]) for s in seeds], index=seeds, name="gap", dtype=float)
+    d = seed_stats.paired(table, "test_accuracy", dense, setting, by="setting")
+    gaps = pd.Series(d.values, index=list(d.seeds), name="gap", dtype=float)
+    acc = table.pivot_table(index="seed", columns="setting", values="test_accuracy", aggfunc="first").loc[list(d.seeds)]
     return {
-        "mean": float(gaps.mean()) if len(gaps) else math.nan,
-        "std": float(gaps.std(ddof=1)) if len(gaps) > 1 else math.nan,
-        "n": len(gaps),
+        "mean": d.mean if d.n else math.nan,
+        "std": d.std if d.n > 1 else math.nan,
+        "n": d.n,
         "per_seed": gaps,
-        "dense_mean": float(d.loc[seeds].mean()) if seeds else math.nan,
-        "setting_mean": float(a.loc[seeds].mean()) if seeds else math.nan,
+        "dense_mean": float(acc[dense].mean()) if d.n else math.nan,
+        "setting_mean": float(acc[setting].mean()) if d.n else math.nan,
     }
 
 
