@@ -111,6 +111,22 @@ def test_a_reregistered_builtin_name_loses_its_fast_form():
         KERNELS["gaussian"] = original
 
 
+def test_exp_gives_the_same_numbers_wherever_an_element_falls():
+    """The premise of slicing the exact stream: vectorised body, tail and strided loops agree."""
+    y = torch.rand(2 * 300_001, generator=torch.Generator().manual_seed(0)) * -90.0
+    x = y[::2].contiguous()
+    threads = torch.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            torch.set_num_threads(n)
+            whole = torch.exp(x)
+            assert torch.equal(torch.exp(y[::2]), whole)  # strided: the non-vectorised loop
+            assert torch.equal(torch.cat([torch.exp(c) for c in x.split(7)]), whole)  # tails only
+            assert torch.equal(torch.cat([torch.exp(c) for c in x.split(1 << 16)]), whole)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_draws_lie_on_the_2_to_minus_24_lattice():
     """The premise of P = ceil(kappa 2^24) / 2^24: both sources draw k * 2^-24."""
     u = torch.rand(1 << 20, generator=torch.Generator().manual_seed(0))
@@ -158,8 +174,8 @@ def previous_step(pruner):
 
 def conv_net(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3), nn.Flatten(), nn.Linear(32 * 4, 64), nn.Linear(64, 10)
+    return nn.Sequential(  # the first Linear spans several slices of the exact stream (SLICE = 65536)
+        nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3), nn.Flatten(), nn.Linear(32 * 4, 1300), nn.Linear(1300, 10)
     )
 
 
@@ -210,7 +226,7 @@ def test_exact_stream_with_a_zero_draw_takes_the_reference(monkeypatch):
     real = pruning.clamped_kappa
 
     def spy(w, u, kernel, sigma):
-        u[0, ::3] = 0.0
+        u.view(50, 100)[0, ::3] = 0.0  # the layer's 5000 weights are one slice
         out = real(w, u, kernel, sigma)
         calls.append(out is None)
         return out

@@ -186,6 +186,8 @@ class StochasticWeightPruner(WeightPruner):
 
     #: the fast path selects candidates in a tensor while at most this fraction of its weights are
     DENSE_ABOVE = 0.4
+    #: elements per slice of the exact stream on the CPU (256 KiB of float32: its temporaries stay in cache)
+    SLICE = 1 << 16
 
     @classmethod
     def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
@@ -254,12 +256,21 @@ class StochasticWeightPruner(WeightPruner):
                 for name, w, scale in todo:
                     self._prune_candidates(name, w, scale)
                 return
-            # The exact stream: tensor after tensor into one buffer, the same
-            # numbers as one draw for all tensors on the CPU (a test checks it).
-            buffer = self._draw_buffer(max(w.numel() for _, w, _ in todo), first)
+            # The exact stream: slice after slice of tensor after tensor into one
+            # small buffer (cache-resident, as are the temporaries of each slice),
+            # the same numbers as one draw for all tensors on the CPU (tested).
+            buffer = self._draw_buffer(min(self.SLICE, max(w.numel() for _, w, _ in todo)), first)
             for name, w, scale in todo:
-                u = buffer[: w.numel()].view(w.shape).uniform_(generator=self.generator)
-                self._zero_exact(name, w, u, scale)
+                if not w.is_contiguous():
+                    u = torch.empty(w.shape, dtype=first.dtype).uniform_(generator=self.generator)
+                    self._zero_exact(name, w, u, scale, self.masks.get(name))
+                    continue
+                flat = w.view(-1)
+                mask = self.masks[name].view(-1) if self.sticky else None
+                for start in range(0, flat.numel(), self.SLICE):
+                    part = flat[start : start + self.SLICE]
+                    u = buffer[: part.numel()].uniform_(generator=self.generator)
+                    self._zero_exact(name, part, u, scale, None if mask is None else mask[start : start + self.SLICE])
             return
         # One draw for all tensors: one launch instead of many on a GPU.
         u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=self.generator, device=first.device, dtype=first.dtype)
@@ -273,7 +284,8 @@ class StochasticWeightPruner(WeightPruner):
         for (name, w, scale), u in zip(todo, us):
             self._zero(name, w, u < self.kernel(w, scale))
 
-    def _zero_exact(self, name: str, w: torch.Tensor, u: torch.Tensor, scale: float) -> None:
+    def _zero_exact(self, name: str, w: torch.Tensor, u: torch.Tensor, scale: float,
+                    mask: Optional[torch.Tensor] = None) -> None:
         """``w <- 0`` where ``u < kappa(w; scale)``: the decisions of the reference, bit for bit.
 
         For the exponential kernels, with no boolean tensor (comparisons into
@@ -282,15 +294,24 @@ class StochasticWeightPruner(WeightPruner):
         :func:`prunedyn.core.kernels.clamped_kappa`, then the keep factor
         ``1 - max(sign(kappa - u), 0)`` (1 where kept, 0 where pruned) as in
         the multi-tensor GPU path, ``w *= keep`` and ``w += 0`` (a pruned
-        negative weight becomes +0.0, as ``masked_fill_`` writes).
+        negative weight becomes +0.0, as ``masked_fill_`` writes). ``w`` may be
+        a slice of a weight tensor and ``mask`` the same slice of its sticky mask.
+
+        Slicing changes no number: the elementwise operations are exact
+        (IEEE) or, for ``exp``, give the same result wherever an element
+        falls in a tensor (the vectorised kernel handles tails too; a test
+        compares strided, contiguous and short inputs).
         """
         kappa = clamped_kappa(w, u, self.kernel_name, scale)
         if kappa is None:
-            self._zero(name, w, u < self.kernel(w, scale))
+            drop = u < self.kernel(w, scale)
+            w.masked_fill_(drop, 0.0)
+            if self.sticky:
+                mask &= ~drop
             return
         keep = kappa.sub_(u).sign_().clamp_min_(0.0)  # 1 where pruned
         if self.sticky:
-            self.masks[name] &= (keep > 0).logical_not_()  # a NaN weight (keep NaN) stays unmasked, as in the reference
+            mask &= (keep > 0).logical_not_()  # a NaN weight (keep NaN) stays unmasked, as in the reference
         keep.neg_().add_(1.0)
         w.mul_(keep).add_(0.0)
 
@@ -334,7 +355,7 @@ class StochasticWeightPruner(WeightPruner):
         rng = self._numpy_rng()
         if w.dtype not in (torch.float32, torch.float64) or not w.is_contiguous():
             u = torch.rand(w.shape, generator=self.generator, dtype=w.dtype)
-            self._zero_exact(name, w, u, scale)
+            self._zero_exact(name, w, u, scale, self.masks.get(name))
             return
         wn = w.detach().numpy().reshape(-1)  # shares memory with w
         cutoff = NEGLIGIBLE_BEYOND.get(self.kernel_name)
@@ -362,7 +383,7 @@ class StochasticWeightPruner(WeightPruner):
                     self.masks[name] &= w != 0
                 return
         u = torch.from_numpy(rng.random(wn.size, dtype=wn.dtype)).view(w.shape)
-        self._zero_exact(name, w, u, scale)
+        self._zero_exact(name, w, u, scale, self.masks.get(name))
 
     def _numpy_rng(self) -> np.random.Generator:
         if self._np_rng is None:

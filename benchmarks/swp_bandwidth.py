@@ -1,0 +1,229 @@
+"""How far is the SWP step from the memory bound? Ratios measured in one run, no timed tests.
+
+    .venv/bin/python benchmarks/swp_bandwidth.py [--models mlp vgg0.25 vgg1] [--rounds 30] [--threads 1]
+                                                [--train-rounds 10] [--write]
+
+For each model (the book's MLP 784-300-100-10 with sigma 0.003, VGG-16 with
+BatchNorm at width 0.25 and 1 with sigma 0.002, CIFAR-10 input, batch 128)
+it times, round-robin in one process (so that a transient load on the
+machine hits every entry alike and the ratios hold):
+
+- ``copy``: ``dst.copy_(src)`` of as many bytes as all prunable weights
+  (``torch.utils.benchmark.Timer``): one read and one write of every weight,
+  the memory bound of any in-place step;
+- the SWP step (``StochasticWeightPruner._prune``, Gaussian kernel, absolute
+  sigma) along three paths: ``previous`` (the implementation before issue
+  #12, kept here verbatim: one ``torch.rand`` for all weights, four
+  temporaries, ``masked_fill_``), ``exact`` (the default now: the same
+  decisions, tested bit for bit in tests/test_swp_fast.py) and ``fast``
+  (``fast=True``: another random stream, the same probabilities). Each
+  timing restores the initial weights first (one copy, subtracted), so that
+  every repetition prunes the same weights;
+- a training step (forward, cross-entropy, backward, L2 gradient, SGD with
+  momentum), for the SWP step's share of it.
+
+Each model is measured twice, with the wall clock and with the thread's
+CPU time (``--clock``): on a machine shared with other work the first is
+inflated by waiting for a core, the second much less.
+
+It prints ``swp / copy`` ("x of the memory bound"), ``previous / path``
+(speed-up) and ``swp / train`` per model and path. With ``--write`` the
+table goes to benchmarks/results/swp-bandwidth-<device>.csv and, with the
+hardware, date, thread count and load average, to a JSON file next to it.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.nn import functional as F
+from torch.utils.benchmark import Timer
+
+from prunedyn import StochasticWeightPruner, make_regularizer, prunable_weights
+from prunedyn.atomic import atomic_write_json, atomic_write_text
+from prunedyn.models import MLP, VGG
+
+MODELS = {
+    # name: (constructor, sigma, input shape without batch)
+    "mlp": (lambda: MLP(784, [300, 100], 10), 0.003, (784,)),
+    "vgg0.25": (lambda: VGG(width=0.25), 0.002, (3, 32, 32)),
+    "vgg1": (lambda: VGG(width=1.0), 0.002, (3, 32, 32)),
+}
+
+
+@torch.no_grad()
+def previous_prune(pruner: StochasticWeightPruner) -> None:
+    """The SWP step before issue #12 (CPU, absolute sigma, constant schedule)."""
+    todo = [(n, w, pruner.sigma) for n, w in pruner.weights.items()]
+    first = todo[0][1]
+    u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=pruner.generator, dtype=first.dtype)
+    offset = 0
+    for name, w, scale in todo:
+        u = u_all[offset : offset + w.numel()].view_as(w)
+        offset += w.numel()
+        pruner._zero(name, w, u < pruner.kernel(w, scale))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+#: ``wall``: elapsed time; ``cpu``: this thread's CPU time (with one torch thread all the work runs
+#: in it), far less sensitive to other processes sharing the cores, though not to their use of
+#: caches and memory bandwidth
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str) -> list:
+    build, sigma, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = build().train()
+    weights = list(prunable_weights(model).values())
+    n = sum(w.numel() for w in weights)
+    initial = [w.detach().clone() for w in weights]
+    src = torch.cat([w.flatten() for w in initial])
+    dst = torch.empty_like(src)
+
+    @torch.no_grad()
+    def restore():
+        for w, w0 in zip(weights, initial):
+            w.copy_(w0)
+
+    pruners = {
+        "previous": StochasticWeightPruner(model, sigma=sigma, seed=1),
+        "exact": StochasticWeightPruner(model, sigma=sigma, seed=1),
+        "fast": StochasticWeightPruner(model, sigma=sigma, seed=1, fast=True),
+    }
+
+    def swp(path):
+        pruner = pruners[path]
+
+        def run():
+            restore()
+            if path == "previous":
+                previous_prune(pruner)
+            else:
+                with torch.no_grad():
+                    pruner._prune(0)
+
+        return run
+
+    stmts = {"copy": ("dst.copy_(src)", {"dst": dst, "src": src}), "restore": ("restore()", {"restore": restore})}
+    stmts.update({path: ("run()", {"run": swp(path)}) for path in pruners})
+    timers = {key: Timer(stmt, globals=g, timer=CLOCKS[clock]) for key, (stmt, g) in stmts.items()}
+    # warm-up, and the number of calls per timing block (about 20 ms per block)
+    number = {}
+    for key, timer in timers.items():
+        t = timer.timeit(1).median
+        number[key] = max(1, int(0.02 / max(t, 1e-7)))
+    samples = {key: [] for key in timers}
+    for _ in range(rounds):
+        for key, timer in timers.items():
+            samples[key].append(timer.timeit(number[key]).median)
+    med = {key: statistics.median(v) for key, v in samples.items()}
+
+    # training steps, round-robin with nothing else: their own medians
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    decay = make_regularizer("l2", lam=5e-4)
+    x = torch.randn(batch, *shape)
+    y = torch.randint(0, 10, (batch,))
+
+    def train_step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        decay.add_gradient(weights)
+        opt.step()
+
+    train = []
+    for i in range(train_rounds + 1):
+        tic = CLOCKS[clock]()
+        train_step()
+        if i:
+            train.append(CLOCKS[clock]() - tic)
+    t_train = statistics.median(train)
+
+    rows = []
+    for path in pruners:
+        t_swp = max(med[path] - med["restore"], 0.0)
+        rows.append({
+            "clock": clock,
+            "model": name,
+            "weights": n,
+            "weight_mb": 4 * n / 2**20,
+            "copy_ms": 1e3 * med["copy"],
+            "copy_gbps": 2 * 4 * n / med["copy"] / 1e9,
+            "path": path,
+            "swp_ms": 1e3 * t_swp,
+            "x_memory_bound": t_swp / med["copy"],
+            "speedup_over_previous": (med["previous"] - med["restore"]) / t_swp if t_swp > 0 else float("nan"),
+            "train_step_ms": 1e3 * t_train,
+            "swp_share_of_train_step": t_swp / t_train,
+            "rounds": rounds,
+            "train_rounds": train_rounds,
+        })
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["mlp", "vgg0.25", "vgg1"], choices=list(MODELS))
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--train-rounds", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=list(CLOCKS), nargs="+", default=["cpu", "wall"],
+                        help="cpu: the thread's CPU time (needs --threads 1), wall: elapsed time")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/swp-bandwidth-cpu.{csv,json}")
+    parser.add_argument("--note", default="", help="a remark stored with the results (e.g. the machine's load)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    rows = []
+    if args.threads != 1 and "cpu" in args.clock:
+        parser.error("--clock cpu measures one thread: use --threads 1")
+    for name in args.models:
+        for clock in args.clock:
+            rows += measure(name, args.rounds, args.train_rounds, args.batch, clock)
+            print(f"# {name} ({clock} clock) done", flush=True)
+    load_after = os.getloadavg()
+    table = pd.DataFrame(rows)
+    print(f"# {cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), medians of {args.rounds} round-robin rounds;"
+          f" load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    cols = ["clock", "model", "weights", "copy_ms", "copy_gbps", "path", "swp_ms", "x_memory_bound", "speedup_over_previous",
+            "train_step_ms", "swp_share_of_train_step"]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.write:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out / "swp-bandwidth-cpu.csv", table.to_csv(index=False, float_format="%.6g"))
+        atomic_write_json(args.out / "swp-bandwidth-cpu.json", {
+            "date_utc": started.isoformat(timespec="seconds"),
+            "hardware": cpu_name(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "numpy": __import__("numpy").__version__,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "note": args.note,
+            "rows": rows,
+        })
+
+
+if __name__ == "__main__":
+    main()
