@@ -11,10 +11,13 @@ the same device and in the same process:
   draw per weight, the Gaussian kernel, the masked zeroing), Gaussian kernel,
   absolute sigma 0.002, as in the vgg16-cifar10 preset; on a GPU both the
   multi-tensor path (``fused``, the default there) and the per-tensor one;
+  on the CPU the default exact stream (``per_tensor``) and ``fast=True``
+  (another random stream, the same probabilities);
 
 and prints the median of each over ``--steps`` repetitions (after warm-up)
 and their ratio. Target: SWP under 3% of a training step. Writes
-``benchmarks/results/pruning-overhead-<device>.csv``.
+``benchmarks/results/pruning-overhead-<device>.csv``. The SWP step against
+the memory bound (a copy of the same bytes): benchmarks/swp_bandwidth.py.
 """
 import argparse
 import platform
@@ -50,6 +53,8 @@ def measure(width: float, batch: int, steps: int, device: torch.device) -> dict:
     pruners = {"per_tensor": StochasticWeightPruner(model, kernel="gaussian", sigma=0.002, seed=1, fused=False)}
     if device.type == "cuda":
         pruners["fused"] = StochasticWeightPruner(model, kernel="gaussian", sigma=0.002, seed=1, fused=True)
+    else:
+        pruners["fast"] = StochasticWeightPruner(model, kernel="gaussian", sigma=0.002, seed=1, fast=True)
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
 

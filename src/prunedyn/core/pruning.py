@@ -343,8 +343,9 @@ class StochasticWeightPruner(WeightPruner):
           pruned independently with probability ``2**-d``.
 
         Selecting the candidates costs more per weight than a draw saves
-        when most weights are candidates: above ``DENSE_ABOVE`` of them the
-        tensor gets one draw per weight (the same stream, the exact rule).
+        when most weights are candidates: above ``DENSE_ABOVE`` of them a
+        slice gets one draw per weight (the same stream, the exact rule).
+        Slices of ``SLICE`` weights, in order, keep the temporaries in cache.
         The hard kernel (``kappa`` 0 or 1) needs no draws; another kernel, a
         dtype other than float32/float64, or a non-contiguous tensor takes
         one draw per weight.
@@ -358,32 +359,41 @@ class StochasticWeightPruner(WeightPruner):
             self._zero_exact(name, w, u, scale, self.masks.get(name))
             return
         wn = w.detach().numpy().reshape(-1)  # shares memory with w
+        flat = w.view(-1)
+        mask = self.masks[name].view(-1) if self.sticky else None
         cutoff = NEGLIGIBLE_BEYOND.get(self.kernel_name)
-        if cutoff is not None and dict.get(KERNELS, self.kernel_name) is EXPONENTIAL_FORMS[self.kernel_name][0]:
-            digits = draw_digits(w.dtype)
-            bound = cutoff(digits) * scale
-            a = np.abs(wn)
-            cand = a < bound
-            cand &= a > 0
-            k = int(np.count_nonzero(cand))
-            if k <= self.DENSE_ABOVE * wn.size:
-                idx = np.flatnonzero(cand)
-                u = torch.from_numpy(rng.random(k, dtype=wn.dtype))
-                hits = [idx[fast_decision(torch.from_numpy(wn[idx]), u, self.kernel_name, scale).numpy()]]
-                # the tail: hits at rate 2**-d over all of w, kept where a >= bound and kappa > 0
-                tail = _bernoulli_positions(wn.size, 2.0**-digits, rng)
-                if tail.size:
-                    v = torch.from_numpy(wn[tail])
-                    keep = ((v.abs() >= bound) & (self.kernel(v, scale) > 0)).numpy()
-                    hits.append(tail[keep])
-                # zeroed through torch, so that autograd's version counter of w moves as with masked_fill_
-                w.view(-1).index_fill_(0, torch.from_numpy(np.concatenate(hits)), 0.0)
-                if self.sticky:
-                    # every weight now zero was pruned or was zero (kappa = 1): the masks close over exactly those
-                    self.masks[name] &= w != 0
-                return
-        u = torch.from_numpy(rng.random(wn.size, dtype=wn.dtype)).view(w.shape)
-        self._zero_exact(name, w, u, scale, self.masks.get(name))
+        if cutoff is None or dict.get(KERNELS, self.kernel_name) is not EXPONENTIAL_FORMS[self.kernel_name][0]:
+            cutoff = None
+        digits = draw_digits(w.dtype)
+        bound = None if cutoff is None else cutoff(digits) * scale
+        ubuf = np.empty(min(self.SLICE, wn.size), dtype=wn.dtype)
+        for start in range(0, wn.size, self.SLICE):
+            stop = min(start + self.SLICE, wn.size)
+            part, m = wn[start:stop], stop - start
+            part_mask = None if mask is None else mask[start:stop]
+            if bound is not None:
+                a = np.abs(part)
+                cand = a < bound
+                cand &= a > 0
+                k = int(np.count_nonzero(cand))
+                if k <= self.DENSE_ABOVE * m:
+                    idx = np.flatnonzero(cand)
+                    u = torch.from_numpy(rng.random(out=ubuf[:k], dtype=wn.dtype))
+                    hits = [idx[fast_decision(torch.from_numpy(part[idx]), u, self.kernel_name, scale).numpy()]]
+                    # the tail: hits at rate 2**-d over the slice, kept where a >= bound and kappa > 0
+                    tail = _bernoulli_positions(m, 2.0**-digits, rng)
+                    if tail.size:
+                        v = torch.from_numpy(part[tail])
+                        keep = ((v.abs() >= bound) & (self.kernel(v, scale) > 0)).numpy()
+                        hits.append(tail[keep])
+                    # zeroed through torch, so that autograd's version counter of w moves as with masked_fill_
+                    flat[start:stop].index_fill_(0, torch.from_numpy(np.concatenate(hits)), 0.0)
+                    if part_mask is not None:
+                        # every weight now zero was pruned or was zero (kappa = 1): the mask closes over exactly those
+                        part_mask &= flat[start:stop] != 0
+                    continue
+            u = torch.from_numpy(rng.random(out=ubuf[:m], dtype=wn.dtype))
+            self._zero_exact(name, flat[start:stop], u, scale, part_mask)
 
     def _numpy_rng(self) -> np.random.Generator:
         if self._np_rng is None:
