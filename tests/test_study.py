@@ -124,3 +124,9 @@ def test_paired_differences_and_the_verdict_rule():
     assert sp.loc["a", "acc_mean"] == pytest.approx(0.95) and sp.loc["b", "n"] == 3
     with pytest.raises(KeyError, match="'c'"):
         S.paired(t, "acc", "a", "c")
+
+
+def test_a_run_paired_with_itself_has_zero_difference():
+    t = pd.DataFrame({"run": ["a"] * 3, "seed": [0, 1, 2], "acc": [0.95, 0.96, 0.94]})
+    d = S.paired(t, "acc", "a", "a")
+    assert d.values == (0.0, 0.0, 0.0) and d.seeds == (0, 1, 2)

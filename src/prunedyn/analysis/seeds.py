@@ -93,8 +93,8 @@ def paired(table: pd.DataFrame, metric: str, a: str, b: str, by: str = "run") ->
             if table[by].eq(key).any():  # present, but without a value of ``metric``: no pairs
                 return Difference(metric, a, b, (), ())
             raise KeyError(f"{by}={key!r} not in the table; have {list(wide.columns)}")
-    both = wide[[a, b]].dropna()
-    d = both[a] - both[b]
+    both = wide[[a]].dropna() if a == b else wide[[a, b]].dropna()
+    d = both[a] - both[b]  # a == b: zero for every seed it has
     return Difference(metric, a, b, tuple(float(v) for v in d), tuple(int(s) for s in both.index))
 
 
