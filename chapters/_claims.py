@@ -1,0 +1,414 @@
+"""The paper's claims against the book's records: the verdict rule, one row per claim, the table.
+
+Used by the chapter "What reproduced, and what did not" (09-conclusions). Every
+row is computed from run records (cached runs shared with the other chapters,
+or the recorded result files in ``results/``); nothing here trains a run that
+another chapter does not train.
+
+The verdict rule (the book's own): each claim is split into **two conditions**
+(for the node-count claims: "the mean over seeds reaches the paper's node
+fraction" and "the paired gap to the dense network, mean over seeds, is within
+the tolerance"); a claim is *reproduced* when both hold, *partly* when one
+holds, and *not at this scale* when neither does.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from prunedyn import StochasticWeightPruner, get_kernel
+from prunedyn.analysis import dependency as dep
+from prunedyn.analysis import seeds as S
+from prunedyn.analysis import tradeoffs as T
+
+#: "Little loss": the largest mean paired gap to the dense network that still counts as little.
+TOLERANCE: Dict[str, float] = {"test_accuracy": 0.015, "test_dice": 0.02, "test_auc": 0.02}
+#: How a metric is named and shown: accuracy in percentage points, Dice and AUC as they are.
+METRIC_LABEL = {"test_accuracy": "accuracy", "test_dice": "Dice", "test_auc": "AUC (one-vs-rest, macro)"}
+SCALE = {"test_accuracy": (100.0, ".2f", " points"), "test_dice": (1.0, ".3f", ""), "test_auc": (1.0, ".3f", "")}
+VERDICTS = ("reproduced", "partly", "not at this scale")
+#: The paper's node fractions (abstract), per preset.
+PAPER_FRACTION = {"mlp-mnist": 0.5, "vgg16-cifar10": 0.6, "unet-dsb2018": 0.6, "cxr-cnn": 0.5}
+#: What the paper counts: hidden nodes, filters, channels.
+NODE_WORD = {"mlp-mnist": "hidden nodes", "vgg16-cifar10": "filters", "unet-dsb2018": "channels", "cxr-cnn": "channels"}
+#: The metric each preset is judged on (the paper's "little loss").
+PRESET_METRIC = {"mlp-mnist": "test_accuracy", "vgg16-cifar10": "test_accuracy", "unet-dsb2018": "test_dice", "cxr-cnn": "test_auc"}
+MODEL_WORD = {"mlp-mnist": "MLP on MNIST", "vgg16-cifar10": "VGG-16 on CIFAR-10", "unet-dsb2018": "U-Net, nuclei (DSB 2018)",
+              "cxr-cnn": "CNN, COVID-19 chest X-rays"}
+
+
+def verdict(first: bool, second: bool) -> str:
+    """The rule: both conditions -> reproduced, one -> partly, none -> not at this scale."""
+    return VERDICTS[0] if first and second else VERDICTS[1] if first or second else VERDICTS[2]
+
+
+def pct(x: float, fmt: str = ".1f") -> str:
+    return f"{format(100 * x, fmt)}%"
+
+
+def pct_spread(values: Sequence[float], fmt: str = ".1f") -> str:
+    v = np.asarray(values, dtype=float)
+    return pct(v.mean(), fmt) if len(v) < 2 else f"{pct(v.mean(), fmt)} ± {format(100 * v.std(ddof=1), fmt)}"
+
+
+def gap_text(values: Sequence[float], metric: str) -> str:
+    scale, fmt, unit = SCALE[metric]
+    return S.mean_std_text(values, fmt, scale) + unit
+
+
+def tol_text(metric: str) -> str:
+    scale, fmt, unit = SCALE[metric]
+    return f"{format(TOLERANCE[metric] * scale, '.3g')}{unit}"
+
+
+@dataclass
+class Row:
+    """One claim (or one model of claim 3) against what the book measured."""
+
+    key: str
+    claim: str
+    result: str
+    scale: str
+    seeds: str
+    first: bool
+    second: bool
+    conditions: str = ""
+    values: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        v = verdict(self.first, self.second)
+        return v + (" (one seed)" if self.values.get("n_seeds", 3) == 1 else "")
+
+
+# --------------------------------------------------------------------------
+# what ran: the scale column
+# --------------------------------------------------------------------------
+def _timing(result) -> dict:
+    f = Path(result.folder) / "timing.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def model_text(cfg) -> str:
+    m = cfg.model
+    if m.name == "mlp":
+        return "MLP " + "-".join(str(int(h * m.width)) for h in m.hidden) + " hidden"
+    names = {"vgg16": "VGG-16 (BatchNorm)", "unet": "U-Net", "cxr_cnn": "CXR CNN", "cxr-cnn": "CXR CNN"}
+    return f"{names.get(m.name, m.name)}, width x{m.width:g}"
+
+
+def data_text(summary: dict, cfg) -> str:
+    desc = str(summary.get("data", ""))
+    used = desc.split("used ")[-1] if "used " in desc else ""
+    name = {"mnist": "MNIST", "cifar10": "CIFAR-10", "dsb2018": "DSB 2018", "covid_cxr": "chest X-rays"}.get(cfg.data.name, cfg.data.name)
+    return f"{name} {cfg.data.source}" + (f", {used}" if used else "")
+
+
+def hardware_text(timing: dict) -> str:
+    if not timing:
+        return "?"
+    if timing.get("gpu"):
+        return f"GPU ({timing['gpu']})"
+    return f"CPU, {timing.get('threads', '?')} thread{'s' if timing.get('threads', 1) != 1 else ''}"
+
+
+def scale_text(result) -> str:
+    cfg = result.config
+    return f"{model_text(cfg)}; {data_text(result.summary, cfg)}; {cfg.epochs} epochs; {hardware_text(_timing(result))}"
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    s = sorted(int(x) for x in seeds)
+    return ", ".join(str(x) for x in s) + (" (one seed)" if len(s) == 1 else "")
+
+
+# --------------------------------------------------------------------------
+# claim 1: the pruner samples w -> 0 with probability kappa(w; sigma)
+# --------------------------------------------------------------------------
+def sampling_check(seeds: Sequence[int] = (0, 1, 2), kernel: str = "gaussian", sigma: float = 0.003,
+                   levels: int = 25, copies: int = 4000) -> pd.DataFrame:
+    """One step of :class:`StochasticWeightPruner` on weights at ``levels`` magnitudes in
+    ``[0, 4 sigma]`` (``copies`` weights each, half of them negative), per pruner seed: the
+    observed share zeroed at each magnitude against ``kappa``, its binomial standard error,
+    and the deviation in standard errors. No training; seconds on a CPU."""
+    mags = torch.linspace(4.0 * sigma / levels, 4.0 * sigma, levels, dtype=torch.float64)
+    signs = torch.where(torch.arange(copies) % 2 == 0, 1.0, -1.0).to(torch.float64)
+    w0 = (mags[:, None] * signs[None, :]).reshape(-1, 1)
+    kappa = get_kernel(kernel)(mags, sigma).numpy()
+    rows = []
+    for seed in seeds:
+        layer = nn.Linear(1, w0.shape[0], bias=False).double()
+        with torch.no_grad():
+            layer.weight.copy_(w0)
+        pruner = StochasticWeightPruner(nn.Sequential(layer), kernel=kernel, sigma=sigma, seed=seed)
+        pruner.step()
+        zeroed = (layer.weight.detach().reshape(levels, copies) == 0).double().mean(1).numpy()
+        se = np.sqrt(np.maximum(kappa * (1 - kappa), 1e-12) / copies)
+        for m, k, z, e in zip(mags.numpy(), kappa, zeroed, se):
+            rows.append({"seed": int(seed), "w_over_sigma": float(m / sigma), "kappa": float(k), "zeroed": float(z),
+                         "se": float(e), "z": float((z - k) / e) if k * (1 - k) > 0 else 0.0})
+    return pd.DataFrame(rows)
+
+
+def claim1_row(check: pd.DataFrame, max_z: float = 4.0) -> Row:
+    z = check.groupby("seed")["z"].apply(lambda s: float(np.abs(s).max()))
+    dev = check.assign(d=(check["zeroed"] - check["kappa"]).abs()).groupby("seed")["d"].max()
+    within = bool((z <= max_z).all())
+    # smaller weights more often: the observed share falls from |w| = 0 to |w| = 4 sigma in every seed
+    ends = check.sort_values("w_over_sigma").groupby("seed")["zeroed"].agg(["first", "last"])
+    falls = bool((ends["first"] > ends["last"] + 0.5).all())
+    n_levels = check["w_over_sigma"].nunique()
+    copies_se = float(check["se"].max())
+    return Row(
+        key="claim1",
+        claim="1. Weight pruning by sampling: w is zeroed with a probability kappa(w) that is higher the smaller |w|",
+        result=(f"observed share zeroed in one step vs kappa at {n_levels} magnitudes from 4 sigma/{n_levels} to 4 sigma: largest deviation "
+                f"{S.mean_std_text(dev.tolist(), '.4f')} (per seed; binomial s.e. up to {copies_se:.4f}), at most "
+                f"{z.max():.1f} s.e.; share falls from {check[check['w_over_sigma'] == check['w_over_sigma'].min()]['zeroed'].mean():.3f} "
+                f"at the smallest to {check[check['w_over_sigma'] == check['w_over_sigma'].max()]['zeroed'].mean():.4f} at 4 sigma"),
+        scale="the library's pruner, one step on synthetic weights (gaussian kernel, sigma 0.003); no training",
+        seeds=seeds_text(check["seed"].unique()),
+        first=within, second=falls,
+        conditions=f"(a) every magnitude within {max_z:g} binomial s.e. of kappa in every seed; (b) the share zeroed falls with |w| in every seed",
+        values={"max_dev": dev, "max_z": float(z.max())},
+    )
+
+
+# --------------------------------------------------------------------------
+# claim 2: L1 and L2 shape node death (MLP, SWP alone against SWP + L1 / L2)
+# --------------------------------------------------------------------------
+def claim2_row(table: pd.DataFrame, scale: str, margin: float = 0.05) -> Row:
+    d = {k: S.paired(table, "dead_node_fraction", k, "none") for k in ("l1", "l2")}
+    l2_l1 = S.paired(table, "dead_node_fraction", "l2", "l1")
+    ws = S.paired(table, "weight_sparsity", "l2", "l1")
+    both_change = all(d[k].verdict(margin) != "no clear difference" for k in d)
+    differ = l2_l1.verdict(margin) != "no clear difference"
+    sp = table.groupby("run")["dead_node_fraction"].apply(list)
+    return Row(
+        key="claim2",
+        claim="2. L1 and L2 shape node pruning while one optimises weight pruning; L2 + SWP the headline",
+        result=(f"hidden nodes dead: SWP alone {pct_spread(sp['none'])}, + L1 {pct_spread(sp['l1'])}, + L2 {pct_spread(sp['l2'])}; "
+                f"paired L2 - L1 {d_text(l2_l1)} at a weight-sparsity difference of {d_text(ws)}"),
+        scale=scale,
+        seeds=seeds_text(table["seed"].unique()),
+        first=both_change, second=differ,
+        conditions=(f"(a) each regularizer changes the dead share against SWP alone, every seed the same sign, mean beyond "
+                    f"{100 * margin:.0f} points; (b) L1 and L2 differ from each other, same test"),
+        values={"l1_none": d["l1"], "l2_none": d["l2"], "l2_l1": l2_l1, "ws": ws, "spread": sp},
+    )
+
+
+def margin_text(row: Row) -> str:
+    """A sentence on how far a node row's two conditions are from their thresholds, in seed spreads."""
+    v = row.values
+    nodes, gap, metric = np.asarray(v["nodes"], dtype=float), v["gap"], v["metric"]
+    scale, fmt, unit = SCALE[metric]
+    dn = 100 * (nodes.mean() - v["target"])
+    sn = 100 * nodes.std(ddof=1)
+    dg = (v["tol"] - gap.mean) * scale
+    out = (f"The mean dead share is {abs(dn):.1f} points {'above' if dn >= 0 else 'below'} the paper's {pct(v['target'], '.0f')} "
+           f"(the seeds spread by {sn:.1f} points), and the mean gap is {format(abs(dg), fmt)}{unit} "
+           f"{'inside' if dg >= 0 else 'outside'} the tolerance (spread {format(gap.std * scale, fmt)}{unit}).")
+    close = [name for name, d, sd in (("share", abs(dn), sn), ("gap", abs(dg), gap.std * scale)) if d < 2 * sd]
+    if close:
+        out += (" With the " + " and the ".join(close) + " within two seed spreads of " + ("its threshold" if len(close) == 1 else "their thresholds")
+                + ", this verdict could change with other seeds or another machine.")
+    return out
+
+
+def d_text(d: S.Difference, fmt: str = ".1f") -> str:
+    return f"{format(100 * d.mean, '+' + fmt)} ± {format(100 * d.std, fmt)} points"
+
+
+# --------------------------------------------------------------------------
+# claim 3: the node fraction, with little loss, per model
+# --------------------------------------------------------------------------
+def node_row(key: str, preset: str, table: pd.DataFrame, scale: str, pruned: str = "l2", dense: str = "dense",
+             label: str = "", metric: Optional[str] = None, fraction: str = "dead_node_fraction") -> Row:
+    """Claim 3 for one model: ``table`` has one row per run (``pruned`` / ``dense``) and seed."""
+    metric = metric or PRESET_METRIC[preset]
+    target, tol = PAPER_FRACTION[preset], TOLERANCE[metric]
+    nodes = table[table["run"] == pruned].sort_values("seed")[fraction].to_numpy(dtype=float)
+    gap = S.paired(table, metric, dense, pruned)
+    dense_vals = table[table["run"] == dense][metric].to_numpy(dtype=float)
+    scale_m = SCALE[metric]
+    n = len(nodes)
+    return Row(
+        key=key,
+        claim=f"3. {MODEL_WORD[preset]}: {pct(target, '.0f')} of the {NODE_WORD[preset]} removed with little loss" + (f" ({label})" if label else ""),
+        result=(f"{NODE_WORD[preset]} dead {pct_spread(nodes)}; {METRIC_LABEL[metric].split(' ')[0]} gap to dense "
+                f"{gap_text(gap.values, metric)} (dense {S.mean_std_text(dense_vals, scale_m[1], scale_m[0])}{'%' if metric == 'test_accuracy' else ''})"),
+        scale=scale,
+        seeds=seeds_text(gap.seeds),
+        first=bool(nodes.mean() >= target),
+        second=bool(gap.mean <= tol),
+        conditions=f"(a) mean dead share >= {pct(target, '.0f')}; (b) mean paired {METRIC_LABEL[metric].split(' ')[0]} gap <= {tol_text(metric)}",
+        values={"nodes": nodes, "gap": gap, "target": target, "tol": tol, "metric": metric, "n_seeds": n,
+                "dense": dense_vals},
+    )
+
+
+def recorded_mlp_best(phase: pd.DataFrame, min_removed: float = 0.5) -> pd.DataFrame:
+    """The recorded MLP sweep's most accurate setting removing >= ``min_removed`` on average, with the
+    dense runs, as a table of ``run`` (``best`` / ``dense``), ``seed`` and metrics."""
+    agg = T.aggregate(phase)
+    best = T.best_setting(agg, min_removed=min_removed)
+    rows = phase[phase["setting"].isin([best["setting"], "dense"])].copy()
+    rows["run"] = np.where(rows["setting"] == "dense", "dense", "best")
+    rows["dead_node_fraction"] = rows["nodes_removed"]
+    rows.attrs["setting"] = best["setting"]
+    rows.attrs["settings"] = int(agg["method"].ne("dense").sum())
+    return rows
+
+
+def recorded_vgg_row(rec: pd.DataFrame) -> Row:
+    """Claim 3 for VGG-16 at full scale, from :func:`prunedyn.analysis.conv_report.load_recorded`'s table
+    (filters removed, gap to the best dense run of the same epochs): the pruned run with the best
+    verdict (ties: the smallest gap)."""
+    target, tol = PAPER_FRACTION["vgg16-cifar10"], TOLERANCE["test_accuracy"]
+    r = rec[rec["pruned"] & (rec["regularizer"] != "none")].copy()
+    r["first"] = r["filters_removed"] >= target
+    r["second"] = r["gap_points"] <= 100 * tol
+    # the most accurate run that reaches the paper's fraction; if none does, the one removing the most
+    reach = r[r["first"]]
+    best = reach.sort_values("gap_points", kind="mergesort").iloc[0] if len(reach) else r.sort_values(
+        "filters_removed", ascending=False, kind="mergesort").iloc[0]
+    within = r[r["second"]].sort_values("filters_removed", ascending=False, kind="mergesort")
+    return Row(
+        key="vgg_full",
+        claim="3. VGG-16 on CIFAR-10: 60% of the filters removed with little loss (full scale, recorded)",
+        result=(f"the most accurate of {len(r)} recorded regularized runs with >= {pct(target, '.0f')} of the filters dead: "
+                f"{best['setting']}, {best['epochs']} epochs: filters dead {pct(best['filters_removed'])}; accuracy gap to "
+                f"the best dense run of the same epochs {best['gap_points']:.2f} points (dense {100 * best['dense_ref']:.2f}%)"
+                + (f"; most filters dead within {tol_text('test_accuracy')}: {pct(within.iloc[0]['filters_removed'])} "
+                   f"({within.iloc[0]['setting']}, {within.iloc[0]['epochs']} epochs)" if len(within) else "")),
+        scale=(f"VGG-16 (BatchNorm), full width; CIFAR-10 complete (JPEG copy), {str(best['data']).split('used ')[-1]}; "
+               f"{best['epochs']} epochs; GPU ({best['gpu']})"),
+        seeds="0 (one seed)",
+        first=bool(best["first"]), second=bool(best["second"]),
+        conditions=f"(a) dead share >= {pct(target, '.0f')}; (b) gap <= {tol_text('test_accuracy')}",
+        values={"best": best, "all": r, "within": within.iloc[0] if len(within) else None, "n_seeds": 1},
+    )
+
+
+# --------------------------------------------------------------------------
+# claim 4: node-pruned networks weight-pruned further
+# --------------------------------------------------------------------------
+def claim4_row(staged: pd.DataFrame, source_dead: Sequence[float], f: float, scale: str, target: float = 0.5) -> Row:
+    """``staged``: chapter 5's table, one row per seed and arm, with ``f`` (share of the remaining
+    weights removed), ``total sparsity`` and ``gap to dense, same epochs`` (against the dense
+    network trained as many epochs in all)."""
+    at = staged[staged["f"] == f].sort_values("seed")
+    gaps = at["gap to dense, same epochs"].to_numpy(dtype=float)
+    n = len(gaps)
+    return Row(
+        key="claim4",
+        claim="4. Node-pruned networks can be weight-pruned further, accuracy only slightly below the dense originals",
+        result=(f"source (SWP + L2) hidden nodes dead {pct_spread(source_dead)}; compacted, then {pct(f, '.0f')} of its remaining "
+                f"weights removed (total weight sparsity {pct_spread(at['total sparsity'].tolist())}) and fine-tuned: "
+                f"accuracy gap to dense {gap_text(gaps, 'test_accuracy')}"),
+        scale=scale,
+        seeds=seeds_text(at["seed"].unique()),
+        first=bool(np.mean(source_dead) >= target), second=bool(gaps.mean() <= TOLERANCE["test_accuracy"]),
+        conditions=f"(a) the source network's mean dead share >= {pct(target, '.0f')}; (b) mean gap after further pruning <= {tol_text('test_accuracy')}",
+        values={"gaps": gaps, "n_seeds": n, "sparsity": at["total sparsity"].to_numpy(dtype=float)},
+    )
+
+
+# --------------------------------------------------------------------------
+# the dependency: L2 balances a node's two sides, and a dead node is dead on both
+# --------------------------------------------------------------------------
+def dependency_values(runs: Dict[str, list], epoch: int = 10) -> pd.DataFrame:
+    """Per run and seed: ``rel_l2``, the median relative L2 imbalance of the alive nodes at ``epoch``
+    (the worse of the hidden layers); ``lag``, the mean number of epochs between the deaths of a
+    node's two sides (over the nodes both of whose sides died); ``both_share``, the share of the
+    nodes dead at the end that are dead on both sides."""
+    rows = []
+    for key, results in runs.items():
+        for r in results:
+            bal = dep.balance_table({key: r.nodes}, [epoch])
+            first = dep.first_death(r.nodes).dropna(subset=["gap"])
+            s = r.summary
+            dead = s["nodes_total"] - s["nodes_alive"]
+            both = s["nodes_in_dead"] + s["nodes_out_dead"] - dead
+            rows.append({"run": key, "seed": r.config.seed, "rel_l2": float(bal["rel_l2"].max()),
+                         "lag": float(first["gap"].abs().mean()) if len(first) else float("nan"),
+                         "dead": int(dead), "both_share": both / dead if dead else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def dependency_row(values: pd.DataFrame, scale: str, epoch: int = 10, ratio: float = 0.5, max_lag: float = 1.5,
+                   both_min: float = 0.9) -> Row:
+    v = values.set_index(["run", "seed"])
+    seeds = sorted(values[values["run"] == "l2"]["seed"])
+    l2_bal, none_bal = v.loc["l2"]["rel_l2"].loc[seeds], v.loc["none"]["rel_l2"].loc[seeds]
+    balanced = bool((l2_bal < ratio * none_bal).all())
+    lag, both = v.loc["l2"]["lag"].loc[seeds], v.loc["l2"]["both_share"].loc[seeds]
+    follows = bool((lag <= max_lag).all() and (both >= both_min).all())
+    l1_lag, l1_both = v.loc["l1"]["lag"], v.loc["l1"]["both_share"]
+    return Row(
+        key="dependency",
+        claim="Dependency: L2 drives ||w_in||^2 - ||w_out||^2 towards 0, so once one side of a node is pruned the other follows",
+        result=(f"median relative imbalance of alive nodes at epoch {epoch}: SWP + L2 {S.mean_std_text(l2_bal.tolist(), '.3f')}, "
+                f"SWP alone {S.mean_std_text(none_bal.tolist(), '.3f')}; epochs from one side's death to the other's: "
+                f"L2 {S.mean_std_text(lag.tolist(), '.2f')}, L1 {S.mean_std_text(l1_lag.tolist(), '.2f')}; dead nodes dead on "
+                f"both sides at the end: L2 {pct_spread(both.tolist())}, L1 {pct_spread(l1_both.tolist())}"),
+        scale=scale,
+        seeds=seeds_text(seeds),
+        first=balanced, second=follows,
+        conditions=(f"(a) L2's imbalance at epoch {epoch} below {ratio:g} x SWP alone's in every seed; (b) under L2 the second "
+                    f"side dies within {max_lag:g} epochs of the first on average, and >= {pct(both_min, '.0f')} of the dead "
+                    f"nodes are dead on both sides, in every seed"),
+        values={"l2_bal": l2_bal, "none_bal": none_bal, "lag": lag, "both": both, "l1_lag": l1_lag, "l1_both": l1_both},
+    )
+
+
+# --------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------
+COLUMNS = ["claim", "our result (mean ± sd over seeds)", "scale", "seeds", "verdict"]
+
+
+def claims_frame(rows: Sequence[Row]) -> pd.DataFrame:
+    return pd.DataFrame([[r.claim, r.result, r.scale, r.seeds, r.verdict] for r in rows], columns=COLUMNS)
+
+
+def conditions_frame(rows: Sequence[Row]) -> pd.DataFrame:
+    return pd.DataFrame([[r.claim.split(":")[0], r.conditions, "yes" if r.first else "no", "yes" if r.second else "no", r.verdict]
+                         for r in rows], columns=["claim", "conditions", "(a) holds", "(b) holds", "verdict"])
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub/MyST pipe table of ``df`` (no extra dependency)."""
+    esc = lambda x: str(x).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(esc(c) for c in df.columns) + " |", "|" + "|".join(" --- " for _ in df.columns) + "|"]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+
+def staged_runs(profile: str, seeds: Sequence[int], levels: Sequence[float], epochs: int) -> tuple:
+    """Chapter 5's node-then-weight pruning runs, by chapter 5's own request builder (``_ch05``),
+    so they are the same cached runs: per seed, the SWP + L2 source run and the dense run of the
+    book's comparison; the compacted source fine-tuned for ``epochs`` under global magnitude
+    pruning that removes the share ``f`` of its remaining weights, for each ``f`` in ``levels``;
+    and the dense control trained as many epochs more. Returns ``(staged, sources)``: chapter 5's
+    table (one row per seed and arm) and the source runs per seed."""
+    import _ch05
+    from prunedyn.data.datasets import load_dataset
+    from prunedyn.run.study import COMPARISON, resolve, run_many
+
+    base = run_many([("mlp-mnist", [*COMPARISON[k], f"seed={s}"]) for s in seeds for k in ("l2", "dense")], profile, progress=False)
+    sources = {s: base[2 * i] for i, s in enumerate(seeds)}
+    dense = {s: base[2 * i + 1] for i, s in enumerate(seeds)}
+    data = load_dataset(resolve("mlp-mnist", [], profile).data)
+    compacted = {s: _ch05.compacted_sparsity(sources[s], data) for s in seeds}
+    results = run_many(_ch05.staged_requests(sources, dense, compacted, levels, epochs), profile, progress=False)
+    return _ch05.staged_table(sources, dense, compacted, levels, results), sources
