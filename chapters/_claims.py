@@ -134,8 +134,8 @@ def seeds_text(seeds: Sequence[int]) -> str:
 # --------------------------------------------------------------------------
 def sampling_check(seeds: Sequence[int] = (0, 1, 2), kernel: str = "gaussian", sigma: float = 0.003,
                    levels: int = 25, copies: int = 4000) -> pd.DataFrame:
-    """One step of :class:`StochasticWeightPruner` on weights at ``levels`` magnitudes in
-    ``[0, 4 sigma]`` (``copies`` weights each, half of them negative), per pruner seed: the
+    """One step of :class:`StochasticWeightPruner` on weights at ``levels`` evenly spaced magnitudes
+    in ``(0, 4 sigma]`` (``copies`` weights each, half of them negative), per pruner seed: the
     observed share zeroed at each magnitude against ``kappa``, its binomial standard error,
     and the deviation in standard errors. No training; seconds on a CPU."""
     mags = torch.linspace(4.0 * sigma / levels, 4.0 * sigma, levels, dtype=torch.float64)
@@ -154,14 +154,16 @@ def sampling_check(seeds: Sequence[int] = (0, 1, 2), kernel: str = "gaussian", s
         for m, k, z, e in zip(mags.numpy(), kappa, zeroed, se):
             rows.append({"seed": int(seed), "w_over_sigma": float(m / sigma), "kappa": float(k), "zeroed": float(z),
                          "se": float(e), "z": float((z - k) / e) if k * (1 - k) > 0 else 0.0})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs.update(kernel=kernel, sigma=sigma)
+    return out
 
 
 def claim1_row(check: pd.DataFrame, max_z: float = 4.0) -> Row:
     z = check.groupby("seed")["z"].apply(lambda s: float(np.abs(s).max()))
     dev = check.assign(d=(check["zeroed"] - check["kappa"]).abs()).groupby("seed")["d"].max()
     within = bool((z <= max_z).all())
-    # smaller weights more often: the observed share falls from |w| = 0 to |w| = 4 sigma in every seed
+    # smaller weights more often: the observed share falls from the smallest |w| to 4 sigma in every seed
     ends = check.sort_values("w_over_sigma").groupby("seed")["zeroed"].agg(["first", "last"])
     falls = bool((ends["first"] > ends["last"] + 0.5).all())
     n_levels = check["w_over_sigma"].nunique()
@@ -173,7 +175,8 @@ def claim1_row(check: pd.DataFrame, max_z: float = 4.0) -> Row:
                 f"{S.mean_std_text(dev.tolist(), '.4f')} (per seed; binomial s.e. up to {copies_se:.4f}), at most "
                 f"{z.max():.1f} s.e.; share falls from {check[check['w_over_sigma'] == check['w_over_sigma'].min()]['zeroed'].mean():.3f} "
                 f"at the smallest to {check[check['w_over_sigma'] == check['w_over_sigma'].max()]['zeroed'].mean():.4f} at 4 sigma"),
-        scale="the library's pruner, one step on synthetic weights (gaussian kernel, sigma 0.003); no training",
+        scale=(f"the library's pruner, one step on synthetic weights ({check.attrs.get('kernel', '?')} kernel, "
+               f"sigma {check.attrs.get('sigma', float('nan')):g}); no training"),
         seeds=seeds_text(check["seed"].unique()),
         first=within, second=falls,
         conditions=f"(a) every magnitude within {max_z:g} binomial s.e. of kappa in every seed; (b) the share zeroed falls with |w| in every seed",
