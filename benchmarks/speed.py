@@ -136,9 +136,8 @@ def main():
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     row = table[(table.version == "compact") & (table.batch == 256)].iloc[0]
     ratio = row.speedup / row.flop_ratio
-    verdict = "met" if ratio >= 0.9 else "NOT met"
-    print(f"\n# compact vs dense, batch 256: measured speedup {row.speedup:.3f} / FLOP ratio {row.flop_ratio:.3f}"
-          f" = {ratio:.3f} (target >= 0.9: {verdict})")
+    print(f"\n# compact vs dense, batch 256, wall clock (the table): measured speedup {row.speedup:.3f}"
+          f" / FLOP ratio {row.flop_ratio:.3f} = {ratio:.3f} (target >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
 
     small, _ = compact(pruned, x[:8])
     clocks = {"wall": time.perf_counter}
@@ -170,8 +169,18 @@ def main():
               f" mm alone {summary[clock_name]['mm_speedup_over_flop_ratio']:.3f} of the FLOP ratio;"
               f" the rest of a forward {summary[clock_name]['rest_ms_dense']:.3f} ms dense,"
               f" {summary[clock_name]['rest_ms_compact']:.3f} ms compact")
+    headline = {"wall_table": {"speedup": float(row.speedup), "flop_ratio": float(row.flop_ratio),
+                               "speedup_over_flop_ratio": float(ratio), "met": bool(ratio >= 0.9)}}
+    for clock_name in clocks:
+        r = summary[clock_name]["forward_speedup_over_flop_ratio"]
+        headline[f"{clock_name}_breakdown_forward"] = {"speedup": float(r * row.flop_ratio), "flop_ratio": float(row.flop_ratio),
+                                                       "speedup_over_flop_ratio": float(r), "met": bool(r >= 0.9)}
+        print(f"# compact vs dense, batch 256, {clock_name} clock (round-robin forwards of the breakdown):"
+              f" measured speedup {r * row.flop_ratio:.3f} / FLOP ratio {row.flop_ratio:.3f} = {r:.3f}"
+              f" (target >= 0.9: {'met' if r >= 0.9 else 'NOT met'})")
     load_after = os.getloadavg()
-    print(f"# load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(f"# load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; on a shared machine trust the"
+          f" cpu clock (one thread's CPU time) over the wall clock")
 
     if args.write:
         out = Path(__file__).parent / "results"
@@ -188,8 +197,8 @@ def main():
             "load_average_before": load_before,
             "load_average_after": load_after,
             "note": args.note,
-            "compact_batch256": {"speedup": float(row.speedup), "flop_ratio": float(row.flop_ratio),
-                                 "speedup_over_flop_ratio": float(ratio), "target": 0.9, "met": bool(ratio >= 0.9)},
+            "target_speedup_over_flop_ratio": 0.9,
+            "compact_batch256": headline,
             "breakdown": summary,
             "table": table.to_dict(orient="records"),
             "layers": layers.to_dict(orient="records"),
