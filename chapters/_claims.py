@@ -415,3 +415,50 @@ def staged_runs(profile: str, seeds: Sequence[int], levels: Sequence[float], epo
     compacted = {s: _ch05.compacted_sparsity(sources[s], data) for s in seeds}
     results = run_many(_ch05.staged_requests(sources, dense, compacted, levels, epochs), profile, progress=False)
     return _ch05.staged_table(sources, dense, compacted, levels, results), sources
+
+
+# --------------------------------------------------------------------------
+# the figure: every node claim against its target
+# --------------------------------------------------------------------------
+def plot_node_claims(rows: Sequence[Row]):
+    """Each claim-3 row as a point: dead share over the paper's share (x, 1 = the paper) against the
+    mean paired gap over the tolerance (y, 1 = the tolerance); error bars one sd over seeds (live
+    rows), hollow markers for recorded one-seed runs. The shaded corner is "reproduced"."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.2, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axvspan(1.0, 10, ymin=0, ymax=1, color="none")
+    ax.fill_between([1.0, 3.0], -1.0, 1.0, color="#2ca02c", alpha=0.12, lw=0, label="reproduced: (a) and (b)")
+    ax.axvline(1.0, color="0.4", lw=0.8, ls="--")
+    ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+    colors = {"mlp": "#1f77b4", "mlp_best": "#1f77b4", "vgg": "#d62728", "vgg_full": "#d62728", "unet": "#9467bd", "cxr": "#ff7f0e"}
+    xs, ys = [], []
+    for r in rows:
+        v = r.values
+        if r.key == "vgg_full":
+            best = v["best"]
+            x = float(best["filters_removed"]) / PAPER_FRACTION["vgg16-cifar10"]
+            y = float(best["gap_points"]) / (100 * TOLERANCE["test_accuracy"])
+            ax.plot([x], [y], "s", mfc="none", mec=colors[r.key], ms=9, mew=1.6, label="VGG-16, full scale on a GPU (recorded, one seed)")
+        elif "nodes" in v and "gap" in v and "tol" in v and r.key in colors:
+            nodes = np.asarray(v["nodes"], dtype=float) / v["target"]
+            gaps = np.asarray(v["gap"].values, dtype=float) / v["tol"]
+            x, y = float(nodes.mean()), float(gaps.mean())
+            sx = float(nodes.std(ddof=1)) if len(nodes) > 1 else 0.0
+            sy = float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0
+            recorded = r.key == "mlp_best"
+            label = r.claim.split(":")[0].replace("3. ", "") + (" (recorded sweep)" if recorded else " (live, quick scale)")
+            ax.errorbar([x], [y], xerr=[sx], yerr=[sy], fmt="D" if recorded else "o", color=colors[r.key],
+                        mfc="none" if recorded else colors[r.key], ms=7, capsize=3, label=label)
+        else:
+            continue
+        xs.append(x)
+        ys.append(y)
+    ax.set_xlim(0, max(1.4, max(xs) * 1.1))
+    ax.set_ylim(min(-0.5, min(ys) * 1.1), max(1.5, max(ys) * 1.15))
+    ax.set_xlabel("share of nodes dead / the paper's share (1 = the paper's 50% or 60%)")
+    ax.set_ylabel("mean paired gap to dense / tolerance")
+    ax.set_title("Claim 3 per model: (a) right of the dashed line, (b) below it", fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper left", frameon=False)
+    return fig

@@ -73,6 +73,9 @@ def test_every_chapter_is_in_the_book(book):
     assert not missing, f"chapters without a page: {missing}"
 
 
+SUMMARY_PAGES = ("09-conclusions", "10-own-model")
+
+
 @pytest.mark.parametrize("page", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_page_renders_figures_and_a_working_slider(book, browser, page):
     from selenium.webdriver.common.by import By
@@ -86,9 +89,15 @@ def test_chapter_page_renders_figures_and_a_working_slider(book, browser, page):
         "return Array.from(document.querySelectorAll('.cell_output img'))"
         ".filter(im => im.complete && im.naturalWidth > 0).length"
     )
-    assert figures >= 2, f"{page} shows {figures} rendered figures"
-
+    # the study's chapters have several figures and a slider; the closing chapter (a claims table and
+    # its picture) and the usage page (one training run) have at least one figure
+    summary_page = page.stem in SUMMARY_PAGES
+    assert figures >= (1 if summary_page else 2), f"{page} shows {figures} rendered figures"
+    SHOTS.mkdir(parents=True, exist_ok=True)
     sliders = browser.find_elements(By.CSS_SELECTOR, ".prunedyn-slider")
+    if summary_page and not sliders:
+        browser.save_screenshot(str(SHOTS / f"{page.stem}.png"))
+        return
     assert sliders, f"{page} has no static slider"
     slider = sliders[0]
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)
