@@ -25,7 +25,6 @@ hardware, date, threads, load average and ``--note``).
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -37,20 +36,11 @@ from torch.nn import functional as F
 from torch.utils.benchmark import Timer
 
 from prunedyn.analysis.latency import speed_table
+from hardware import cpu_name  # benchmarks/hardware.py (the script's folder is on sys.path)
 from prunedyn.atomic import atomic_write_json, atomic_write_text
 from prunedyn.data.datasets import load_dataset
 from prunedyn.run.study import load_model, regularizer_comparison
 from prunedyn.structure.surgery import compact
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def linear_inputs(model: nn.Module, x: torch.Tensor):

@@ -33,9 +33,7 @@ hardware, date, thread count and load average, to a JSON file next to it.
 """
 import argparse
 import datetime
-import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -46,6 +44,7 @@ from torch.nn import functional as F
 from torch.utils.benchmark import Timer
 
 from prunedyn import StochasticWeightPruner, make_regularizer, prunable_weights
+from hardware import cpu_name  # benchmarks/hardware.py (the script's folder is on sys.path)
 from prunedyn.atomic import atomic_write_json, atomic_write_text
 from prunedyn.models import MLP, VGG
 
@@ -68,16 +67,6 @@ def previous_prune(pruner: StochasticWeightPruner) -> None:
         u = u_all[offset : offset + w.numel()].view_as(w)
         offset += w.numel()
         pruner._zero(name, w, u < pruner.kernel(w, scale))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 #: ``wall``: elapsed time; ``cpu``: this thread's CPU time (with one torch thread all the work runs

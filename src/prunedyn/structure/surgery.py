@@ -299,15 +299,7 @@ def compact(model: nn.Module, example: torch.Tensor, max_passes: int = 20) -> Tu
 
 
 def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, CompactionReport]:
-    """One pass of :func:`compact`: the dead nodes of ``model`` as it is, removed.
-
-    ``example`` is an input batch (e.g. ``torch.randn(8, 1, 28, 28)``) used to
-    count FLOPs and to check that outputs are unchanged (``max_abs_diff``), to
-    read the wiring (:func:`prunedyn.structure.nodes.node_layers` with the
-    example: the chain guess checked against a trace, or the traced wiring) and
-    to measure the constants of traced node layers.
-    The compact model is returned on the CPU, in eval mode.
-    """
+    """One pass of :func:`compact` (same arguments): the nodes dead in ``model`` as it is, removed."""
     # surgery runs on the CPU copy, wherever the model trained (index tensors, constants)
     original = copy.deepcopy(model).cpu()
     example = example.cpu()
