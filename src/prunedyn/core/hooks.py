@@ -114,6 +114,8 @@ class PruningHooks:
             optimizer.register_step_post_hook(self._post_step),
         ]
         self._masks_forward = pruner is not None and type(pruner).before_forward is not WeightPruner.before_forward
+        # only a regularizer that acts after the step (decoupled L2) needs the post-hook's per-group work
+        self._acts_after_step = regularizer is not None and type(regularizer).after_step is not Regularizer.after_step
         if self._masks_forward and forward_hook:
             self._handles.append(model.register_forward_pre_hook(self._forward_pre))
         if state_dict_hooks:
@@ -165,7 +167,7 @@ class PruningHooks:
         if self._skip:
             self._skip = False
             return
-        if self.regularizer is not None:
+        if self._acts_after_step and self.regularizer.lam:
             held = {id(w) for w in self.weights}
             for group in optimizer.param_groups:
                 ws = [p for p in group["params"] if id(p) in held]
