@@ -18,7 +18,6 @@ the chapters' assertions check.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, Sequence
 
@@ -119,8 +118,3 @@ def spread_texts(table: pd.DataFrame, metrics: Sequence[str], by: str = "run", f
         for m in metrics:
             out[f"{key}_{m}"] = mean_std_text(group[m].tolist(), fmt, scale, unit)
     return out
-
-
-def standard_error(values: Sequence[float]) -> float:
-    v = np.asarray(values, dtype=float)
-    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
