@@ -447,3 +447,61 @@ def test_group_lasso_under_swp_zeroes_whole_rows():
     assert gl_in_rows >= 0.7  # 0.87 measured
     assert l1_sparsity >= gl_sparsity - 0.1  # 0.74 vs 0.72: the comparison is at a like sparsity
     assert l1_in_rows <= gl_in_rows - 0.15  # 0.46 measured
+
+
+def test_slimming_pruner_removes_channels_for_good_and_compaction_is_exact():
+    """pruner 'slimming' + L1 on the BatchNorm scales: scales below the threshold become exact
+    zeros and stay zero (masked), those channels count as in-dead, and compaction removes them
+    without changing the output; without the L1 term no scale falls below the threshold."""
+    from prunedyn.core.pruning import BatchNormScalePruner
+    from prunedyn.structure.nodes import model_nodes
+    from prunedyn.structure.surgery import compact
+
+    torch.set_num_threads(1)
+
+    def train(lam):
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 3, 8, 8, generator=g)
+        y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
+        model = tiny_bn_net()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        pruner = BatchNormScalePruner(model, threshold=0.05)
+        zero_after = []
+        with attach(opt, model, pruner, regularizer="l1" if lam else None, lam=lam, scope="bn"):
+            for s in range(100):
+                i = torch.arange(s * 16, s * 16 + 16) % 64
+                loss = nn.functional.cross_entropy(model(x[i]), y[i])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                zero_after.append(torch.cat([model[1].weight, model[4].weight]).detach() == 0)
+        return model, x, zero_after
+
+    model, x, zero_after = train(0.03)
+    final = zero_after[-1]
+    assert int(final.sum()) >= 3
+    first = next(k for k, z in enumerate(zero_after) if z.any())
+    for z in zero_after[first:]:  # once removed, a channel stays removed
+        assert bool((zero_after[first] <= z).all())
+    assert int((~final).sum()) > 0
+    assert sum(int(r.in_dead.sum()) for r in model_nodes(model, x[:2])) == int(final.sum())
+    model.eval()
+    small, _ = compact(model, x[:2])
+    assert small[1].num_features + small[4].num_features == int((~final).sum())
+    torch.testing.assert_close(small(x), model(x), atol=1e-5, rtol=1e-5)
+
+    plain, _, plain_zero = train(0.0)
+    assert not plain_zero[-1].any()
+
+
+def test_slimming_pruner_needs_batchnorm_and_a_valid_threshold():
+    from prunedyn.core.pruning import BatchNormScalePruner
+    from prunedyn.run.config import ConfigError, from_dict
+
+    with pytest.raises(ValueError, match="BatchNorm"):
+        BatchNormScalePruner(MLP(4, [3], 2))
+    with pytest.raises(ValueError, match="threshold"):
+        BatchNormScalePruner(tiny_bn_net(), threshold=-1.0)
+    with pytest.raises(ConfigError, match="pruner.threshold"):
+        from_dict({"pruner": {"kind": "slimming", "threshold": -0.5}})

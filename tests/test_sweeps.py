@@ -105,6 +105,50 @@ def test_paper_scale_specs_resolve_to_valid_configs(name, runs):
     cfgs = [load_config(spec.base, overrides_of(spec, p)) for p in points]
     assert all(c.model.width == 1.0 and c.epochs >= 100 and c.device == "auto" for c in cfgs)
     kinds = {(c.pruner.kind, c.regularizer.kind, c.regularizer.scope) for c in cfgs}
-    assert ("none", "l1", "bn") in kinds  # network slimming
+    assert ("slimming", "l1", "bn") in kinds  # network slimming
     assert ("stochastic", "group_lasso", "weights") in kinds
     assert ("none", "l2", "all") in kinds  # the dense recipe
+
+
+STAGED = """
+base: mlp-mnist
+set: {common}
+runs:
+  - {{label: swp, pruner.kind: stochastic, pruner.sigma: 0.02, regularizer.kind: l2, regularizer.lam: 0.05}}
+  - {{label: dense, pruner.kind: none, regularizer.kind: none}}
+  - {{label: staged, init.run: "@swp", pruner.kind: magnitude, pruner.scope: global, pruner.sparsity: 0.9,
+     regularizer.kind: none, epochs: 1}}
+  - {{label: dense-more, init.run: "@dense", init.compact: false, pruner.kind: none, regularizer.kind: none, epochs: 1}}
+seeds: [0, 1]
+"""
+
+
+def test_a_reference_to_an_unknown_label_is_rejected(tmp_path):
+    path = write_spec(tmp_path, text=STAGED.replace('"@swp"', '"@nope"'))
+    with pytest.raises(ConfigError, match="@nope.*allowed: @dense, @swp"):
+        load_spec(path)
+
+
+@pytest.mark.slow
+def test_second_stage_points_start_from_their_sources_run_of_the_same_seed(tmp_path):
+    """``init.run: "@label"``: the staged run of seed s starts from the (compacted) run labelled
+    ``label`` of seed s, after it finished; the table keeps the reference, not the path."""
+    import yaml
+
+    spec = load_spec(write_spec(tmp_path, text=STAGED))
+    table = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
+    assert len(table) == 8
+    by = {(r["label"], r["seed"]): r for _, r in table.iterrows()}
+    for seed in (0, 1):
+        src, staged = by[("swp", seed)], by[("staged", seed)]
+        cfg = yaml.safe_load((tmp_path / "out" / staged["run"] / "config.yaml").read_text())
+        assert cfg["init"]["run"] == str(tmp_path / "out" / src["run"]) and staged["init.run"] == "@swp"
+        # compacted first: the staged network has the source's alive nodes only
+        assert staged["nodes_total"] == src["nodes_alive"] < src["nodes_total"]
+        assert staged["weight_sparsity"] == pytest.approx(0.9, abs=1e-3)
+        more = by[("dense-more", seed)]
+        cfg = yaml.safe_load((tmp_path / "out" / more["run"] / "config.yaml").read_text())
+        assert cfg["init"]["run"] == str(tmp_path / "out" / by[("dense", seed)]["run"]) and more["nodes_total"] == by[("dense", seed)]["nodes_total"]
+    # restarted, nothing is redone and the table is the same
+    again = run_sweep(load_spec(tmp_path / "spec.yaml"), tmp_path / "out", workers=2, progress=False)
+    pd.testing.assert_frame_equal(again, table)

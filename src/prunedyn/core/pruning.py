@@ -607,6 +607,47 @@ class RandomPruner(WeightPruner):
         self.priority = {k: v.clone() for k, v in state["priority"].items()}
 
 
+@register_pruner("slimming")
+class BatchNormScalePruner(WeightPruner):
+    """Network slimming's channel removal (Liu et al., 2017), applied during training.
+
+    Every BatchNorm scale ``gamma_j`` with ``|gamma_j| < threshold`` is set to
+    zero after the optimiser step and kept zero (the removal is permanent, as
+    in slimming's prune step). A channel with ``gamma_j = 0`` emits the
+    constant ``act(beta_j)``: it is in-dead (:mod:`prunedyn.structure.nodes`)
+    and compaction folds the constant into the next layer. Pair it with
+    ``regularizer.kind=l1, scope=bn`` (the sparsity term on the scales) to get
+    slimming; the Linear/Conv weights are not touched.
+
+    ``self.weights`` maps each BatchNorm module's name to its scale (shape
+    ``(C,)``); the masks are boolean of the same shapes.
+    """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, threshold=p.threshold, start_step=start_step)
+
+    def __init__(self, model: nn.Module, *, threshold: float = 0.01, start_step: int = 0):
+        if not threshold >= 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+        self.weights = {
+            name: m.weight
+            for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+        }
+        if not self.weights:
+            raise ValueError("pruner 'slimming' needs BatchNorm layers with a scale (affine=True); the model has none")
+        self.sticky = True
+        self.start_step = int(start_step)
+        self.steps_done = 0
+        self.masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in self.weights.items()}
+        self.threshold = float(threshold)
+
+    def _prune(self, t: int) -> None:
+        for name, w in self.weights.items():
+            self._zero(name, w, w.detach().abs() < self.threshold)
+
+
 @register_pruner("targeted_dropout")
 class TargetedDropout(WeightPruner):
     """Targeted dropout (Gomez et al. 2019), then magnitude pruning at the end of training.

@@ -95,6 +95,8 @@ class PrunerConfig:
     unit: bool = False
     # stochastic: the fast CPU path (other random stream, same probabilities; core.pruning)
     fast: bool = False
+    # slimming: a channel is removed once its BatchNorm scale's magnitude falls below this
+    threshold: float = 0.01
 
 
 @dataclass
@@ -167,6 +169,7 @@ RANGES = {
     "pruner.sparsity": (0, 0.999999, False),
     "pruner.gamma": (0, 1, False),
     "pruner.alpha": (0, 1, False),
+    "pruner.threshold": (0, None, False),
     "epochs": (1, None, False),
     "threads": (0, 64, False),
 }
@@ -348,7 +351,8 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
 # Fields added to the config after runs were recorded: left out of the hash
 # while they hold their default, so adding a field does not re-key (and so
 # retrain) every cached run. A new field must be listed here as "section.key".
-LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads", "pruner.fast")
+LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads", "pruner.fast",
+                       "pruner.threshold")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

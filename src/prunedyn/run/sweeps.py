@@ -16,6 +16,13 @@ A sweep spec is YAML::
 A point may carry ``label: <text>`` (e.g. the name of a baseline method): it
 becomes a column of the summary table and is not passed to the config.
 
+A point may start from another point's finished run: ``init.run: "@<label>"``
+names the run of the point labelled ``<label>`` with the same seed (a second
+stage: e.g. compact a node-pruned network, then prune its weights further).
+Such points run after every point without a reference has finished; the
+reference becomes that run's folder (an absolute path, so such a run's hash
+depends on where the sweep's folder is).
+
 Every run goes to ``<out>/<config name>-<config hash>``: a finished run is
 skipped, an interrupted one resumes from its checkpoint, so a sweep killed
 halfway and started again completes without redoing finished runs. At the
@@ -59,7 +66,14 @@ class SweepSpec:
 
 
 def _format(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+    if isinstance(value, (list, dict, bool)) or value is None:
+        return json.dumps(value)
+    if isinstance(value, str):
+        try:
+            yaml.safe_load(value)
+        except yaml.YAMLError:  # e.g. "@label": quoted, it reads back as the same string
+            return json.dumps(value)
+    return str(value)
 
 
 def _expand_grid(grid: Any) -> List[Dict[str, Any]]:
@@ -121,9 +135,20 @@ def load_spec(path: Path | str) -> SweepSpec:
     if not isinstance(common, list):
         raise ConfigError("sweep set: expected a list of key=value strings")
     spec = SweepSpec(str(data.get("name", path.stem)), base, [str(s) for s in common], variants, seeds, workers)
+    labels = {v.get(LABEL) for v in variants if _reference(v) is None}
     for point in spec.points():
+        ref = _reference(point)
+        if ref is not None and ref not in labels:
+            raise ConfigError(f"sweep init.run: {'@' + ref!r} names no label of a point without a reference; "
+                              f"allowed: {', '.join('@' + str(x) for x in sorted(labels, key=str) if x is not None) or 'none'}")
         load_config(spec.base, overrides_of(spec, point))  # raises ConfigError naming the field
     return spec
+
+
+def _reference(point: Dict[str, Any]) -> Optional[str]:
+    """The label a point's ``init.run: "@label"`` refers to, or None."""
+    v = point.get("init.run")
+    return v[1:] if isinstance(v, str) and v.startswith("@") else None
 
 
 LABEL = "label"  # a point's free-text label: a column of the table, not a config key
@@ -162,14 +187,22 @@ def run_sweep(
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump({"name": spec.name, "base": spec.base, "set": spec.common,
                                                          "variants": spec.variants, "seeds": spec.seeds}, sort_keys=False))
     jobs = []
-    todo: List[Job] = []
-    for point in spec.points():
-        overrides = overrides_of(spec, point)
+    waves: List[List[Job]] = [[], []]  # the points without a reference first, then those with one
+    points = spec.points()
+    order = [p for p in points if _reference(p) is None] + [p for p in points if _reference(p) is not None]
+    folders: Dict[tuple, Path] = {}
+    for point in order:
+        ref = _reference(point)
+        resolved = point if ref is None else {**point, "init.run": str(folders[(ref, point["seed"])])}
+        overrides = overrides_of(spec, resolved)
         cfg = load_config(spec.base, overrides)
         folder = out / f"{cfg.name}-{config_hash(cfg)}"
-        jobs.append((point, overrides, folder))
+        folders.setdefault((point.get(LABEL), point["seed"]), folder)
+        jobs.append((point, overrides, folder))  # the table keeps "@label", not this machine's path
         if not (folder / "summary.json").exists():
-            todo.append(Job(len(jobs) - 1, (spec.base, overrides, str(folder)), cfg.device, getattr(cfg, "threads", 0) or 1))
+            job = Job(len(jobs) - 1, (spec.base, overrides, str(folder)), cfg.device, getattr(cfg, "threads", 0) or 1)
+            waves[ref is not None].append(job)
+    todo = [job for wave in waves for job in wave]
     results: Dict[int, dict] = {}
     bar = tqdm(total=len(jobs), desc=f"sweep {spec.name}", unit="run", disable=not progress)
     skipped = set(range(len(jobs))) - {job.index for job in todo}
@@ -179,10 +212,11 @@ def run_sweep(
     # the spec's `workers` sizes a local process pool; on a cluster only --workers caps the runs in flight
     n_workers = workers or (spec.workers if backend == "process" else 0) or None
     try:
-        with closing(execute(_run_one, todo, backend, n_workers, address)) as finished:
-            for i, summary in finished:
-                results[i] = summary
-                bar.update(1)
+        for wave in waves:  # a second-stage run needs its source's last checkpoint
+            with closing(execute(_run_one, wave, backend, n_workers, address)) as finished:
+                for i, summary in finished:
+                    results[i] = summary
+                    bar.update(1)
     finally:
         bar.close()
     rows = []
