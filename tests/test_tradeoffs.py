@@ -185,6 +185,12 @@ def test_loader_on_a_tiny_real_sweep_complete_and_partial(tmp_path):
     assert set(hist["epoch"]) == {0, 1} and hist.groupby(["run", "epoch", "layer"])["count"].sum().nunique() == 3
     nodes = pd.read_csv(rec["nodes"])
     assert set(nodes["run"]) == {table["run"].iloc[0]} and set(nodes["epoch"]) == {1} and len(nodes) == 16 + 8
+    assert (summary["weights"] == 784 * 16 + 16 * 8 + 8 * 10).all()
+    assert (1 - summary["nonzero_weights"] / summary["weights"]).to_numpy() == pytest.approx(summary["weight_sparsity"].to_numpy())
+    only = T.record_sweep(out, tmp_path / "rec2", "tiny", parts=("layers",))
+    assert set(only) == {"summary", "layers"}
+    with pytest.raises(ValueError, match="'histo'.*allowed: metrics, layers, hist, nodes"):
+        T.record_sweep(out, tmp_path / "rec3", "tiny", parts=("histo",))
 
 
 def test_layer_removal_means_per_setting_and_layer():

@@ -460,6 +460,7 @@ def record_sweep(
     dest: Union[str, Path],
     name: str,
     node_runs: Sequence[str] = (),
+    parts: Sequence[str] = ("metrics", "layers", "hist", "nodes"),
 ) -> Dict[str, Path]:
     """Write the tables a chapter needs from a finished sweep folder into ``dest``.
 
@@ -467,13 +468,19 @@ def record_sweep(
     10 MB per VGG-16 run); the book keeps what it shows:
 
     - ``<name>.csv``: the summary table (one row per run) with each run's
-      ``train_seconds``, ``device`` and ``gpu`` from ``timing.json``;
+      ``train_seconds``, ``device`` and ``gpu`` from ``timing.json``, and
+      ``weights`` / ``nonzero_weights`` (:func:`weight_counts` of its last
+      checkpoint: a compacted run's own widths);
     - ``<name>-metrics.csv`` and ``<name>-layers.csv``: every epoch of every run;
     - ``<name>-hist.csv``: the magnitude histograms of the first and last epoch;
     - ``<name>-nodes.csv``: per-node norms at the last epoch, for ``node_runs`` only.
 
+    ``parts``: which of the per-run tables to write besides the summary.
     Every table has a ``run`` column (the run folder's name). Written atomically.
     """
+    unknown = set(parts) - {"metrics", "layers", "hist", "nodes"}
+    if unknown:
+        raise ValueError(f"record_sweep parts: unknown {sorted(unknown)[0]!r}; allowed: metrics, layers, hist, nodes")
     from prunedyn.atomic import atomic_write_text
 
     folder, dest = Path(folder), Path(dest)
@@ -484,18 +491,24 @@ def record_sweep(
     }
     for key in ("train_seconds", "device", "gpu"):
         table[key] = [timing[r].get(key) for r in table["run"]]
-    parts: Dict[str, list] = {"metrics": [], "layers": [], "hist": [], "nodes": []}
+    counts = [weight_counts(folder / r) for r in table["run"]]
+    table["weights"] = [c["weights"] for c in counts]
+    table["nonzero_weights"] = [c["nonzero"] for c in counts]
+    tables: Dict[str, list] = {k: [] for k in ("metrics", "layers", "hist", "nodes")}
     for run in table["run"]:
         rf = folder / run
-        parts["metrics"].append(pd.read_csv(rf / "metrics.csv").assign(run=run))
-        parts["layers"].append(pd.read_csv(rf / "layers.csv").assign(run=run))
-        h = pd.read_csv(rf / "histograms.csv")
-        parts["hist"].append(h[h["epoch"].isin([h["epoch"].min(), h["epoch"].max()])].assign(run=run))
-        if run in node_runs:
+        if "metrics" in parts:
+            tables["metrics"].append(pd.read_csv(rf / "metrics.csv").assign(run=run))
+        if "layers" in parts:
+            tables["layers"].append(pd.read_csv(rf / "layers.csv").assign(run=run))
+        if "hist" in parts:
+            h = pd.read_csv(rf / "histograms.csv")
+            tables["hist"].append(h[h["epoch"].isin([h["epoch"].min(), h["epoch"].max()])].assign(run=run))
+        if "nodes" in parts and run in node_runs:
             n = pd.read_csv(rf / "nodes.csv")
-            parts["nodes"].append(n[n["epoch"] == n["epoch"].max()].assign(run=run))
+            tables["nodes"].append(n[n["epoch"] == n["epoch"].max()].assign(run=run))
     written = {}
-    frames = {"": table, **{f"-{k}": pd.concat(v, ignore_index=True) for k, v in parts.items() if v}}
+    frames = {"": table, **{f"-{k}": pd.concat(v, ignore_index=True) for k, v in tables.items() if v}}
     for suffix, frame in frames.items():
         path = dest / f"{name}{suffix}.csv"
         atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))

@@ -1,4 +1,5 @@
-"""Figures of the trade-offs (chapter 5): phase diagrams, Pareto fronts, baseline curves, speed.
+"""Figures of the trade-offs: phase diagrams, Pareto fronts, baseline curves, speed (chapter 5);
+node-removing methods on one budget and claim 4's second stage (chapters 6-8).
 
 Inputs are the tables of :mod:`prunedyn.analysis.tradeoffs`: the per-run table of
 :func:`~prunedyn.analysis.tradeoffs.load_table` and its per-setting aggregate
@@ -33,6 +34,14 @@ METHOD_COLORS = {
     "targeted-dropout-unit": "#e377c2",
     "torch-l1-unstructured": "#bcbd22",
     "swp+l2, then magnitude": "#8b0000",
+    # the BatchNorm-aware comparison (prunedyn.analysis.baselines.METHODS)
+    "swp-l2": "#d62728",
+    "swp-l2-weights": "#ff9896",
+    "swp-l2-bn": "#8b0000",
+    "swp-l1": "#1f77b4",
+    "swp-group-lasso": "#2ca02c",
+    "slimming": "#9467bd",
+    "compact-then-magnitude": "#8b0000",
 }
 
 #: Readable names of the metrics of the phase diagram.
@@ -308,4 +317,57 @@ def plot_speed(table: pd.DataFrame, title: str = "") -> Figure:
     axes[0].set_ylabel("speedup over dense (measured)")
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_method_costs(table: pd.DataFrame, metric: str, labels: Sequence[str], reference: str = "dense",
+                      metric_label: Optional[str] = None, title: str = "") -> Figure:
+    """Share of nodes dead (x) against the paired gap ``reference - method`` of ``metric`` (y),
+    one colour per method: a small dot per seed, a large marker at the mean with one sd bars
+    both ways. Input: a labelled sweep table (see :mod:`prunedyn.analysis.baselines`)."""
+    from prunedyn.analysis.baselines import METHODS, gap_values
+
+    fig = Figure(figsize=(7.2, 4.4), layout="constrained")
+    ax = fig.subplots()
+    ax.axhline(0, color="0.6", lw=0.8)
+    for i, label in enumerate(labels):
+        g = table[table["label"] == label].sort_values("seed")
+        dead = g["dead_node_fraction"].to_numpy(dtype=float)
+        gaps = gap_values(table, metric, label, reference)
+        c = method_color(label, i)
+        ax.scatter(dead, gaps, s=14, color=c, alpha=0.55, lw=0)
+        ax.errorbar(dead.mean(), gaps.mean(), xerr=dead.std(ddof=1), yerr=gaps.std(ddof=1), fmt="o", ms=7,
+                    color=c, capsize=3, label=f"{METHODS.get(label, label)} ({len(gaps)} seeds)")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("nodes dead at the end (share of all hidden nodes)")
+    ax.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)}: dense minus method (paired by seed)")
+    ax.legend(fontsize=7.5, loc="best", frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_staged(staged: pd.DataFrame, metric: str, metric_label: Optional[str] = None, title: str = "") -> Figure:
+    """Claim 4: total weight sparsity (x, against the original architecture) and the gap to the
+    dense network of the same total epochs (y) of the node-pruned source and of the compacted,
+    further weight-pruned network, one line per seed from the first to the second.
+    Input: :func:`prunedyn.analysis.baselines.staged_table`."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.axhline(0, color="0.6", lw=0.8)
+    arms = list(dict.fromkeys(staged["arm"]))
+    for seed, g in staged.groupby("seed"):
+        g = g.set_index("arm").loc[arms]
+        ax.plot(g["total_sparsity"], g["gap"], color="0.7", lw=0.8, zorder=1)
+    names = {arms[0]: "node-pruned (SWP + L2)", **({arms[1]: "compacted, then weight-pruned + fine-tuned"} if len(arms) > 1 else {})}
+    for i, arm in enumerate(arms):
+        g = staged[staged["arm"] == arm]
+        ax.scatter(g["total_sparsity"], g["gap"], s=40, color=method_color(arm, i) if i else "#d62728",
+                   marker="os"[i % 2], label=f"{names.get(arm, arm)} ({g['seed'].nunique()} seeds)", zorder=2)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.set_xlabel("weights removed (share of the original dense network's weights)")
+    ax.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)} gap to dense, same epochs")
+    ax.legend(fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig

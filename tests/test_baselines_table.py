@@ -1,0 +1,68 @@
+"""prunedyn.analysis.baselines: paired gaps per method and the claim-4 staged table."""
+import pandas as pd
+import pytest
+
+from prunedyn.analysis import baselines as B
+
+
+def runs():
+    rows = []
+    for seed, (dense, l2, slim, more, staged) in enumerate([(0.80, 0.75, 0.79, 0.81, 0.78),
+                                                            (0.82, 0.78, 0.83, 0.83, 0.80),
+                                                            (0.78, 0.76, 0.78, 0.80, 0.79)]):
+        common = {"seed": seed, "epochs_completed": 10, "weight_sparsity": 0.0}
+        rows += [
+            {**common, "label": "dense", "test_accuracy": dense, "dead_node_fraction": 0.0, "nodes_alive": 100,
+             "weights": 1000, "nonzero_weights": 1000},
+            {**common, "label": "swp-l2", "test_accuracy": l2, "dead_node_fraction": 0.3 + 0.01 * seed,
+             "weight_sparsity": 0.9, "nodes_alive": 70, "weights": 1000, "nonzero_weights": 100},
+            {**common, "label": "slimming", "test_accuracy": slim, "dead_node_fraction": 0.1, "nodes_alive": 90,
+             "weights": 1000, "nonzero_weights": 1000},
+            {**common, "label": "dense-more", "epochs_completed": 5, "test_accuracy": more, "dead_node_fraction": 0.0,
+             "nodes_alive": 100, "weights": 1000, "nonzero_weights": 1000},
+            {**common, "label": "compact-then-magnitude", "epochs_completed": 5, "test_accuracy": staged,
+             "dead_node_fraction": 0.0, "weight_sparsity": 0.95, "nodes_alive": 70, "weights": 500, "nonzero_weights": 50},
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_method_table_pairs_gaps_by_seed_and_gives_the_verdict():
+    t = B.method_table(runs(), "test_accuracy", labels=["dense", "swp-l2", "slimming"])
+    assert list(t.index) == ["dense", "swp-l2", "slimming"]
+    assert t.loc["swp-l2", "gap_mean"] == pytest.approx((0.05 + 0.04 + 0.02) / 3)
+    assert t.loc["swp-l2", "gap_min"] == pytest.approx(0.02)
+    assert t.loc["swp-l2", "verdict"] == "loses"  # every seed below dense
+    assert t.loc["slimming", "verdict"] == "no clear difference"  # signs differ: +0.01, -0.01, 0
+    assert t.loc["dense", "gap_mean"] == 0 and t.loc["swp-l2", "dead_mean"] == pytest.approx(0.31)
+    assert t.loc["swp-l2", "seeds"] == 3 and t.loc["swp-l2", "method"] == B.METHODS["swp-l2"]
+    with pytest.raises(KeyError, match="'nope'"):
+        B.method_table(runs(), "test_accuracy", labels=["nope"])
+    with pytest.raises(KeyError, match="test_dice"):
+        B.method_table(runs(), "test_dice")
+
+
+def test_staged_table_counts_sparsity_against_the_original_weights_and_pairs_by_total_epochs():
+    st = B.staged_table(runs(), "test_accuracy")
+    assert len(st) == 6 and set(st["arm"]) == {"swp-l2", "compact-then-magnitude"}
+    s0 = st[st["seed"] == 0].set_index("arm")
+    assert s0.loc["swp-l2", "total_sparsity"] == pytest.approx(0.9)
+    assert s0.loc["compact-then-magnitude", "total_sparsity"] == pytest.approx(0.95)  # 50 of the original 1000
+    assert s0.loc["compact-then-magnitude", "epochs"] == 15 and s0.loc["swp-l2", "epochs"] == 10
+    assert s0.loc["swp-l2", "gap"] == pytest.approx(0.05)  # against dense, 10 epochs
+    assert s0.loc["compact-then-magnitude", "gap"] == pytest.approx(0.03)  # against dense-more, 15 epochs
+    summary = B.staged_summary(st, "test_accuracy")
+    assert summary.loc["compact-then-magnitude", "gap_mean"] == pytest.approx((0.03 + 0.03 + 0.01) / 3)
+    assert summary.loc["compact-then-magnitude", "seeds"] == 3
+    with pytest.raises(KeyError, match="nonzero_weights"):
+        B.staged_table(runs().drop(columns="nonzero_weights"), "test_accuracy")
+
+
+def test_figures_draw_one_marker_group_per_method_and_arm():
+    from prunedyn.plots.tradeoffs import plot_method_costs, plot_staged
+
+    fig = plot_method_costs(runs(), "test_accuracy", ["swp-l2", "slimming"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        f"{B.METHODS['swp-l2']} (3 seeds)", f"{B.METHODS['slimming']} (3 seeds)"]
+    fig = plot_staged(B.staged_table(runs(), "test_accuracy"), "test_accuracy")
+    assert len(fig.axes[0].get_legend().get_texts()) == 2 and len(fig.axes[0].lines) == 1 + 3  # zero line + a line per seed
