@@ -26,6 +26,14 @@ def runs():
     return pd.DataFrame(rows)
 
 
+def test_labels_with_a_lambda_belong_to_their_method():
+    assert B.method_of("slimming@0.0057") == "slimming" and B.method_of("swp-l2") == "swp-l2"
+    assert B.describe("slimming@0.0057") == B.METHODS["slimming"] + ", lambda 0.0057"
+    t = runs()
+    t = pd.concat([t, t[t["label"] == "slimming"].assign(label="slimming@0.1")], ignore_index=True)
+    assert list(B.method_table(t, "test_accuracy").index) == ["dense", "swp-l2", "slimming", "slimming@0.1"]
+
+
 def test_method_table_pairs_gaps_by_seed_and_gives_the_verdict():
     t = B.method_table(runs(), "test_accuracy", labels=["dense", "swp-l2", "slimming"])
     assert list(t.index) == ["dense", "swp-l2", "slimming"]
@@ -60,9 +68,13 @@ def test_staged_table_counts_sparsity_against_the_original_weights_and_pairs_by_
 def test_figures_draw_one_marker_group_per_method_and_arm():
     from prunedyn.plots.tradeoffs import plot_method_costs, plot_staged
 
-    fig = plot_method_costs(runs(), "test_accuracy", ["swp-l2", "slimming"])
+    t = runs()
+    t = pd.concat([t, t[t["label"] == "slimming"].assign(label="slimming@0.1", dead_node_fraction=0.5)], ignore_index=True)
+    fig = plot_method_costs(t, "test_accuracy", ["swp-l2", "slimming", "slimming@0.1"])
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         f"{B.METHODS['swp-l2']} (3 seeds)", f"{B.METHODS['slimming']} (3 seeds)"]
+    slim_curve = [line for line in ax.lines if line.get_label().startswith(B.METHODS["slimming"])][0]
+    assert list(slim_curve.get_xdata()) == pytest.approx([0.1, 0.5])  # one method at two lambdas: one curve
     fig = plot_staged(B.staged_table(runs(), "test_accuracy"), "test_accuracy")
     assert len(fig.axes[0].get_legend().get_texts()) == 2 and len(fig.axes[0].lines) == 1 + 3  # zero line + a line per seed

@@ -6,6 +6,9 @@ with ``label``, ``seed``, ``dead_node_fraction``, ``weight_sparsity``, the task
 metrics and, for the staged rows, ``weights`` / ``nonzero_weights`` (the
 prunable weights of the run's last checkpoint).
 
+A label ``method@lambda`` is ``method`` at another strength (a point of its
+trade-off curve); :func:`method_of` strips the lambda.
+
 Every cost is a **paired** gap: for seed ``s``,
 ``gap_s = metric(reference, s) - metric(method, s)`` (positive: the method
 loses), read with :mod:`prunedyn.analysis.seeds` (mean ± sd over the seeds and
@@ -39,6 +42,17 @@ METHODS: Dict[str, str] = {
 }
 
 
+def method_of(label: str) -> str:
+    """The method of a label: ``"slimming@0.0057"`` (a method at another lambda) -> ``"slimming"``."""
+    return str(label).split("@", 1)[0]
+
+
+def describe(label: str) -> str:
+    """A label's readable name: the method's (:data:`METHODS`), with its lambda when the label gives one."""
+    base, _, lam = str(label).partition("@")
+    return METHODS.get(base, base) + (f", lambda {lam}" if lam else "")
+
+
 def _check(table: pd.DataFrame, labels: Sequence[str], metric: str) -> None:
     missing = [c for c in ("label", "seed", metric) if c not in table.columns]
     if missing:
@@ -54,7 +68,8 @@ def method_table(table: pd.DataFrame, metric: str, labels: Optional[Sequence[str
     (mean and sd over seeds), and the gap ``reference - method`` paired by seed (mean, sd, min,
     max) with its verdict: ``"loses"`` when every seed loses, ``"gains"`` when every seed gains,
     else ``"no clear difference"``."""
-    labels = list(labels) if labels is not None else [x for x in METHODS if table["label"].eq(x).any()]
+    if labels is None:  # every method of METHODS the table has, each at all its lambdas
+        labels = [x for m in METHODS for x in dict.fromkeys(table["label"]) if method_of(x) == m]
     _check(table, [*labels, reference], metric)
     rows = []
     for label in labels:
@@ -62,7 +77,7 @@ def method_table(table: pd.DataFrame, metric: str, labels: Optional[Sequence[str
         d = paired(table, metric, reference, label, by="label")
         verdict = {"higher": "loses", "lower": "gains"}.get(d.verdict(), "no clear difference")
         rows.append({
-            "label": label, "method": METHODS.get(label, label), "seeds": int(g["seed"].nunique()),
+            "label": label, "method": describe(label), "seeds": int(g["seed"].nunique()),
             "dead_mean": g["dead_node_fraction"].mean(), "dead_sd": g["dead_node_fraction"].std(ddof=1),
             "sparsity_mean": g["weight_sparsity"].mean(),
             "metric_mean": g[metric].mean(), "metric_sd": g[metric].std(ddof=1),

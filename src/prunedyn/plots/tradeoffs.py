@@ -322,25 +322,37 @@ def plot_speed(table: pd.DataFrame, title: str = "") -> Figure:
 
 def plot_method_costs(table: pd.DataFrame, metric: str, labels: Sequence[str], reference: str = "dense",
                       metric_label: Optional[str] = None, title: str = "") -> Figure:
-    """Share of nodes dead (x) against the paired gap ``reference - method`` of ``metric`` (y),
-    one colour per method: a small dot per seed, a large marker at the mean with one sd bars
-    both ways. Input: a labelled sweep table (see :mod:`prunedyn.analysis.baselines`)."""
-    from prunedyn.analysis.baselines import METHODS, gap_values
+    """Share of nodes dead (x) against the paired gap ``reference - label`` of ``metric`` (y): a
+    small dot per seed, a large marker at the mean with one sd bars both ways, one colour per
+    method; the labels of one method at several lambdas (``method@lambda``) are joined in order
+    of their dead share (the method's trade-off curve), each mean marked with its lambda when
+    the table has ``regularizer.lam``. Input: a labelled sweep table (:mod:`prunedyn.analysis.baselines`)."""
+    from prunedyn.analysis.baselines import METHODS, gap_values, method_of
 
-    fig = Figure(figsize=(7.2, 4.4), layout="constrained")
+    fig = Figure(figsize=(7.6, 4.8), layout="constrained")
     ax = fig.subplots()
     ax.axhline(0, color="0.6", lw=0.8)
-    for i, label in enumerate(labels):
-        g = table[table["label"] == label].sort_values("seed")
-        dead = g["dead_node_fraction"].to_numpy(dtype=float)
-        gaps = gap_values(table, metric, label, reference)
-        c = method_color(label, i)
-        ax.scatter(dead, gaps, s=14, color=c, alpha=0.55, lw=0)
-        ax.errorbar(dead.mean(), gaps.mean(), xerr=dead.std(ddof=1), yerr=gaps.std(ddof=1), fmt="o", ms=7,
-                    color=c, capsize=3, label=f"{METHODS.get(label, label)} ({len(gaps)} seeds)")
+    methods = list(dict.fromkeys(method_of(x) for x in labels))
+    for i, method in enumerate(methods):
+        c = method_color(method, i)
+        means = []
+        for label in [x for x in labels if method_of(x) == method]:
+            g = table[table["label"] == label].sort_values("seed")
+            dead = g["dead_node_fraction"].to_numpy(dtype=float)
+            gaps = gap_values(table, metric, label, reference)
+            ax.scatter(dead, gaps, s=12, color=c, alpha=0.5, lw=0)
+            ax.errorbar(dead.mean(), gaps.mean(), xerr=dead.std(ddof=1), yerr=gaps.std(ddof=1), fmt="o", ms=6,
+                        color=c, capsize=2.5, lw=1)
+            means.append((dead.mean(), gaps.mean()))
+            if "regularizer.lam" in g.columns and method != reference:
+                ax.annotate(f"{g['regularizer.lam'].iloc[0]:g}", (dead.mean(), gaps.mean()), xytext=(4, 4),
+                            textcoords="offset points", fontsize=7, color=c)
+        means.sort()
+        ax.plot([m[0] for m in means], [m[1] for m in means], color=c, lw=1.2,
+                label=f"{METHODS.get(method, method)} ({table.loc[table['label'].isin(labels), 'seed'].nunique()} seeds)")
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("nodes dead at the end (share of all hidden nodes)")
-    ax.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)}: dense minus method (paired by seed)")
+    ax.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)}: dense minus method")
     ax.legend(fontsize=7.5, loc="best", frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
