@@ -11,8 +11,13 @@ that it gets the same cached runs.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from pathlib import Path
+from typing import Dict, Optional, Sequence
 
+import numpy as np
+import pandas as pd
+
+from prunedyn.analysis import baselines as B
 from prunedyn.run import study
 
 #: Overrides on top of the quick profile (none in the full profile).
@@ -72,3 +77,93 @@ def sci(v: float, digits: int = 1) -> str:
     """``6.5\\cdot10^{-3}`` for glue into math-free prose: ``6.5e-3``."""
     m, e = f"{v:.{digits}e}".split("e")
     return f"{m}e{int(e)}"
+
+
+# ---------------------------------------------------------------- the recorded CPU-scale comparison
+# Chapters 6-8 read the BatchNorm-aware comparison, claim 4's second stage and the schedule study
+# from recorded sweeps (results/README.md): too many runs for a book build, the same configs as the
+# chapters' own live runs (whose folders the sweeps share).
+RESULTS = Path(__file__).resolve().parent / "results"
+RECORDS = {"vgg16-cifar10": "cpu-baselines-vgg16", "unet-dsb2018": "cpu-baselines-unet", "cxr-cnn": "cpu-baselines-cxr"}
+SCHEDULES = {"vgg16-cifar10": "cpu-schedule-vgg16", "unet-dsb2018": "cpu-schedule-unet", "cxr-cnn": "cpu-schedule-cxr"}
+METRIC = {"vgg16-cifar10": "test_accuracy", "unet-dsb2018": "test_dice", "cxr-cnn": "test_auc"}
+METRIC_WORD = {"test_accuracy": "accuracy", "test_dice": "Dice", "test_auc": "AUC"}
+#: Each method at the strength the chapters' comparison uses (the other strengths are labelled method@lambda).
+MAIN = ("dense", "swp-l2", "swp-l1", "swp-group-lasso", "slimming")
+#: The same SWP + L2 with the decay on every parameter / the conv and linear weights / the BatchNorm scales.
+SCOPES = ("swp-l2", "swp-l2-weights", "swp-l2-bn")
+STAGE_LABELS = ("compact-then-magnitude", "dense-more")
+
+
+def recorded(preset: str, kind: str = "baselines") -> pd.DataFrame:
+    """The recorded sweep table of ``preset`` (``kind``: ``baselines`` or ``schedule``), with
+    ``node_fraction``: the share of the conv filters removed for VGG-16 (what the paper counts;
+    its classifier's hidden units are left out), the share of all nodes otherwise."""
+    from prunedyn.analysis import conv_report as R
+
+    name = (RECORDS if kind == "baselines" else SCHEDULES)[preset]
+    table = pd.read_csv(RESULTS / f"{name}.csv")
+    if preset == "vgg16-cifar10":
+        counts = R.filter_counts(pd.read_csv(RESULTS / f"{name}-layers.csv")).set_index("run")
+        table["node_fraction"] = table["run"].map(counts["filters_removed"])
+    else:
+        table["node_fraction"] = table["dead_node_fraction"]
+    return table
+
+
+def provenance(preset: str, kind: str = "baselines") -> dict:
+    import json
+
+    name = (RECORDS if kind == "baselines" else SCHEDULES)[preset]
+    return json.loads((RESULTS / "provenance.json").read_text())[name]
+
+
+def fmt_metric(metric: str, v: float, sd: Optional[float] = None) -> str:
+    """Accuracy in % (gaps in points), Dice and AUC with three decimals."""
+    if metric == "test_accuracy":
+        s = f"{100 * v:.2f}"
+        return s + (f" ± {100 * sd:.2f}" if sd is not None and np.isfinite(sd) else "")
+    s = f"{v:.3f}"
+    return s + (f" ± {sd:.3f}" if sd is not None and np.isfinite(sd) else "")
+
+
+def gap_unit(metric: str) -> str:
+    return " points" if metric == "test_accuracy" else ""
+
+
+def method_frame(mt: pd.DataFrame, metric: str, table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`prunedyn.analysis.baselines.method_table` as the chapters print it."""
+    lam = table.groupby("label")["regularizer.lam"].first()
+    unit = "%" if metric == "test_accuracy" else ""
+    return pd.DataFrame({
+        "method": [B.describe(x).split(", lambda")[0] for x in mt.index],
+        "lambda": [f"{lam[x]:g}" for x in mt.index],
+        "seeds": mt["seeds"].astype(int),
+        "nodes dead": [f"{100 * a:.1f} ± {100 * b:.1f}%" for a, b in zip(mt["dead_mean"], mt["dead_sd"])],
+        "weights zero": [f"{100 * a:.1f}%" for a in mt["sparsity_mean"]],
+        f"{METRIC_WORD[metric]}{' (%)' if unit else ''}": [fmt_metric(metric, a, b) for a, b in zip(mt["metric_mean"], mt["metric_sd"])],
+        f"gap to dense{' (points)' if unit else ''}": [fmt_metric(metric, a, b) if x != "dense" else "" for x, a, b in zip(mt.index, mt["gap_mean"], mt["gap_sd"])],
+        "every seed": list(mt["verdict"]),
+    }, index=mt.index)
+
+
+def method_texts(mt: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]:
+    """Glue texts per label (``-``/``@`` replaced): ``<prefix>_<label>_dead`` / ``_gap`` / ``_metric`` / ``_verdict``."""
+    out = {}
+    for label, r in mt.iterrows():
+        k = f"{prefix}_{label.replace('-', '_').replace('@', '_at_').replace('.', 'p')}"
+        out[f"{k}_dead"] = f"{100 * r['dead_mean']:.1f} ± {100 * r['dead_sd']:.1f}%"
+        out[f"{k}_gap"] = fmt_metric(metric, r["gap_mean"], r["gap_sd"]) + gap_unit(metric)
+        out[f"{k}_metric"] = fmt_metric(metric, r["metric_mean"], r["metric_sd"]) + ("%" if metric == "test_accuracy" else "")
+        out[f"{k}_verdict"] = r["verdict"]
+    return out
+
+
+def markdown(df: pd.DataFrame, index: bool = False) -> str:
+    """A DataFrame as a Markdown table (the book renders it; no extra dependency)."""
+    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for i, row in df.iterrows():
+        cells = ([str(i)] if index else []) + [str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -301,6 +301,68 @@ def recorded_vgg_row(rec: pd.DataFrame) -> Row:
     )
 
 
+def recorded_conv_best_row(preset: str, table: pd.DataFrame, scale: str, nodes: str = "dead_node_fraction") -> Row:
+    """Claim 3 for a conv net from its recorded CPU-scale comparison (chapters 6-8): of every
+    method and strength (``label``), the one with the smallest mean paired gap among those whose
+    mean dead share reaches the paper's; if none does, the one removing the most. Chosen on the
+    test metric among many settings: an optimistic pick, which the row says."""
+    from prunedyn.analysis import baselines as B
+
+    metric = PRESET_METRIC[preset]
+    target, tol = PAPER_FRACTION[preset], TOLERANCE[metric]
+    labels = [x for x in dict.fromkeys(table["label"]) if x not in ("dense", "dense-more", "compact-then-magnitude")]
+    mt = B.method_table(table, metric, labels=["dense", *labels], nodes=nodes)
+    cand = mt.drop(index="dense")
+    reach = cand[cand["dead_mean"] >= target]
+    best = reach.sort_values("gap_mean", kind="mergesort").index[0] if len(reach) else cand.sort_values(
+        "dead_mean", ascending=False, kind="mergesort").index[0]
+    shares = table[table["label"] == best].sort_values("seed")[nodes].to_numpy(dtype=float)
+    gap = S.paired(table, metric, "dense", best, by="label")
+    dense_vals = table[table["label"] == "dense"][metric].to_numpy(dtype=float)
+    sc = SCALE[metric]
+    return Row(
+        key=f"{preset.split('-')[0]}_cpu_best",
+        claim=(f"3. {MODEL_WORD[preset]}: {pct(target, '.0f')} of the {NODE_WORD[preset]} removed with little loss "
+               f"(recorded CPU-scale comparison, best of {len(cand)} method settings)"),
+        result=(f"{B.describe(best)} (lambda {table.loc[table['label'] == best, 'regularizer.lam'].iloc[0]:g}): "
+                f"{NODE_WORD[preset]} dead {pct_spread(shares)}; {METRIC_LABEL[metric].split(' ')[0]} gap to dense "
+                f"{gap_text(gap.values, metric)} (dense {S.mean_std_text(dense_vals, sc[1], sc[0])}{'%' if metric == 'test_accuracy' else ''})"),
+        scale=scale,
+        seeds=seeds_text(gap.seeds),
+        first=bool(shares.mean() >= target), second=bool(gap.mean <= tol),
+        conditions=f"(a) mean dead share >= {pct(target, '.0f')}; (b) mean paired {METRIC_LABEL[metric].split(' ')[0]} gap <= {tol_text(metric)}",
+        values={"nodes": shares, "gap": gap, "target": target, "tol": tol, "metric": metric, "n_seeds": len(shares),
+                "dense": dense_vals, "best": best, "methods": mt},
+    )
+
+
+def conv_claim4_row(preset: str, staged: pd.DataFrame, scale: str, target: float = 0.5) -> Row:
+    """Claim 4 for a conv net: ``staged`` is :func:`prunedyn.analysis.baselines.staged_table` of its
+    recorded comparison (the SWP + L2 network, then compacted, weight-pruned further and fine-tuned)."""
+    metric = PRESET_METRIC[preset]
+    src = staged[staged["arm"] == "swp-l2"].sort_values("seed")
+    st = staged[staged["arm"] != "swp-l2"].sort_values("seed")
+    gaps = st["gap"].to_numpy(dtype=float)
+    return Row(
+        key=f"claim4_{preset.split('-')[0]}",
+        claim=f"4. {MODEL_WORD[preset]}: the node-pruned network weight-pruned further, {METRIC_LABEL[metric].split(' ')[0]} only slightly below the dense one",
+        result=(f"source (SWP + L2) {NODE_WORD[preset]} dead {pct_spread(src['dead_node_fraction'].tolist())}, total weight sparsity "
+                f"{pct_spread(src['total_sparsity'].tolist())}, gap {gap_text(src['gap'].tolist(), metric)}; "
+                f"compacted, global magnitude pruning of about half its nonzero weights and {int(st['epochs'].iloc[0] - src['epochs'].iloc[0])} epochs "
+                f"of fine-tuning: total sparsity {pct_spread(st['total_sparsity'].tolist())}, gap to the dense network of the same "
+                f"{int(st['epochs'].iloc[0])} epochs {gap_text(gaps, metric)}"),
+        scale=scale,
+        seeds=seeds_text(st["seed"].unique()),
+        first=bool(src["dead_node_fraction"].mean() >= PAPER_FRACTION[preset]),
+        second=bool(gaps.mean() <= TOLERANCE[metric]),
+        conditions=(f"(a) the source network's mean dead share >= {pct(PAPER_FRACTION[preset], '.0f')}; (b) mean gap after "
+                    f"further pruning, against the dense network of the same total epochs, <= {tol_text(metric)}"),
+        values={"gaps": gaps, "n_seeds": len(gaps), "sparsity": st["total_sparsity"].to_numpy(dtype=float),
+                "source_gaps": src["gap"].to_numpy(dtype=float), "source_dead": src["dead_node_fraction"].to_numpy(dtype=float),
+                "metric": metric},
+    )
+
+
 # --------------------------------------------------------------------------
 # claim 4: node-pruned networks weight-pruned further
 # --------------------------------------------------------------------------

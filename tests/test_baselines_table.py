@@ -78,3 +78,20 @@ def test_figures_draw_one_marker_group_per_method_and_arm():
     assert list(slim_curve.get_xdata()) == pytest.approx([0.1, 0.5])  # one method at two lambdas: one curve
     fig = plot_staged(B.staged_table(runs(), "test_accuracy"), "test_accuracy")
     assert len(fig.axes[0].get_legend().get_texts()) == 2 and len(fig.axes[0].lines) == 1 + 3  # zero line + a line per seed
+
+
+def test_schedule_table_pairs_the_gap_at_each_budget():
+    from prunedyn.plots.tradeoffs import plot_schedule
+
+    rows = []
+    for epochs, (dense, l2, dead) in {10: ((0.80, 0.82, 0.78), (0.70, 0.75, 0.72), 0.3), 20: ((0.85, 0.86, 0.84), (0.84, 0.86, 0.85), 0.5)}.items():
+        for seed in range(3):
+            rows.append({"label": "dense", "seed": seed, "epochs": epochs, "test_accuracy": dense[seed], "dead_node_fraction": 0.0})
+            rows.append({"label": "swp-l2", "seed": seed, "epochs": epochs, "test_accuracy": l2[seed], "dead_node_fraction": dead})
+    st = B.schedule_table(pd.DataFrame(rows), "test_accuracy")
+    assert list(st.index) == [10, 20] and (st["seeds"] == 3).all()
+    assert st.loc[10, "gap_mean"] == pytest.approx((0.10 + 0.07 + 0.06) / 3)
+    assert st.loc[20, "gap_min"] == pytest.approx(-0.01) and st.loc[20, "dead_mean"] == pytest.approx(0.5)
+    assert len(plot_schedule(st, "test_accuracy").axes) == 2
+    with pytest.raises(KeyError, match="epochs"):
+        B.schedule_table(pd.DataFrame(rows).drop(columns="epochs"), "test_accuracy")

@@ -63,8 +63,9 @@ def _check(table: pd.DataFrame, labels: Sequence[str], metric: str) -> None:
 
 
 def method_table(table: pd.DataFrame, metric: str, labels: Optional[Sequence[str]] = None,
-                 reference: str = "dense") -> pd.DataFrame:
-    """One row per method (index: label): seeds, dead share, weight sparsity and ``metric``
+                 reference: str = "dense", nodes: str = "dead_node_fraction") -> pd.DataFrame:
+    """One row per method (index: label): seeds, dead share (column ``nodes``: e.g. the share of a
+    VGG's conv filters instead of all its nodes), weight sparsity and ``metric``
     (mean and sd over seeds), and the gap ``reference - method`` paired by seed (mean, sd, min,
     max) with its verdict: ``"loses"`` when every seed loses, ``"gains"`` when every seed gains,
     else ``"no clear difference"``."""
@@ -78,7 +79,7 @@ def method_table(table: pd.DataFrame, metric: str, labels: Optional[Sequence[str
         verdict = {"higher": "loses", "lower": "gains"}.get(d.verdict(), "no clear difference")
         rows.append({
             "label": label, "method": describe(label), "seeds": int(g["seed"].nunique()),
-            "dead_mean": g["dead_node_fraction"].mean(), "dead_sd": g["dead_node_fraction"].std(ddof=1),
+            "dead_mean": g[nodes].mean(), "dead_sd": g[nodes].std(ddof=1),
             "sparsity_mean": g["weight_sparsity"].mean(),
             "metric_mean": g[metric].mean(), "metric_sd": g[metric].std(ddof=1),
             "gap_mean": d.mean, "gap_sd": d.std, "gap_min": d.min, "gap_max": d.max,
@@ -91,7 +92,8 @@ def staged_table(table: pd.DataFrame, metric: str, source: str = "swp-l2", stage
                  control: str = "dense-more", reference: str = "dense") -> pd.DataFrame:
     """Claim 4, one row per seed and arm: ``arm`` (``source``: the node-pruned network;
     ``staged``: it compacted, weight-pruned further and fine-tuned), ``epochs`` (in all),
-    ``nodes_alive``, ``total_sparsity`` (against the original architecture's weights, taken from
+    ``nodes_alive``, ``dead_node_fraction`` (of the arm's own network: the staged arm's nodes are
+    the source's alive ones), ``total_sparsity`` (against the original architecture's weights, taken from
     the ``reference`` run of the seed), ``metric`` and ``gap``: the dense network's metric at
     the same total epochs minus the arm's (``reference`` for the source, ``control`` -- the dense
     network trained as long as the second stage -- for the staged arm)."""
@@ -109,6 +111,7 @@ def staged_table(table: pd.DataFrame, metric: str, source: str = "swp-l2", stage
             epochs = int(r["epochs_completed"]) + (int(by[(source, s)]["epochs_completed"]) if arm == staged else 0)
             rows.append({
                 "seed": s, "arm": arm, "epochs": epochs, "nodes_alive": int(r["nodes_alive"]),
+                "dead_node_fraction": float(r["dead_node_fraction"]),
                 "total_sparsity": total_weight_sparsity(int(r["nonzero_weights"]), dense_weights),
                 metric: float(r[metric]), "gap": float(by[(ref, s)][metric]) - float(r[metric]),
             })
@@ -128,3 +131,26 @@ def staged_summary(staged: pd.DataFrame, metric: str) -> pd.DataFrame:
 def gap_values(table: pd.DataFrame, metric: str, label: str, reference: str = "dense") -> np.ndarray:
     """The per-seed gaps ``reference - label`` of ``metric``, in seed order."""
     return np.asarray(paired(table, metric, reference, label, by="label").values, dtype=float)
+
+
+def schedule_table(table: pd.DataFrame, metric: str, pruned: str = "swp-l2", reference: str = "dense",
+                   nodes: str = "dead_node_fraction") -> pd.DataFrame:
+    """The training budget as the variable: per number of epochs (index), the ``pruned`` runs'
+    dead share and ``metric`` and the ``reference`` runs' ``metric`` (mean and sd over seeds),
+    and the gap ``reference - pruned`` paired by seed at the same epochs (mean, sd, min, max).
+    Input: a labelled sweep table with an ``epochs`` column (a grid over ``epochs``)."""
+    _check(table, [pruned, reference], metric)
+    if "epochs" not in table.columns:
+        raise KeyError("the table has no column 'epochs': a schedule sweep varies epochs")
+    rows = []
+    for epochs, g in table.groupby("epochs"):
+        p, r = g[g["label"] == pruned], g[g["label"] == reference]
+        d = paired(g, metric, reference, pruned, by="label")
+        rows.append({
+            "epochs": int(epochs), "seeds": len(d.values),
+            "dead_mean": p[nodes].mean(), "dead_sd": p[nodes].std(ddof=1),
+            "metric_mean": p[metric].mean(), "metric_sd": p[metric].std(ddof=1),
+            "reference_mean": r[metric].mean(), "reference_sd": r[metric].std(ddof=1),
+            "gap_mean": d.mean, "gap_sd": d.std, "gap_min": d.min, "gap_max": d.max,
+        })
+    return pd.DataFrame(rows).set_index("epochs")

@@ -321,7 +321,8 @@ def plot_speed(table: pd.DataFrame, title: str = "") -> Figure:
 
 
 def plot_method_costs(table: pd.DataFrame, metric: str, labels: Sequence[str], reference: str = "dense",
-                      metric_label: Optional[str] = None, title: str = "") -> Figure:
+                      metric_label: Optional[str] = None, title: str = "", nodes: str = "dead_node_fraction",
+                      nodes_label: str = "nodes dead at the end (share of all hidden nodes)") -> Figure:
     """Share of nodes dead (x) against the paired gap ``reference - label`` of ``metric`` (y): a
     small dot per seed, a large marker at the mean with one sd bars both ways, one colour per
     method; the labels of one method at several lambdas (``method@lambda``) are joined in order
@@ -338,7 +339,7 @@ def plot_method_costs(table: pd.DataFrame, metric: str, labels: Sequence[str], r
         means = []
         for label in [x for x in labels if method_of(x) == method]:
             g = table[table["label"] == label].sort_values("seed")
-            dead = g["dead_node_fraction"].to_numpy(dtype=float)
+            dead = g[nodes].to_numpy(dtype=float)
             gaps = gap_values(table, metric, label, reference)
             ax.scatter(dead, gaps, s=12, color=c, alpha=0.5, lw=0)
             ax.errorbar(dead.mean(), gaps.mean(), xerr=dead.std(ddof=1), yerr=gaps.std(ddof=1), fmt="o", ms=6,
@@ -351,7 +352,7 @@ def plot_method_costs(table: pd.DataFrame, metric: str, labels: Sequence[str], r
         ax.plot([m[0] for m in means], [m[1] for m in means], color=c, lw=1.2,
                 label=f"{METHODS.get(method, method)} ({table.loc[table['label'].isin(labels), 'seed'].nunique()} seeds)")
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_xlabel("nodes dead at the end (share of all hidden nodes)")
+    ax.set_xlabel(nodes_label)
     ax.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)}: dense minus method")
     ax.legend(fontsize=7.5, loc="best", frameon=False)
     if title:
@@ -382,4 +383,28 @@ def plot_staged(staged: pd.DataFrame, metric: str, metric_label: Optional[str] =
     ax.legend(fontsize=8, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_schedule(schedule: pd.DataFrame, metric: str, metric_label: Optional[str] = None, title: str = "") -> Figure:
+    """Two panels against the number of epochs (log axis): the dead share of the pruned runs, and
+    the paired gap to the dense runs of the same epochs; mean with one sd bars over seeds.
+    Input: :func:`prunedyn.analysis.baselines.schedule_table`."""
+    fig = Figure(figsize=(8.0, 3.4), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    e = schedule.index.to_numpy()
+    a.errorbar(e, schedule["dead_mean"], yerr=schedule["dead_sd"], fmt="o-", color=method_color("swp-l2"), capsize=3)
+    a.yaxis.set_major_formatter(PercentFormatter(1.0))
+    a.set_ylabel("nodes dead at the end")
+    b.axhline(0, color="0.6", lw=0.8)
+    b.errorbar(e, schedule["gap_mean"], yerr=schedule["gap_sd"], fmt="o-", color=method_color("swp-l2"), capsize=3)
+    b.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)}: dense minus SWP + L2")
+    for ax in (a, b):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(e))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(int(x)) for x in e])
+        ax.set_xlabel("epochs (the whole budget; cosine schedule over it)")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
