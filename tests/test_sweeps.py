@@ -152,3 +152,9 @@ def test_second_stage_points_start_from_their_sources_run_of_the_same_seed(tmp_p
     # restarted, nothing is redone and the table is the same
     again = run_sweep(load_spec(tmp_path / "spec.yaml"), tmp_path / "out", workers=2, progress=False)
     pd.testing.assert_frame_equal(again, table)
+    # the loader that reads a sweep still running rebuilds the same rows from the run folders
+    from prunedyn.analysis.tradeoffs import load_table
+
+    (tmp_path / "out" / "summary.csv").unlink()
+    rebuilt = load_table(tmp_path / "out", derived=False)
+    assert list(rebuilt["run"]) == list(table["run"]) and list(rebuilt["init.run"].fillna("")) == list(table["init.run"].fillna(""))

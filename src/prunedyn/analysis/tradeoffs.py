@@ -76,10 +76,6 @@ METRICS = (
 NON_KEYS = ("seed", "run")
 
 
-def _format(value) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
-
-
 def key_columns(table: pd.DataFrame) -> List[str]:
     """The config-key columns of a table (``section.key``) plus ``label`` if present."""
     keys = [c for c in table.columns if "." in c]
@@ -114,7 +110,7 @@ def _sweep_rows(folder: Path) -> Optional[pd.DataFrame]:
     ``summary.csv`` will have them.
     """
     from prunedyn.run.config import load_config
-    from prunedyn.run.sweeps import LABEL
+    from prunedyn.run.sweeps import LABEL, format_value, in_run_order, reference_label
 
     spec_file = folder / "sweep.yaml"
     if not spec_file.exists():
@@ -126,22 +122,30 @@ def _sweep_rows(folder: Path) -> Optional[pd.DataFrame]:
         if cfg_file.exists():
             finished[done.parent.name] = _flatten(yaml.safe_load(cfg_file.read_text()))
     rows = []
-    for variant in spec.get("variants") or [{}]:
-        for seed in spec.get("seeds") or [0]:
-            point = {**variant, "seed": seed}
-            overrides = [*(spec.get("set") or []), *(f"{k}={_format(v)}" for k, v in point.items() if k != LABEL)]
-            want = _flatten(load_config(spec["base"], overrides).to_dict())
-            match = [
-                name for name, have in finished.items()
-                if all(_same(want[k], have[k]) for k in set(want) & set(have))
-            ]
-            if not match:
-                continue
-            run = match[0]
-            s = json.loads((folder / run / "summary.json").read_text())
-            row = {**{k: _format(v) if isinstance(v, (list, dict)) else v for k, v in point.items()}, "run": run}
-            row.update({k: v for k, v in s.items() if not isinstance(v, (dict, list))})
-            rows.append(row)
+    points = [{**variant, "seed": seed} for variant in spec.get("variants") or [{}] for seed in spec.get("seeds") or [0]]
+    points = in_run_order(points)  # as run_sweep runs and tables them: a "@label" point after its source
+    runs_of: Dict[tuple, str] = {}
+    for point in points:
+        ref = reference_label(point)
+        if ref is not None:
+            if (ref, point["seed"]) not in runs_of:
+                continue  # its source has not finished: neither has it
+            point = {**point, "init.run": str(folder.resolve() / runs_of[(ref, point["seed"])])}
+        overrides = [*(spec.get("set") or []), *(f"{k}={format_value(v)}" for k, v in point.items() if k != LABEL)]
+        want = _flatten(load_config(spec["base"], overrides).to_dict())
+        match = [
+            name for name, have in finished.items()
+            if all(_same(want[k], have[k]) for k in set(want) & set(have))
+        ]
+        if not match:
+            continue
+        run = match[0]
+        runs_of.setdefault((point.get(LABEL), point["seed"]), run)
+        s = json.loads((folder / run / "summary.json").read_text())
+        shown = point if ref is None else {**point, "init.run": f"@{ref}"}
+        row = {**{k: format_value(v) if isinstance(v, (list, dict)) else v for k, v in shown.items()}, "run": run}
+        row.update({k: v for k, v in s.items() if not isinstance(v, (dict, list))})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

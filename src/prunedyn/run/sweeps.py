@@ -65,7 +65,7 @@ class SweepSpec:
         return [{**v, "seed": s} for v in self.variants for s in self.seeds]
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, (list, dict, bool)) or value is None:
         return json.dumps(value)
     if isinstance(value, str):
@@ -135,9 +135,9 @@ def load_spec(path: Path | str) -> SweepSpec:
     if not isinstance(common, list):
         raise ConfigError("sweep set: expected a list of key=value strings")
     spec = SweepSpec(str(data.get("name", path.stem)), base, [str(s) for s in common], variants, seeds, workers)
-    labels = {v.get(LABEL) for v in variants if _reference(v) is None}
+    labels = {v.get(LABEL) for v in variants if reference_label(v) is None}
     for point in spec.points():
-        ref = _reference(point)
+        ref = reference_label(point)
         if ref is not None and ref not in labels:
             raise ConfigError(f"sweep init.run: {'@' + ref!r} names no label of a point without a reference; "
                               f"allowed: {', '.join('@' + str(x) for x in sorted(labels, key=str) if x is not None) or 'none'}")
@@ -145,7 +145,12 @@ def load_spec(path: Path | str) -> SweepSpec:
     return spec
 
 
-def _reference(point: Dict[str, Any]) -> Optional[str]:
+def in_run_order(points: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The points without a reference first (in spec order), then those starting from another's run."""
+    return [p for p in points if reference_label(p) is None] + [p for p in points if reference_label(p) is not None]
+
+
+def reference_label(point: Dict[str, Any]) -> Optional[str]:
     """The label a point's ``init.run: "@label"`` refers to, or None."""
     v = point.get("init.run")
     return v[1:] if isinstance(v, str) and v.startswith("@") else None
@@ -155,7 +160,7 @@ LABEL = "label"  # a point's free-text label: a column of the table, not a confi
 
 
 def overrides_of(spec: SweepSpec, point: Dict[str, Any]) -> List[str]:
-    return [*spec.common, *(f"{k}={_format(v)}" for k, v in point.items() if k != LABEL)]
+    return [*spec.common, *(f"{k}={format_value(v)}" for k, v in point.items() if k != LABEL)]
 
 
 def _run_one(base: str, overrides: List[str], folder: str) -> dict:
@@ -189,10 +194,10 @@ def run_sweep(
     jobs = []
     waves: List[List[Job]] = [[], []]  # the points without a reference first, then those with one
     points = spec.points()
-    order = [p for p in points if _reference(p) is None] + [p for p in points if _reference(p) is not None]
+    order = in_run_order(points)
     folders: Dict[tuple, Path] = {}
     for point in order:
-        ref = _reference(point)
+        ref = reference_label(point)
         resolved = point if ref is None else {**point, "init.run": str(folders[(ref, point["seed"])])}
         overrides = overrides_of(spec, resolved)
         cfg = load_config(spec.base, overrides)
@@ -222,7 +227,7 @@ def run_sweep(
     rows = []
     for i, (point, overrides, folder) in enumerate(jobs):
         s = results[i]
-        row = {**{k: _format(v) if isinstance(v, (list, dict)) else v for k, v in point.items()}, "run": folder.name}
+        row = {**{k: format_value(v) if isinstance(v, (list, dict)) else v for k, v in point.items()}, "run": folder.name}
         # sorted as in summary.json: the same columns whether a run was read back or just returned
         row.update({k: s[k] for k in sorted(s) if not isinstance(s[k], (dict, list))})
         rows.append(row)
