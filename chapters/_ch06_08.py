@@ -167,3 +167,85 @@ def markdown(df: pd.DataFrame, index: bool = False) -> str:
         cells = ([str(i)] if index else []) + [str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _pm(values, scale: float = 1.0, fmt: str = ".1f", unit: str = "") -> str:
+    v = np.asarray(values, dtype=float) * scale
+    return f"{format(v.mean(), fmt)}{unit}" if len(v) < 2 else f"{format(v.mean(), fmt)} ± {format(v.std(ddof=1), fmt)}{unit}"
+
+
+def scope_texts(table: pd.DataFrame, metric: str, nodes: str = "node_fraction") -> Dict[str, str]:
+    """Glue texts for SWP + L2 with the decay on every parameter / the weights / the BatchNorm scales:
+    the dead shares, and the paired differences of the dead share (points) between the scopes."""
+    from prunedyn.analysis.seeds import paired
+
+    out = {}
+    for label in SCOPES:
+        g = table[table["label"] == label]
+        out[label.replace("-", "_") + "_dead"] = _pm(g[nodes], 100, ".1f", "%")
+    for a, b in (("swp-l2", "swp-l2-weights"), ("swp-l2", "swp-l2-bn"), ("swp-l2-weights", "swp-l2-bn")):
+        d = paired(table, nodes, a, b, by="label")
+        key = f"{a}_minus_{b}".replace("-", "_")
+        out[key] = f"{100 * d.mean:+.1f} ± {100 * d.std:.1f} points"
+        out[key + "_verdict"] = {"higher": "more in every seed", "lower": "fewer in every seed"}.get(d.verdict(), "no clear difference")
+    return out
+
+
+def staged_frame(staged: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Claim 4's per-arm summary as the chapters print it."""
+    ss = B.staged_summary(staged, metric)
+    unit = " (points)" if metric == "test_accuracy" else ""
+    names = {"swp-l2": "SWP + L2 (node-pruned)", "compact-then-magnitude": "compacted, then magnitude-pruned and fine-tuned"}
+    ep = staged.groupby("arm", sort=False)["epochs"].first()
+    return pd.DataFrame({
+        "network": [names.get(a, a) for a in ss.index],
+        "epochs in all": [int(ep[a]) for a in ss.index],
+        "seeds": ss["seeds"].astype(int),
+        "weights removed (of the dense network's)": [f"{100 * a:.2f} ± {100 * b:.2f}%" for a, b in zip(ss["total_sparsity_mean"], ss["total_sparsity_sd"])],
+        metric_column(metric): [fmt_metric(metric, a, b) for a, b in zip(ss[f"{metric}_mean"], ss[f"{metric}_sd"])],
+        f"gap to dense of the same epochs{unit}": [fmt_metric(metric, a, b) for a, b in zip(ss["gap_mean"], ss["gap_sd"])],
+    })
+
+
+def metric_column(metric: str) -> str:
+    return METRIC_WORD[metric] + (" (%)" if metric == "test_accuracy" else "")
+
+
+def staged_texts(staged: pd.DataFrame, ss: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]:
+    src, st = "swp-l2", "compact-then-magnitude"
+    u = gap_unit(metric)
+    ep = staged.groupby("arm", sort=False)["epochs"].first()
+    gaps = staged.loc[staged["arm"] == st, "gap"].to_numpy(dtype=float)
+    return {
+        f"{prefix}_st_src_sparsity": f"{100 * ss.loc[src, 'total_sparsity_mean']:.1f}%",
+        f"{prefix}_st_sparsity": f"{100 * ss.loc[st, 'total_sparsity_mean']:.2f} ± {100 * ss.loc[st, 'total_sparsity_sd']:.2f}%",
+        f"{prefix}_st_src_gap": fmt_metric(metric, ss.loc[src, "gap_mean"], ss.loc[src, "gap_sd"]) + u,
+        f"{prefix}_st_gap": fmt_metric(metric, ss.loc[st, "gap_mean"], ss.loc[st, "gap_sd"]) + u,
+        f"{prefix}_st_gap_max": fmt_metric(metric, float(gaps.max())) + u,
+        f"{prefix}_st_epochs": str(int(ep[st] - ep[src])),
+        f"{prefix}_st_total_epochs": str(int(ep[st])),
+        f"{prefix}_st_alive": _pm(staged[staged["arm"] == st]["nodes_alive"], 1, ".0f"),
+    }
+
+
+def schedule_frame(st: pd.DataFrame, metric: str) -> pd.DataFrame:
+    unit = " (points)" if metric == "test_accuracy" else ""
+    return pd.DataFrame({
+        "seeds": st["seeds"].astype(int),
+        "nodes dead, SWP + L2": [f"{100 * a:.1f} ± {100 * b:.1f}%" for a, b in zip(st["dead_mean"], st["dead_sd"])],
+        f"dense {metric_column(metric)}": [fmt_metric(metric, a, b) for a, b in zip(st["reference_mean"], st["reference_sd"])],
+        f"SWP + L2 {metric_column(metric)}": [fmt_metric(metric, a, b) for a, b in zip(st["metric_mean"], st["metric_sd"])],
+        f"gap{unit}": [fmt_metric(metric, a, b) for a, b in zip(st["gap_mean"], st["gap_sd"])],
+    }, index=pd.Index(st.index, name="epochs"))
+
+
+def schedule_texts(st: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]:
+    u = gap_unit(metric)
+    out = {}
+    for e, r in st.iterrows():
+        out[f"{prefix}_sch_{e}_dead"] = f"{100 * r['dead_mean']:.1f} ± {100 * r['dead_sd']:.1f}%"
+        out[f"{prefix}_sch_{e}_gap"] = fmt_metric(metric, r["gap_mean"], r["gap_sd"]) + u
+        out[f"{prefix}_sch_{e}_dense"] = fmt_metric(metric, r["reference_mean"], r["reference_sd"]) + ("%" if metric == "test_accuracy" else "")
+    e = list(st.index)
+    out[f"{prefix}_sch_epochs"] = " and ".join(str(x) for x in e) if len(e) < 3 else ", ".join(str(x) for x in e[:-1]) + f" and {e[-1]}"
+    return out

@@ -316,6 +316,8 @@ def recorded_conv_best_row(preset: str, table: pd.DataFrame, scale: str, nodes: 
     reach = cand[cand["dead_mean"] >= target]
     best = reach.sort_values("gap_mean", kind="mergesort").index[0] if len(reach) else cand.sort_values(
         "dead_mean", ascending=False, kind="mergesort").index[0]
+    ok = cand[cand["gap_mean"] <= tol]
+    within = ok.sort_values("dead_mean", ascending=False, kind="mergesort").index[0] if len(ok) else None
     shares = table[table["label"] == best].sort_values("seed")[nodes].to_numpy(dtype=float)
     gap = S.paired(table, metric, "dense", best, by="label")
     dense_vals = table[table["label"] == "dense"][metric].to_numpy(dtype=float)
@@ -332,7 +334,7 @@ def recorded_conv_best_row(preset: str, table: pd.DataFrame, scale: str, nodes: 
         first=bool(shares.mean() >= target), second=bool(gap.mean <= tol),
         conditions=f"(a) mean dead share >= {pct(target, '.0f')}; (b) mean paired {METRIC_LABEL[metric].split(' ')[0]} gap <= {tol_text(metric)}",
         values={"nodes": shares, "gap": gap, "target": target, "tol": tol, "metric": metric, "n_seeds": len(shares),
-                "dense": dense_vals, "best": best, "methods": mt},
+                "dense": dense_vals, "best": best, "methods": mt, "within": within},
     )
 
 
@@ -494,7 +496,8 @@ def plot_node_claims(rows: Sequence[Row]):
     ax.fill_between([1.0, 3.0], -1.0, 1.0, color="#2ca02c", alpha=0.12, lw=0, label="reproduced: (a) and (b)")
     ax.axvline(1.0, color="0.4", lw=0.8, ls="--")
     ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
-    colors = {"mlp": "#1f77b4", "mlp_best": "#1f77b4", "vgg": "#d62728", "vgg_full": "#d62728", "unet": "#9467bd", "cxr": "#ff7f0e"}
+    colors = {"mlp": "#1f77b4", "mlp_best": "#1f77b4", "vgg": "#d62728", "vgg_full": "#d62728", "unet": "#9467bd", "cxr": "#ff7f0e",
+              "vgg16_cpu_best": "#d62728", "unet_cpu_best": "#9467bd", "cxr_cpu_best": "#ff7f0e"}
     xs, ys = [], []
     for r in rows:
         v = r.values
@@ -509,8 +512,10 @@ def plot_node_claims(rows: Sequence[Row]):
             x, y = float(nodes.mean()), float(gaps.mean())
             sx = float(nodes.std(ddof=1)) if len(nodes) > 1 else 0.0
             sy = float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0
-            recorded = r.key == "mlp_best"
-            label = r.claim.split(":")[0].replace("3. ", "") + (" (recorded sweep)" if recorded else " (live, quick scale)")
+            recorded = r.key == "mlp_best" or r.key.endswith("_cpu_best")
+            label = r.claim.split(":")[0].replace("3. ", "") + (
+                " (best method, recorded CPU comparison)" if r.key.endswith("_cpu_best")
+                else " (recorded sweep)" if recorded else " (live, quick scale, SWP + L2)")
             ax.errorbar([x], [y], xerr=[sx], yerr=[sy], fmt="D" if recorded else "o", color=colors[r.key],
                         mfc="none" if recorded else colors[r.key], ms=7, capsize=3, label=label)
         else:
