@@ -225,6 +225,8 @@ def staged_texts(staged: pd.DataFrame, ss: pd.DataFrame, metric: str, prefix: st
         f"{prefix}_st_epochs": str(int(ep[st] - ep[src])),
         f"{prefix}_st_total_epochs": str(int(ep[st])),
         f"{prefix}_st_alive": _pm(staged[staged["arm"] == st]["nodes_alive"], 1, ".0f"),
+        # the share of the source's nonzero weights the second stage removed
+        f"{prefix}_st_removed": f"{100 * (1 - (1 - ss.loc[st, 'total_sparsity_mean']) / (1 - ss.loc[src, 'total_sparsity_mean'])):.0f}%",
     }
 
 
@@ -249,3 +251,81 @@ def schedule_texts(st: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]
     e = list(st.index)
     out[f"{prefix}_sch_epochs"] = " and ".join(str(x) for x in e) if len(e) < 3 else ", ".join(str(x) for x in e[:-1]) + f" and {e[-1]}"
     return out
+
+
+# --------------------------------------------------------------------------
+# the recorded comparison of every node-removing method (one section of each chapter)
+# --------------------------------------------------------------------------
+#: Left out of the cost figure: the dense reference (the origin) and the scopes (their own table).
+NOT_PLOTTED = ("dense", "swp-l2-weights", "swp-l2-bn")
+NODE_AXIS = {"vgg16-cifar10": "conv filters dead at the end (share of all 4224)",
+             "unet-dsb2018": "channels dead at the end (share of all)", "cxr-cnn": "channels dead at the end (share of all)"}
+
+
+class Study:
+    """The recorded CPU-scale comparison of one conv net (``chapters/results/cpu-baselines-*``
+    and ``cpu-schedule-*``): the tables, figures and glue texts of the chapters' section on it.
+    ``node_fraction`` is the node measure throughout (see :func:`recorded`)."""
+
+    def __init__(self, preset: str):
+        self.preset, self.metric = preset, METRIC[preset]
+        self.table = recorded(preset)
+        lam = self.table.groupby("label")["regularizer.lam"].first()
+        order = list(B.METHODS)
+        # each method's settings by lambda: the rows of one method read as its trade-off curve
+        self.labels = sorted((x for x in lam.index if B.method_of(x) in B.METHODS),
+                             key=lambda x: (order.index(B.method_of(x)), lam[x]))
+        self.methods = B.method_table(self.table, self.metric, labels=self.labels, nodes="node_fraction")
+        self.staged = B.staged_table(self.table, self.metric, nodes="node_fraction")
+        self.staged_summary = B.staged_summary(self.staged, self.metric)
+        has_schedule = (RESULTS / f"{SCHEDULES[preset]}.csv").exists()
+        self.schedule_runs = recorded(preset, "schedule") if has_schedule else None
+        self.schedule = (B.schedule_table(self.schedule_runs, self.metric, nodes="node_fraction")
+                         if has_schedule else None)
+
+    def provenance(self, kind: str = "baselines") -> dict:
+        return provenance(self.preset, kind)
+
+    def live_difference(self, results: Dict[str, list]) -> float:
+        """The largest absolute difference of the metric between this machine's live runs
+        (``results["l2"|"dense"]``, the chapters' comparison) and the recorded runs of the same
+        label and seed: the recorded sweep repeats the chapters' runs. Floating point differs
+        between CPUs, so this is reported, not asserted."""
+        rec = self.table.set_index(["label", "seed"])[self.metric]
+        diffs = [abs(float(r.summary[self.metric]) - float(rec[(label, r.config.seed)]))
+                 for key, label in (("l2", "swp-l2"), ("dense", "dense")) for r in results[key]]
+        return max(diffs)
+
+    def method_frame(self) -> pd.DataFrame:
+        return method_frame(self.methods, self.metric, self.table)
+
+    def scope_frame(self) -> pd.DataFrame:
+        return method_frame(self.methods.loc[["dense", *SCOPES]], self.metric, self.table)
+
+    def plot_costs(self, title: str = ""):
+        from prunedyn.plots.tradeoffs import plot_method_costs
+
+        return plot_method_costs(self.table, self.metric, [x for x in self.labels if x not in NOT_PLOTTED],
+                                 nodes="node_fraction", nodes_label=NODE_AXIS[self.preset], title=title)
+
+    def plot_staged(self, title: str = ""):
+        from prunedyn.plots.tradeoffs import plot_staged
+
+        return plot_staged(self.staged, self.metric, title=title)
+
+    def plot_schedule(self, title: str = ""):
+        from prunedyn.plots.tradeoffs import plot_schedule
+
+        return plot_schedule(self.schedule, self.metric, title=title)
+
+    def texts(self, prefix: str) -> Dict[str, str]:
+        """Every glue text of the section, keys starting with ``prefix``."""
+        p = self.provenance()
+        out = {f"{prefix}_runs": str(len(self.table)), f"{prefix}_n_settings": str(len(self.labels) - 1),
+               f"{prefix}_rec_hours": f"{p['train_seconds_total'] / 3600:.1f}" if "train_seconds_total" in p else "?"}
+        out.update(method_texts(self.methods, self.metric, prefix))
+        out.update({f"{prefix}_scope_{k}": v for k, v in scope_texts(self.table, self.metric).items()})
+        out.update(staged_texts(self.staged, self.staged_summary, self.metric, prefix))
+        if self.schedule is not None:
+            out.update(schedule_texts(self.schedule, self.metric, prefix))
+        return out

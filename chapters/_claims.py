@@ -322,11 +322,13 @@ def recorded_conv_best_row(preset: str, table: pd.DataFrame, scale: str, nodes: 
     gap = S.paired(table, metric, "dense", best, by="label")
     dense_vals = table[table["label"] == "dense"][metric].to_numpy(dtype=float)
     sc = SCALE[metric]
+    # a label "method@lambda" names its lambda already
+    lam_text = "" if "@" in best else f" (lambda {table.loc[table['label'] == best, 'regularizer.lam'].iloc[0]:g})"
     return Row(
         key=f"{preset.split('-')[0]}_cpu_best",
         claim=(f"3. {MODEL_WORD[preset]}: {pct(target, '.0f')} of the {NODE_WORD[preset]} removed with little loss "
                f"(recorded CPU-scale comparison, best of {len(cand)} method settings)"),
-        result=(f"{B.describe(best)} (lambda {table.loc[table['label'] == best, 'regularizer.lam'].iloc[0]:g}): "
+        result=(f"{B.describe(best)}{lam_text}: "
                 f"{NODE_WORD[preset]} dead {pct_spread(shares)}; {METRIC_LABEL[metric].split(' ')[0]} gap to dense "
                 f"{gap_text(gap.values, metric)} (dense {S.mean_std_text(dense_vals, sc[1], sc[0])}{'%' if metric == 'test_accuracy' else ''})"),
         scale=scale,
@@ -338,29 +340,33 @@ def recorded_conv_best_row(preset: str, table: pd.DataFrame, scale: str, nodes: 
     )
 
 
-def conv_claim4_row(preset: str, staged: pd.DataFrame, scale: str, target: float = 0.5) -> Row:
+def conv_claim4_row(preset: str, staged: pd.DataFrame, scale: str, nodes: str = "dead_node_fraction") -> Row:
     """Claim 4 for a conv net: ``staged`` is :func:`prunedyn.analysis.baselines.staged_table` of its
-    recorded comparison (the SWP + L2 network, then compacted, weight-pruned further and fine-tuned)."""
+    recorded comparison (the SWP + L2 network, then compacted, weight-pruned further and fine-tuned),
+    with the dead share in column ``nodes``."""
     metric = PRESET_METRIC[preset]
     src = staged[staged["arm"] == "swp-l2"].sort_values("seed")
     st = staged[staged["arm"] != "swp-l2"].sort_values("seed")
     gaps = st["gap"].to_numpy(dtype=float)
+    # the share of the source's nonzero weights the second stage removed
+    removed = 1 - (1 - st["total_sparsity"].to_numpy(dtype=float)) / (1 - src["total_sparsity"].to_numpy(dtype=float))
     return Row(
         key=f"claim4_{preset.split('-')[0]}",
         claim=f"4. {MODEL_WORD[preset]}: the node-pruned network weight-pruned further, {METRIC_LABEL[metric].split(' ')[0]} only slightly below the dense one",
-        result=(f"source (SWP + L2) {NODE_WORD[preset]} dead {pct_spread(src['dead_node_fraction'].tolist())}, total weight sparsity "
+        result=(f"source (SWP + L2) {NODE_WORD[preset]} dead {pct_spread(src[nodes].tolist())}, total weight sparsity "
                 f"{pct_spread(src['total_sparsity'].tolist())}, gap {gap_text(src['gap'].tolist(), metric)}; "
-                f"compacted, global magnitude pruning of about half its nonzero weights and {int(st['epochs'].iloc[0] - src['epochs'].iloc[0])} epochs "
+                f"compacted, {pct(removed.mean(), '.0f')} of its nonzero weights removed by global magnitude and {int(st['epochs'].iloc[0] - src['epochs'].iloc[0])} epochs "
                 f"of fine-tuning: total sparsity {pct_spread(st['total_sparsity'].tolist())}, gap to the dense network of the same "
                 f"{int(st['epochs'].iloc[0])} epochs {gap_text(gaps, metric)}"),
         scale=scale,
         seeds=seeds_text(st["seed"].unique()),
-        first=bool(src["dead_node_fraction"].mean() >= PAPER_FRACTION[preset]),
+        first=bool(src[nodes].mean() >= PAPER_FRACTION[preset]),
         second=bool(gaps.mean() <= TOLERANCE[metric]),
         conditions=(f"(a) the source network's mean dead share >= {pct(PAPER_FRACTION[preset], '.0f')}; (b) mean gap after "
                     f"further pruning, against the dense network of the same total epochs, <= {tol_text(metric)}"),
         values={"gaps": gaps, "n_seeds": len(gaps), "sparsity": st["total_sparsity"].to_numpy(dtype=float),
-                "source_gaps": src["gap"].to_numpy(dtype=float), "source_dead": src["dead_node_fraction"].to_numpy(dtype=float),
+                "source_gaps": src["gap"].to_numpy(dtype=float), "source_dead": src[nodes].to_numpy(dtype=float),
+                "removed": removed, "source_sparsity": src["total_sparsity"].to_numpy(dtype=float),
                 "metric": metric},
     )
 

@@ -65,6 +65,15 @@ def test_staged_table_counts_sparsity_against_the_original_weights_and_pairs_by_
         B.staged_table(runs().drop(columns="nonzero_weights"), "test_accuracy")
 
 
+def test_staged_table_reads_the_dead_share_from_the_named_column():
+    t = runs().assign(filter_share=lambda d: d["dead_node_fraction"] / 2)  # e.g. VGG-16's filters only
+    st = B.staged_table(t, "test_accuracy", nodes="filter_share")
+    src = st[st["arm"] == "swp-l2"].sort_values("seed")
+    assert list(src["filter_share"]) == pytest.approx([0.15, 0.155, 0.16]) and "dead_node_fraction" not in st
+    with pytest.raises(KeyError, match="filter_share"):
+        B.staged_table(runs(), "test_accuracy", nodes="filter_share")
+
+
 def test_figures_draw_one_marker_group_per_method_and_arm():
     from prunedyn.plots.tradeoffs import plot_method_costs, plot_staged
 

@@ -89,16 +89,17 @@ def method_table(table: pd.DataFrame, metric: str, labels: Optional[Sequence[str
 
 
 def staged_table(table: pd.DataFrame, metric: str, source: str = "swp-l2", staged: str = "compact-then-magnitude",
-                 control: str = "dense-more", reference: str = "dense") -> pd.DataFrame:
+                 control: str = "dense-more", reference: str = "dense",
+                 nodes: str = "dead_node_fraction") -> pd.DataFrame:
     """Claim 4, one row per seed and arm: ``arm`` (``source``: the node-pruned network;
     ``staged``: it compacted, weight-pruned further and fine-tuned), ``epochs`` (in all),
-    ``nodes_alive``, ``dead_node_fraction`` (of the arm's own network: the staged arm's nodes are
-    the source's alive ones), ``total_sparsity`` (against the original architecture's weights, taken from
+    ``nodes_alive``, the dead share (column ``nodes``, e.g. VGG-16's filter share; of the arm's own
+    network: the staged arm's nodes are the source's alive ones), ``total_sparsity`` (against the original architecture's weights, taken from
     the ``reference`` run of the seed), ``metric`` and ``gap``: the dense network's metric at
     the same total epochs minus the arm's (``reference`` for the source, ``control`` -- the dense
     network trained as long as the second stage -- for the staged arm)."""
     _check(table, [source, staged, control, reference], metric)
-    for col in ("weights", "nonzero_weights"):
+    for col in ("weights", "nonzero_weights", nodes):
         if col not in table.columns:
             raise KeyError(f"the table has no column {col!r}: record the sweep with record_sweep (it counts the weights)")
     by = {(r["label"], int(r["seed"])): r for _, r in table.iterrows()}
@@ -111,7 +112,7 @@ def staged_table(table: pd.DataFrame, metric: str, source: str = "swp-l2", stage
             epochs = int(r["epochs_completed"]) + (int(by[(source, s)]["epochs_completed"]) if arm == staged else 0)
             rows.append({
                 "seed": s, "arm": arm, "epochs": epochs, "nodes_alive": int(r["nodes_alive"]),
-                "dead_node_fraction": float(r["dead_node_fraction"]),
+                nodes: float(r[nodes]),
                 "total_sparsity": total_weight_sparsity(int(r["nonzero_weights"]), dense_weights),
                 metric: float(r[metric]), "gap": float(by[(ref, s)][metric]) - float(r[metric]),
             })
