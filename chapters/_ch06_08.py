@@ -280,8 +280,21 @@ class Study:
         self.staged_summary = B.staged_summary(self.staged, self.metric)
         has_schedule = (RESULTS / f"{SCHEDULES[preset]}.csv").exists()
         self.schedule_runs = recorded(preset, "schedule") if has_schedule else None
-        self.schedule = (B.schedule_table(self.schedule_runs, self.metric, nodes="node_fraction")
-                         if has_schedule else None)
+        #: {arm name: schedule table}: SWP + L2 and, where the sweep has it, the same with sigma ramped up
+        self.schedule_arms: Dict[str, pd.DataFrame] = {}
+        if has_schedule:
+            runs = self.schedule_runs
+            for label in ("swp-l2", "swp-l2-ramp"):
+                if label in set(runs["label"]):
+                    self.schedule_arms[self.arm_name(label)] = B.schedule_table(runs, self.metric, pruned=label,
+                                                                                nodes="node_fraction")
+        self.schedule = self.schedule_arms.get("SWP + L2")
+
+    def arm_name(self, label: str) -> str:
+        if label != "swp-l2-ramp":
+            return "SWP + L2"
+        ramp = self.schedule_runs.loc[self.schedule_runs["label"] == label, "pruner.ramp_epochs"].iloc[0]
+        return f"SWP + L2, sigma ramped up over {ramp:g} epochs"
 
     def provenance(self, kind: str = "baselines") -> dict:
         return provenance(self.preset, kind)
@@ -316,7 +329,15 @@ class Study:
     def plot_schedule(self, title: str = ""):
         from prunedyn.plots.tradeoffs import plot_schedule
 
-        return plot_schedule(self.schedule, self.metric, title=title)
+        return plot_schedule(self.schedule_arms, self.metric, title=title)
+
+    def schedule_frame(self) -> pd.DataFrame:
+        """The schedule table as the chapters print it, one block of rows per arm."""
+        frames = [schedule_frame(t, self.metric).reset_index().assign(arm=name)
+                  for name, t in self.schedule_arms.items()]
+        out = pd.concat(frames, ignore_index=True).rename(columns={"nodes dead, SWP + L2": "nodes dead"})
+        out.columns = [c.replace("SWP + L2 ", "pruned ") for c in out.columns]
+        return out[["arm", *[c for c in out.columns if c != "arm"]]]
 
     def texts(self, prefix: str) -> Dict[str, str]:
         """Every glue text of the section, keys starting with ``prefix``."""
@@ -328,4 +349,7 @@ class Study:
         out.update(staged_texts(self.staged, self.staged_summary, self.metric, prefix))
         if self.schedule is not None:
             out.update(schedule_texts(self.schedule, self.metric, prefix))
+        ramp = [t for name, t in self.schedule_arms.items() if name != "SWP + L2"]
+        if ramp:
+            out.update(schedule_texts(ramp[0], self.metric, f"{prefix}_ramp"))
         return out

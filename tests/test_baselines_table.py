@@ -102,5 +102,8 @@ def test_schedule_table_pairs_the_gap_at_each_budget():
     assert st.loc[10, "gap_mean"] == pytest.approx((0.10 + 0.07 + 0.06) / 3)
     assert st.loc[20, "gap_min"] == pytest.approx(-0.01) and st.loc[20, "dead_mean"] == pytest.approx(0.5)
     assert len(plot_schedule(st, "test_accuracy").axes) == 2
+    fig = plot_schedule({"constant sigma": st, "sigma ramp": st.iloc[:1]}, "test_accuracy")
+    assert [len(ax.containers) for ax in fig.axes] == [2, 2]  # one errorbar series per arm in each panel
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["constant sigma", "sigma ramp"]
     with pytest.raises(KeyError, match="epochs"):
         B.schedule_table(pd.DataFrame(rows).drop(columns="epochs"), "test_accuracy")

@@ -387,20 +387,33 @@ def tiny_bn_net():
     )
 
 
-def train_tiny_bn_net(regularizer, lam, scope, steps=100):
-    torch.manual_seed(0)
+def tiny_bn_data():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 3, 8, 8, generator=g)
-    y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
+    return x, (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
+
+
+def fit_tiny_bn_net(regularizer, lam, scope, steps=100, pruner=None, after_step=None):
+    """The tiny BatchNorm net trained from seed 0 (``pruner``: a factory taking the model);
+    ``after_step(model)`` runs after every optimiser step."""
+    torch.manual_seed(0)
+    x, y = tiny_bn_data()
     model = tiny_bn_net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    with attach(opt, model, None, regularizer=regularizer, lam=lam, scope=scope):
+    with attach(opt, model, pruner(model) if pruner else None, regularizer=regularizer, lam=lam, scope=scope):
         for s in range(steps):
             i = torch.arange(s * 16, s * 16 + 16) % 64
             loss = nn.functional.cross_entropy(model(x[i]), y[i])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if after_step:
+                after_step(model)
+    return model, x
+
+
+def train_tiny_bn_net(regularizer, lam, scope, steps=100):
+    model, _ = fit_tiny_bn_net(regularizer, lam, scope, steps)
     return torch.cat([model[1].weight.detach(), model[4].weight.detach()]).abs()
 
 
@@ -460,22 +473,9 @@ def test_slimming_pruner_removes_channels_for_good_and_compaction_is_exact():
     torch.set_num_threads(1)
 
     def train(lam):
-        torch.manual_seed(0)
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(64, 3, 8, 8, generator=g)
-        y = (x[:, 0].mean((1, 2)) > 0).long() + 2 * (x[:, 1].mean((1, 2)) > 0).long()
-        model = tiny_bn_net()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        pruner = BatchNormScalePruner(model, threshold=0.05)
         zero_after = []
-        with attach(opt, model, pruner, regularizer="l1" if lam else None, lam=lam, scope="bn"):
-            for s in range(100):
-                i = torch.arange(s * 16, s * 16 + 16) % 64
-                loss = nn.functional.cross_entropy(model(x[i]), y[i])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                zero_after.append(torch.cat([model[1].weight, model[4].weight]).detach() == 0)
+        model, x = fit_tiny_bn_net("l1" if lam else None, lam, "bn", pruner=lambda m: BatchNormScalePruner(m, threshold=0.05),
+                                   after_step=lambda m: zero_after.append(torch.cat([m[1].weight, m[4].weight]).detach() == 0))
         return model, x, zero_after
 
     model, x, zero_after = train(0.03)

@@ -158,3 +158,31 @@ def test_second_stage_points_start_from_their_sources_run_of_the_same_seed(tmp_p
     (tmp_path / "out" / "summary.csv").unlink()
     rebuilt = load_table(tmp_path / "out", derived=False)
     assert list(rebuilt["run"]) == list(table["run"]) and list(rebuilt["init.run"].fillna("")) == list(table["init.run"].fillna(""))
+
+
+@pytest.mark.parametrize("preset, name", [("vgg16-cifar10", "vgg16"), ("unet-dsb2018", "unet"), ("cxr-cnn", "cxr")])
+def test_cpu_scale_specs_repeat_the_chapters_live_runs(preset, name):
+    """The recorded CPU-scale comparison and schedule sweeps of chapters 6-8 contain the chapters'
+    own SWP + L2 and dense runs (same config hash, seeds 0-2), so that the chapters can set
+    their live runs beside the recorded methods; the schedule's first budget is the chapter's."""
+    import sys
+    from pathlib import Path
+
+    from prunedyn.run.config import config_hash, load_config
+    from prunedyn.run.study import resolve
+    from prunedyn.run.sweeps import overrides_of
+
+    root = Path(__file__).parents[1]
+    sys.path.insert(0, str(root / "chapters"))
+    try:
+        import _ch06_08 as CH
+    finally:
+        sys.path.pop(0)
+    live = {config_hash(resolve(src, ov, "quick")) for src, ov in CH.requests("quick", preset)}
+    for kind in ("baselines", "schedule"):
+        spec = load_spec(root / "chapters" / "sweeps" / f"cpu-{kind}-{name}.yaml")
+        points = [p for p in spec.points() if p.get("label") in ("swp-l2", "dense")]
+        cfgs = [load_config(spec.base, overrides_of(spec, p)) for p in points]
+        first = min(c.epochs for c in cfgs)
+        hashes = {config_hash(c) for c in cfgs if c.epochs == first}
+        assert len(hashes) == 6 and hashes <= live, (kind, len(hashes & live))

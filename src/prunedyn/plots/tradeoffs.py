@@ -10,7 +10,7 @@ pyplot (nothing is shown twice, nothing leaks).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -386,24 +386,33 @@ def plot_staged(staged: pd.DataFrame, metric: str, metric_label: Optional[str] =
     return fig
 
 
-def plot_schedule(schedule: pd.DataFrame, metric: str, metric_label: Optional[str] = None, title: str = "") -> Figure:
+def plot_schedule(schedule: Union[pd.DataFrame, Mapping[str, pd.DataFrame]], metric: str,
+                  metric_label: Optional[str] = None, title: str = "") -> Figure:
     """Two panels against the number of epochs (log axis): the dead share of the pruned runs, and
     the paired gap to the dense runs of the same epochs; mean with one sd bars over seeds.
-    Input: :func:`prunedyn.analysis.baselines.schedule_table`."""
+    Input: :func:`prunedyn.analysis.baselines.schedule_table`, or ``{name: table}`` for several
+    pruned arms (e.g. a constant and a ramped sigma), one colour each."""
+    arms = {"SWP + L2": schedule} if isinstance(schedule, pd.DataFrame) else dict(schedule)
     fig = Figure(figsize=(8.0, 3.4), layout="constrained")
     a, b = fig.subplots(1, 2)
-    e = schedule.index.to_numpy()
-    a.errorbar(e, schedule["dead_mean"], yerr=schedule["dead_sd"], fmt="o-", color=method_color("swp-l2"), capsize=3)
+    b.axhline(0, color="0.6", lw=0.8)
+    ticks = sorted({int(x) for t in arms.values() for x in t.index})
+    for i, (name, t) in enumerate(arms.items()):
+        color = method_color("swp-l2") if i == 0 else f"C{i % 10}"
+        e = t.index.to_numpy()
+        a.errorbar(e, t["dead_mean"], yerr=t["dead_sd"], fmt="o-", color=color, capsize=3, label=name)
+        b.errorbar(e, t["gap_mean"], yerr=t["gap_sd"], fmt="o-", color=color, capsize=3, label=name)
     a.yaxis.set_major_formatter(PercentFormatter(1.0))
     a.set_ylabel("nodes dead at the end")
-    b.axhline(0, color="0.6", lw=0.8)
-    b.errorbar(e, schedule["gap_mean"], yerr=schedule["gap_sd"], fmt="o-", color=method_color("swp-l2"), capsize=3)
-    b.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)}: dense minus SWP + L2")
+    pruned = next(iter(arms)) if len(arms) == 1 else "the pruned network"
+    b.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)}: dense minus {pruned}")
+    if len(arms) > 1:
+        b.legend(fontsize=8, frameon=False)
     for ax in (a, b):
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(e))
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([str(int(x)) for x in e])
+        ax.set_xticklabels([str(x) for x in ticks])
         ax.set_xlabel("epochs (the whole budget; cosine schedule over it)")
     if title:
         fig.suptitle(title, fontsize=10)
