@@ -248,6 +248,9 @@ def schedule_texts(st: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]
         out[f"{prefix}_sch_{e}_dead"] = f"{100 * r['dead_mean']:.1f} ± {100 * r['dead_sd']:.1f}%"
         out[f"{prefix}_sch_{e}_gap"] = fmt_metric(metric, r["gap_mean"], r["gap_sd"]) + u
         out[f"{prefix}_sch_{e}_dense"] = fmt_metric(metric, r["reference_mean"], r["reference_sd"]) + ("%" if metric == "test_accuracy" else "")
+        out[f"{prefix}_sch_{e}_pruned"] = fmt_metric(metric, r["metric_mean"], r["metric_sd"]) + ("%" if metric == "test_accuracy" else "")
+        out[f"{prefix}_sch_{e}_verdict"] = ("every seed loses" if r["gap_min"] > 0 else
+                                            "every seed gains" if r["gap_max"] < 0 else "no clear difference")
     e = list(st.index)
     out[f"{prefix}_sch_epochs"] = " and ".join(str(x) for x in e) if len(e) < 3 else ", ".join(str(x) for x in e[:-1]) + f" and {e[-1]}"
     return out
@@ -260,6 +263,11 @@ def schedule_texts(st: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]
 NOT_PLOTTED = ("dense", "swp-l2-weights", "swp-l2-bn")
 NODE_AXIS = {"vgg16-cifar10": "conv filters dead at the end (share of all 4224)",
              "unet-dsb2018": "channels dead at the end (share of all)", "cxr-cnn": "channels dead at the end (share of all)"}
+
+
+#: The pruned arms of the schedule sweeps: SWP + L2, the same with sigma ramped up from 0, and
+#: the same with lambda scaled so that its total decay matches the shortest run's.
+SCHEDULE_ARMS = ("swp-l2", "swp-l2-ramp", "swp-l2-drift")
 
 
 class Study:
@@ -280,21 +288,25 @@ class Study:
         self.staged_summary = B.staged_summary(self.staged, self.metric)
         has_schedule = (RESULTS / f"{SCHEDULES[preset]}.csv").exists()
         self.schedule_runs = recorded(preset, "schedule") if has_schedule else None
-        #: {arm name: schedule table}: SWP + L2 and, where the sweep has it, the same with sigma ramped up
-        self.schedule_arms: Dict[str, pd.DataFrame] = {}
+        #: {label: schedule table}: SWP + L2 and, where the sweep has them, its variants (SCHEDULE_ARMS)
+        self.schedule_by_label: Dict[str, pd.DataFrame] = {}
         if has_schedule:
             runs = self.schedule_runs
-            for label in ("swp-l2", "swp-l2-ramp"):
+            for label in SCHEDULE_ARMS:
                 if label in set(runs["label"]):
-                    self.schedule_arms[self.arm_name(label)] = B.schedule_table(runs, self.metric, pruned=label,
-                                                                                nodes="node_fraction")
-        self.schedule = self.schedule_arms.get("SWP + L2")
+                    self.schedule_by_label[label] = B.schedule_table(runs, self.metric, pruned=label, nodes="node_fraction")
+        #: the same, keyed by the arms' readable names
+        self.schedule_arms = {self.arm_name(k): t for k, t in self.schedule_by_label.items()}
+        self.schedule = self.schedule_by_label.get("swp-l2")
 
     def arm_name(self, label: str) -> str:
-        if label != "swp-l2-ramp":
-            return "SWP + L2"
-        ramp = self.schedule_runs.loc[self.schedule_runs["label"] == label, "pruner.ramp_epochs"].iloc[0]
-        return f"SWP + L2, sigma ramped up over {ramp:g} epochs"
+        runs = self.schedule_runs
+        first = runs.loc[runs["label"] == label].iloc[0]
+        if label == "swp-l2-ramp":
+            return f"SWP + L2, sigma ramped up over {first['pruner.ramp_epochs']:g} epochs"
+        if label == "swp-l2-drift":
+            return f"SWP + L2, lambda {first['regularizer.lam']:g} (the shortest run's total decay)"
+        return "SWP + L2"
 
     def provenance(self, kind: str = "baselines") -> dict:
         return provenance(self.preset, kind)
@@ -331,6 +343,19 @@ class Study:
 
         return plot_schedule(self.schedule_arms, self.metric, title=title)
 
+    def schedule_paired(self, a: str, b: str, column: str) -> pd.DataFrame:
+        """Per budget where both schedule arms ran: ``column`` of arm ``a`` minus arm ``b``, paired
+        by seed (mean, sd and the book's verdict: ``higher``/``lower`` in every seed, else ``no clear``)."""
+        from prunedyn.analysis.seeds import paired
+
+        rows = []
+        for epochs, g in self.schedule_runs.groupby("epochs"):
+            if {a, b} <= set(g["label"]):
+                d = paired(g, column, a, b, by="label")
+                rows.append({"epochs": int(epochs), "mean": d.mean, "sd": d.std,
+                             "verdict": {"higher": "higher", "lower": "lower"}.get(d.verdict(), "no clear")})
+        return pd.DataFrame(rows).set_index("epochs")
+
     def schedule_frame(self) -> pd.DataFrame:
         """The schedule table as the chapters print it, one block of rows per arm."""
         frames = [schedule_frame(t, self.metric).reset_index().assign(arm=name)
@@ -349,7 +374,15 @@ class Study:
         out.update(staged_texts(self.staged, self.staged_summary, self.metric, prefix))
         if self.schedule is not None:
             out.update(schedule_texts(self.schedule, self.metric, prefix))
-        ramp = [t for name, t in self.schedule_arms.items() if name != "SWP + L2"]
-        if ramp:
-            out.update(schedule_texts(ramp[0], self.metric, f"{prefix}_ramp"))
+        for label, t in self.schedule_by_label.items():
+            if label != "swp-l2":  # e.g. swp-l2-ramp -> <prefix>_ramp_sch_<epochs>_gap
+                word = label.split("-")[-1]
+                out.update(schedule_texts(t, self.metric, f"{prefix}_{word}"))
+                # the metric of SWP + L2 minus the variant's, paired by seed, where both ran
+                for e, r in self.schedule_paired("swp-l2", label, self.metric).iterrows():
+                    scale = 100 if self.metric == "test_accuracy" else 1
+                    fmt = ".2f" if self.metric == "test_accuracy" else ".3f"
+                    out[f"{prefix}_{word}_vs_{e}"] = f"{format(scale * r['mean'], '+' + fmt)} ± {format(scale * r['sd'], fmt)}{gap_unit(self.metric)}"
+                    out[f"{prefix}_{word}_vs_{e}_verdict"] = {"higher": "SWP + L2 higher in every seed",
+                                                              "lower": "SWP + L2 lower in every seed"}.get(r["verdict"], "no clear difference")
         return out

@@ -107,3 +107,7 @@ def test_schedule_table_pairs_the_gap_at_each_budget():
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["constant sigma", "sigma ramp"]
     with pytest.raises(KeyError, match="epochs"):
         B.schedule_table(pd.DataFrame(rows).drop(columns="epochs"), "test_accuracy")
+    # an arm run at some budgets only is paired where it ran
+    drift = [{"label": "swp-l2-drift", "seed": s, "epochs": 20, "test_accuracy": 0.80, "dead_node_fraction": 0.2} for s in range(3)]
+    sd = B.schedule_table(pd.DataFrame(rows + drift), "test_accuracy", pruned="swp-l2-drift")
+    assert list(sd.index) == [20] and sd.loc[20, "gap_mean"] == pytest.approx((0.05 + 0.06 + 0.04) / 3)

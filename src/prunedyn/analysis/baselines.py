@@ -146,6 +146,8 @@ def schedule_table(table: pd.DataFrame, metric: str, pruned: str = "swp-l2", ref
     rows = []
     for epochs, g in table.groupby("epochs"):
         p, r = g[g["label"] == pruned], g[g["label"] == reference]
+        if p.empty:  # an arm run at some of the budgets only
+            continue
         d = paired(g, metric, reference, pruned, by="label")
         rows.append({
             "epochs": int(epochs), "seeds": len(d.values),
