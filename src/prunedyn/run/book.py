@@ -4,6 +4,11 @@
 
 1. executes each notebook listed in ``_toc.yml`` in place with papermill
    (cwd = its folder; ``profile`` parameter), stopping at the first error;
+   a cell that runs longer than :data:`CELL_TIMEOUT` seconds fails its
+   execution, which is retried once with a fresh kernel: on a loaded machine
+   papermill's client has been seen to wait forever for the reply of a cell
+   its kernel had finished (nteract/papermill#711), and the runs a chapter
+   trained before the hang are cached, so the retry is cheap;
 2. strips papermill's and nbclient's timing metadata so the committed
    notebooks change only when their results change;
 3. runs ``jupyter-book build`` with execution turned off in ``_config.yml``
@@ -26,6 +31,9 @@ from prunedyn.atomic import atomic_write_json
 from prunedyn.run.study import check_profile, repo_root
 
 DEFAULT_PROFILE = "quick"
+#: Seconds a cell may run in the book build (the longest, chapter 6's live VGG-16 runs, take about
+#: 15 minutes on a 2-core CPU); beyond it the chapter's execution fails and is retried once.
+CELL_TIMEOUT = 2700
 
 
 def chapter_notebooks(root: Path) -> List[Path]:
@@ -71,10 +79,27 @@ def _drop_injected(path: Path) -> None:
         nbformat.write(nb, path)
 
 
+def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retries: int = 1) -> None:
+    """Execute ``nb`` in place (cwd: its folder); a cell over ``timeout`` seconds fails the
+    attempt, which is repeated up to ``retries`` times. Errors raised by a cell fail at once."""
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
+
+    for attempt in range(retries + 1):
+        try:
+            pm.execute_notebook(str(nb), str(nb), parameters=params, cwd=str(nb.parent), kernel_name="python3",
+                                progress_bar=False, execution_timeout=timeout)
+            return
+        except CellTimeoutError:
+            if attempt == retries:
+                raise
+            _drop_injected(nb)
+            print(f"{nb.name}: a cell ran over {timeout:g} s; executing the chapter again (attempt {attempt + 2})",
+                  file=sys.stderr, flush=True)
+
+
 def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[List[str]] = None) -> Dict[str, float]:
     """Execute the chapters in place; returns seconds per chapter."""
-    import papermill as pm
-
     check_profile(profile)
     timings: Dict[str, float] = {}
     for nb in chapter_notebooks(root):
@@ -84,9 +109,7 @@ def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[
         params = {} if profile == DEFAULT_PROFILE else {"profile": profile}
         print(f"executing {nb.relative_to(root)} (profile {profile})", file=sys.stderr, flush=True)
         tic = time.perf_counter()
-        pm.execute_notebook(
-            str(nb), str(nb), parameters=params, cwd=str(nb.parent), kernel_name="python3", progress_bar=False
-        )
+        execute_notebook(nb, params)
         timings[str(nb.relative_to(root))] = round(time.perf_counter() - tic, 1)
         strip_timing(nb)
     return timings
