@@ -207,3 +207,14 @@ def test_api_reference_lists_the_pruner(book, browser):
     for name in ("prunedyn.core.regularization.make_regularizer", "prunedyn.structure.surgery.compact",
                  "prunedyn.models.UNet"):
         assert browser.find_elements(By.ID, name), f"{name} is not in the API reference"
+
+
+def test_generated_markdown_tables_render_as_tables(book):
+    """A chapter's table printed as Markdown (display(Markdown(...))) must become an HTML table:
+    with MyST-NB's default CommonMark output format it renders as a paragraph of pipes."""
+    flat = {}
+    for page in CHAPTERS:
+        html = (book / page).read_text()
+        flat[str(page)] = len(re.findall(r"<p>\|[^<]*\|", html))
+    assert not any(flat.values()), {k: v for k, v in flat.items() if v}
+    assert (book / "chapters" / "06-vgg16-cifar10.html").read_text().count("<table") >= 3  # the recorded comparison
