@@ -159,13 +159,12 @@ def method_texts(mt: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]:
     return out
 
 
-def markdown(df: pd.DataFrame, index: bool = False) -> str:
-    """A DataFrame as a Markdown table (the book renders it; no extra dependency)."""
-    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for i, row in df.iterrows():
-        cells = ([str(i)] if index else []) + [str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
+def markdown(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub/MyST pipe table (the book renders text/markdown outputs as GFM;
+    no extra dependency). Chapter 9's tables use it too."""
+    esc = lambda x: str(x).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(esc(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from _ch06_08 import markdown as markdown_table  # one pipe-table writer for chapters 6-9
 from prunedyn import StochasticWeightPruner, get_kernel
 from prunedyn.analysis import dependency as dep
 from prunedyn.analysis import seeds as S
@@ -456,15 +457,6 @@ def claims_frame(rows: Sequence[Row]) -> pd.DataFrame:
 def conditions_frame(rows: Sequence[Row]) -> pd.DataFrame:
     return pd.DataFrame([[r.claim.split(":")[0], r.conditions, "yes" if r.first else "no", "yes" if r.second else "no", r.verdict]
                          for r in rows], columns=["claim", "conditions", "(a) holds", "(b) holds", "verdict"])
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub/MyST pipe table of ``df`` (no extra dependency)."""
-    esc = lambda x: str(x).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(esc(c) for c in df.columns) + " |", "|" + "|".join(" --- " for _ in df.columns) + "|"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
 
 
 def staged_runs(profile: str, seeds: Sequence[int], levels: Sequence[float], epochs: int) -> tuple:

@@ -5,10 +5,12 @@
 1. executes each notebook listed in ``_toc.yml`` in place with papermill
    (cwd = its folder; ``profile`` parameter), stopping at the first error;
    a cell that runs longer than :data:`CELL_TIMEOUT` seconds fails its
-   execution, which is retried once with a fresh kernel: on a loaded machine
-   papermill's client has been seen to wait forever for the reply of a cell
-   its kernel had finished (nteract/papermill#711), and the runs a chapter
-   trained before the hang are cached, so the retry is cheap;
+   execution, which is retried once with a fresh kernel. This is a safety
+   net, not the fix: under ipykernel 7 papermill's client waited forever for
+   the reply to widget cells its kernel had finished (requirements.txt pins
+   ipykernel 6 for that); should such a hang recur, the build fails or
+   recovers instead of stalling, and the retry is cheap because the runs a
+   chapter trained before it are cached;
 2. strips papermill's and nbclient's timing metadata so the committed
    notebooks change only when their results change;
 3. runs ``jupyter-book build`` with execution turned off in ``_config.yml``
