@@ -45,6 +45,7 @@ from prunedyn.core.kernels import (
     fast_decision,
     get_kernel,
 )
+from prunedyn.core.fused import FUSED_KERNELS, fused_prune_, reference_draws, stream_key
 from prunedyn.core.registry import Registry
 from prunedyn.core.schedules import get_schedule
 from prunedyn.structure.layers import PRUNABLE_TYPES, prunable_weights, weight_sparsity  # noqa: F401 (re-exported)
@@ -149,6 +150,10 @@ class NoPruner(WeightPruner):
         pass
 
 
+#: random streams of :class:`StochasticWeightPruner` (``pruner.stream`` of a run config)
+STREAMS = ("torch", "counter")
+
+
 @register_pruner("stochastic")
 class StochasticWeightPruner(WeightPruner):
     """Zero each weight ``w`` independently with probability ``kappa(w; s_t)``.
@@ -176,7 +181,18 @@ class StochasticWeightPruner(WeightPruner):
             differs from a ``fast=False`` run of the same seed. Off by default
             (``pruner.fast`` in a run config), which keeps the *exact stream*:
             one ``torch.rand`` draw per weight, tensor after tensor, the
-            numbers of every earlier run. Ignored on a GPU.
+            numbers of every earlier run. Ignored on a GPU and with ``stream="counter"``.
+        stream: ``"torch"`` (default): the draws come from the pruner's
+            ``torch.Generator``, one ``torch.rand`` draw per weight (or NumPy's
+            with ``fast``). ``"counter"``: the counter-based stream of
+            :mod:`prunedyn.core.fused`, a function of ``(seed, step, tensor,
+            element)``, applied in one fused pass per tensor (a compiled C
+            kernel on the CPU, a Triton kernel on a GPU, NumPy elsewhere; the
+            same decisions on every device and thread count). Its probability
+            of pruning is ``kappa`` rounded to the nearest multiple of
+            ``2**-23`` (0 below ``2**-24``); the ``torch`` stream's is ``kappa``
+            rounded up to a multiple of ``2**-24``. Kernels without a fused form
+            draw from the same stream and compare with ``kernel(w, s)``.
 
     The exact stream itself is computed faster than it used to be on the
     CPU (:func:`prunedyn.core.kernels.fast_decision`: the same decisions,
@@ -193,7 +209,7 @@ class StochasticWeightPruner(WeightPruner):
     def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
         return cls(model, kernel=p.kernel, sigma=p.sigma, sigma_mode=p.sigma_mode, schedule=p.schedule,
                    ramp_steps=ramp_steps, start_step=start_step, sticky=p.sticky, seed=seed,
-                   fast=bool(getattr(p, "fast", False)))
+                   fast=bool(getattr(p, "fast", False)), stream=getattr(p, "stream", "torch"))
 
     def __init__(
         self,
@@ -209,7 +225,10 @@ class StochasticWeightPruner(WeightPruner):
         seed: int = 0,
         fused: bool = True,
         fast: bool = False,
+        stream: str = "torch",
     ):
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
         if sigma_mode not in ("absolute", "relative"):
@@ -226,7 +245,10 @@ class StochasticWeightPruner(WeightPruner):
         self.generator.manual_seed(int(seed))
         self.fused = fused
         self.fast = bool(fast)
+        self.stream = stream
         self.seed = int(seed)
+        #: backend of the counter stream's last step per tensor (c, triton, reference): benchmarks report it
+        self.backends: Dict[str, str] = {}
         self._np_rng: Optional[np.random.Generator] = None  # the fast path's stream, made on first use
         self._buffer: Optional[torch.Tensor] = None  # the exact stream's draws, reused across steps
 
@@ -249,6 +271,9 @@ class StochasticWeightPruner(WeightPruner):
                     continue
             todo.append((name, w, scale))
         if not todo:
+            return
+        if self.stream == "counter":
+            self._prune_counter(todo)
             return
         first = todo[0][1]
         if first.device.type == "cpu":
@@ -283,6 +308,26 @@ class StochasticWeightPruner(WeightPruner):
             return
         for (name, w, scale), u in zip(todo, us):
             self._zero(name, w, u < self.kernel(w, scale))
+
+    def _prune_counter(self, todo) -> None:
+        """One fused pass per tensor on the counter stream (:mod:`prunedyn.core.fused`).
+
+        The stream's step is the optimiser step's 0-based index (``steps_done - 1``),
+        its tensor index the position in :attr:`weights`: a resumed run draws the
+        same numbers with no generator state to restore.
+        """
+        step = self.steps_done - 1
+        index = {name: j for j, name in enumerate(self.weights)}
+        fused_form = self.kernel_name in FUSED_KERNELS and dict.get(KERNELS, self.kernel_name) is EXPONENTIAL_FORMS[self.kernel_name][0]
+        for name, w, scale in todo:
+            key = stream_key(self.seed, step, index[name])
+            mask = self.masks.get(name)
+            if fused_form:
+                self.backends[name] = fused_prune_(w, mask, key, self.kernel_name, scale)
+                continue
+            u = torch.from_numpy(reference_draws(w.numel(), key)).view(w.shape).to(device=w.device, dtype=w.dtype)
+            self._zero(name, w, u < self.kernel(w, scale))
+            self.backends[name] = "reference"
 
     def _zero_exact(self, name: str, w: torch.Tensor, u: torch.Tensor, scale: float,
                     mask: Optional[torch.Tensor] = None) -> None:

@@ -1,0 +1,465 @@
+"""The fused SWP step: one pass over the weights on a counter-based random stream.
+
+:class:`~prunedyn.core.pruning.StochasticWeightPruner` with ``stream="counter"``
+calls :func:`fused_prune_` for every weight tensor after every optimiser step.
+It reads each weight once and writes it once, generating its random draw in
+registers, instead of drawing a tensor of uniforms, building ``kappa`` in
+temporaries and masking (ten passes over memory). Three implementations give
+the same decisions, bit for bit:
+
+- a C kernel on the CPU (compiled on first use with the system's C compiler,
+  vectorised, OpenMP threads: :func:`cpu_library`);
+- a Triton kernel on a GPU (:func:`triton_prune_`);
+- :func:`reference_decisions`, NumPy, the definition: the tests compare the
+  two kernels with it (the Triton one in Triton's CPU interpreter), and it is
+  the fallback where neither kernel can run.
+
+The stream
+----------
+The draw of element ``i`` of the ``j``-th prunable tensor (``n`` elements) at
+optimiser step ``t`` of a pruner seeded with ``seed``::
+
+    key   = mix64(mix64(seed) ^ (t * 2**24 + j))          stream of (seed, t, j)
+    nb    = n // 4;  block b of element i: i % nb, word m: i // nb   (i < 4 nb)
+                     block nb, word i - 4 nb                           (the last n % 4)
+    z_k   = mix64(key + (2 b + k + 1) * GAMMA),  k = 0, 1             (64 bits each)
+    x     = (lo32(z_0), hi32(z_0), lo32(z_1), hi32(z_1))[m]
+    u     = (2 (x >> 9) + 1) * 2**-24                                 (23 bits, midpoints)
+
+``mix64`` is SplitMix64's output function and ``GAMMA`` its increment (Steele,
+Lea & Flood 2014): ``mix64(key + c * GAMMA)`` for ``c = 1, 2, ...`` is exactly
+SplitMix64's sequence from state ``key``, which passes TestU01's BigCrush. A
+counter-based stream needs no state: any element's draw is a function of
+``(seed, t, j, i)``, so a resumed run, any thread count and any device draw
+the same numbers, and the kernels need no random tensor in memory. Each
+(step, tensor) pair gets its own key, a 64-bit offset into the sequence; two
+streams overlap only if their keys fall within ``n`` counters of each other
+(about ``n / 2**63`` per pair). Philox (Triton's and cuRAND's generator) was
+measured first: its ten rounds of 32-bit products cost this CPU twice a
+copy of the weights by themselves, SplitMix64 a quarter of that.
+
+The decision
+------------
+For the exponential kernels, Gaussian ``exp(-w^2 / (2 s^2))`` and Laplace
+``exp(-|w| / s)``, with ``c = -1 / (2 s^2)`` or ``-1 / s`` rounded to float32::
+
+    a     = max(w * w * c, -20)   or   max(|w| * c, -20)     (float32)
+    kappa = exp_poly(a)                                      (below)
+    w    <- 0  where  u < kappa
+
+``u`` lies on the odd multiples of ``2**-24``, so the probability of pruning
+is ``kappa`` rounded to the nearest multiple of ``2**-23``: within ``2**-24``
+of the kernel for every weight, and exactly 0 where ``kappa < 2**-24`` (the
+``torch.rand`` stream instead prunes every weight with ``kappa > 0`` at the
+rate ``2**-24`` at least, see :mod:`prunedyn.core.kernels`). The clamp at -20
+changes no decision (``exp(-20) < 2**-24 <= u``). ``exp_poly`` is Cephes'
+single-precision ``expf`` (Cody-Waite reduction, degree-6 polynomial,
+relative error about 1e-7) written as IEEE float32 operations in a fixed
+order, with no fused multiply-add: the C kernel (``-ffp-contract=off``), the
+Triton kernel (``enable_fp_fusion=False``) and NumPy compute the same bits.
+
+Weights of other floating dtypes are decided on their float32 value and
+written back as zeros; a sticky mask closes where a weight was pruned. Other
+kernels (``hard``, user-registered ones) take ``u < kernel(w, s)`` with ``u``
+from the same stream (:func:`reference_draws`).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+MASK64 = (1 << 64) - 1
+#: SplitMix64's increment (the golden ratio in 64-bit fixed point) and its mixer's constants
+GAMMA = 0x9E3779B97F4A7C15
+MIX1 = 0xBF58476D1CE4E5B9
+MIX2 = 0x94D049BB133111EB
+
+#: kernels with a fused form: name -> 0 (Gaussian, ``w * w * c``) or 1 (Laplace, ``|w| * c``)
+FUSED_KERNELS = {"gaussian": 0, "laplace": 1}
+
+#: exp arguments below this are clamped: ``exp(-20)`` is below the smallest draw ``2**-24``
+EXP_FLOOR = -20.0
+
+
+def mix64(z: int) -> int:
+    """SplitMix64's output function on a Python integer (mod 2**64)."""
+    z &= MASK64
+    z = ((z ^ (z >> 30)) * MIX1) & MASK64
+    z = ((z ^ (z >> 27)) * MIX2) & MASK64
+    return z ^ (z >> 31)
+
+
+def stream_key(seed: int, step: int, index: int) -> int:
+    """The 64-bit key of tensor ``index``'s draws at optimiser step ``step`` (see the module notes)."""
+    if not 0 <= index < 2**24:
+        raise ValueError(f"tensor index must be in [0, 2**24), got {index}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return mix64(mix64(seed) ^ ((step << 24) + index))
+
+
+def fused_scale(kernel: str, scale: float) -> np.float32:
+    """``c`` of the module notes, rounded to float32: ``-1 / (2 s^2)`` (Gaussian) or ``-1 / s`` (Laplace)."""
+    return np.float32(-1.0 / (2.0 * scale * scale) if FUSED_KERNELS[kernel] == 0 else -1.0 / scale)
+
+
+# ----------------------------------------------------------------------------- reference (NumPy)
+def _mix64_np(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+    return z ^ (z >> np.uint64(31))
+
+
+def reference_words(n: int, key: int) -> np.ndarray:
+    """The 32-bit words ``x`` of elements ``0 .. n-1`` (uint32, length ``n``) for stream ``key``."""
+    nb = n // 4
+    blocks = np.arange(nb + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = [_mix64_np(np.uint64(key) + (np.uint64(2) * blocks + np.uint64(k + 1)) * np.uint64(GAMMA)) for k in (0, 1)]
+    words = np.stack([z[0] & np.uint64(0xFFFFFFFF), z[0] >> np.uint64(32), z[1] & np.uint64(0xFFFFFFFF), z[1] >> np.uint64(32)])
+    words = words.astype(np.uint32)  # (4, nb + 1): word m of block b
+    out = np.empty(n, dtype=np.uint32)
+    out[: 4 * nb] = words[:, :nb].reshape(-1)  # element m * nb + b
+    out[4 * nb :] = words[: n - 4 * nb, nb]
+    return out
+
+
+def reference_draws(n: int, key: int) -> np.ndarray:
+    """The uniforms ``u`` (float32, on the odd multiples of ``2**-24``) of elements ``0 .. n-1``."""
+    x = reference_words(n, key)
+    return ((x >> np.uint32(9)).astype(np.float32) * np.float32(2.0) + np.float32(1.0)) * np.float32(2.0**-24)
+
+
+_EXP_P = [np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                   1.6666665459e-1, 5.0000001201e-1)]
+
+
+def exp_poly(a: np.ndarray) -> np.ndarray:
+    """``exp(a)`` for float32 ``a`` in ``[-20, 0]``: the kernels' operations, in their order."""
+    f = np.float32
+    a = a.astype(np.float32, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        n = (a * f(1.44269504) + f(12582912.0)) - f(12582912.0)  # round to nearest (even)
+        r = a - n * f(0.693359375)
+        r = r - n * f(-2.12194440e-4)
+        p = np.full_like(r, _EXP_P[0])
+        for coef in _EXP_P[1:]:
+            p = p * r + coef
+        p = p * r * r + r + f(1.0)
+        bits = (np.nan_to_num(n, nan=0.0).astype(np.int32) + np.int32(127)) << np.int32(23)
+        return p * bits.view(np.float32)
+
+
+def reference_kappa(w: np.ndarray, kernel: str, scale: float) -> np.ndarray:
+    """``kappa`` of the fused kernels for float32 weights ``w`` (any shape)."""
+    c = fused_scale(kernel, scale)
+    w = w.astype(np.float32, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        a = (np.abs(w) * c) if FUSED_KERNELS[kernel] else (w * w * c)
+        a = np.where(a < np.float32(EXP_FLOOR), np.float32(EXP_FLOOR), a)  # NaN stays NaN, as in C
+    return exp_poly(a)
+
+
+def reference_decisions(w: torch.Tensor, key: int, kernel: str, scale: float) -> torch.Tensor:
+    """Boolean tensor (shape of ``w``, on the CPU): where the fused step zeroes ``w`` for stream ``key``.
+
+    The definition of the fused kernels' decisions (module notes); ``kernel``
+    must be in :data:`FUSED_KERNELS`.
+    """
+    flat = w.detach().reshape(-1).to("cpu", torch.float32).numpy()
+    u = reference_draws(flat.size, key)
+    with np.errstate(invalid="ignore"):
+        return torch.from_numpy(u < reference_kappa(flat, kernel, scale)).view(w.shape)
+
+
+# ----------------------------------------------------------------------------- the CPU kernel (C)
+C_SOURCE = r"""
+#include <stdint.h>
+#include <omp.h>
+
+static inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* exp(a) for a in [-20, 0]: IEEE float32 operations in a fixed order, no FMA (-ffp-contract=off) */
+static inline float exp_poly(float a) {
+  float n = (a * 1.44269504f + 12582912.0f) - 12582912.0f;
+  float r = a - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  union { int32_t i; float f; } s;
+  s.i = ((int32_t)n + 127) << 23;
+  return p * s.f;
+}
+
+static inline float keep_of(float w, uint32_t x, float c, int laplace) {
+  float a = laplace ? (w < 0.0f ? -w : w) * c : w * w * c;
+  a = a < -20.0f ? -20.0f : a;
+  float u = (float)((x >> 9) * 2u + 1u) * 5.9604644775390625e-8f;
+  return u < exp_poly(a) ? 0.0f : 1.0f;
+}
+
+#define WORDS(b) \
+  uint64_t z0 = mix64(key + (2 * (uint64_t)(b) + 1) * 0x9E3779B97F4A7C15ull); \
+  uint64_t z1 = mix64(key + (2 * (uint64_t)(b) + 2) * 0x9E3779B97F4A7C15ull); \
+  uint32_t x0 = (uint32_t)z0, x1 = (uint32_t)(z0 >> 32), x2 = (uint32_t)z1, x3 = (uint32_t)(z1 >> 32);
+
+/* the decision's keep factor k (0 pruned, 1 kept): w <- w * k + 0 turns a pruned -0.0 into +0.0 */
+#define APPLY(i, x) { float k = keep_of(w[i], x, c, laplace); w[i] = w[i] * k + 0.0f; if (mask) mask[i] &= k > 0.0f; }
+#define CHUNK 4096
+
+/* w (n float32, contiguous) <- 0 where u < kappa(w); mask (n bytes or NULL) &= !pruned */
+void prunedyn_swp_f32(float *w, uint8_t *mask, int64_t n, uint64_t key, float c, int laplace, int threads) {
+  int64_t nb = n / 4;
+  #pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t start = 0; start < nb; start += CHUNK) {
+    int64_t stop = start + CHUNK < nb ? start + CHUNK : nb;
+    if (mask) {
+      #pragma omp simd
+      for (int64_t b = start; b < stop; b++) {
+        WORDS(b)
+        APPLY(b, x0) APPLY(nb + b, x1) APPLY(2 * nb + b, x2) APPLY(3 * nb + b, x3)
+      }
+    } else {
+      #pragma omp simd
+      for (int64_t b = start; b < stop; b++) {
+        WORDS(b)
+        float *q = w;
+        q[b] = q[b] * keep_of(q[b], x0, c, laplace) + 0.0f;
+        q[nb + b] = q[nb + b] * keep_of(q[nb + b], x1, c, laplace) + 0.0f;
+        q[2 * nb + b] = q[2 * nb + b] * keep_of(q[2 * nb + b], x2, c, laplace) + 0.0f;
+        q[3 * nb + b] = q[3 * nb + b] * keep_of(q[3 * nb + b], x3, c, laplace) + 0.0f;
+      }
+    }
+  }
+  if (n > 4 * nb) {
+    WORDS(nb)
+    uint32_t x[4] = {x0, x1, x2, x3};
+    for (int64_t i = 4 * nb; i < n; i++) APPLY(i, x[i - 4 * nb])
+  }
+}
+"""
+
+#: flags of the CPU kernel; -ffp-contract=off keeps multiply and add apart (the same bits as NumPy)
+C_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
+
+_lock = threading.Lock()
+_library: Optional[ctypes.CDLL] = None
+_library_error: Optional[str] = None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("PRUNEDYN_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "prunedyn")
+    return Path(root) / "kernels"
+
+
+def _machine_tag() -> str:
+    """What ``-march=native`` depends on: the CPU's flags (a library built elsewhere is not reused)."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        pass
+    return flags or platform.processor() or platform.machine()
+
+
+def cpu_library() -> Optional[ctypes.CDLL]:
+    """The compiled CPU kernel, built on first use into ``~/.cache/prunedyn/kernels`` (``$PRUNEDYN_CACHE``).
+
+    ``None`` (and a warning, once) where it cannot be built: no C compiler
+    (``$CC``, else ``cc`` / ``gcc``), or ``PRUNEDYN_NATIVE=0``. Callers then
+    take :func:`reference_decisions`, which gives the same decisions, slower.
+    The library's name holds a hash of the source, the flags, the compiler
+    and the CPU's flags; it is written under a temporary name and renamed,
+    so concurrent runs never load a half-written file.
+    """
+    global _library, _library_error
+    if _library is not None or _library_error is not None:
+        return _library
+    with _lock:
+        if _library is not None or _library_error is not None:
+            return _library
+        try:
+            _library = _build()
+        except (OSError, subprocess.SubprocessError, RuntimeError) as err:
+            _library_error = str(err)
+            warnings.warn(f"prunedyn: the fused CPU kernel is unavailable ({err}); the counter stream falls back to NumPy",
+                          RuntimeWarning, stacklevel=3)
+        return _library
+
+
+def _build() -> ctypes.CDLL:
+    if os.environ.get("PRUNEDYN_NATIVE", "1") == "0":
+        raise RuntimeError("PRUNEDYN_NATIVE=0")
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler found (set CC)")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    tag = hashlib.sha256("\0".join([C_SOURCE, " ".join(C_FLAGS), version, _machine_tag()]).encode()).hexdigest()[:16]
+    folder = _cache_dir()
+    path = folder / f"swp-{tag}.so"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            src = Path(tmp) / "swp.c"
+            src.write_text(C_SOURCE)
+            out = Path(tmp) / "swp.so"
+            done = subprocess.run([cc, *C_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
+            os.replace(out, path)
+    lib = ctypes.CDLL(str(path))
+    lib.prunedyn_swp_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float,
+                                     ctypes.c_int, ctypes.c_int]
+    lib.prunedyn_swp_f32.restype = None
+    return lib
+
+
+# ----------------------------------------------------------------------------- the GPU kernel (Triton)
+_triton_kernel = None
+
+
+def triton_kernel():
+    """The Triton kernel (compiled per device on first launch), or ``None`` without Triton."""
+    global _triton_kernel
+    if _triton_kernel is not None:
+        return _triton_kernel
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+
+    @triton.jit(do_not_specialize=["n", "nb", "key_lo", "key_hi"])
+    def swp_kernel(w_ptr, mask_ptr, n, nb, key_lo, key_hi, c, LAPLACE: tl.constexpr, HAS_MASK: tl.constexpr,
+                   BLOCK: tl.constexpr):
+        # block indices b in [0, nb]; block nb holds the last n % 4 elements
+        b = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.uint64)
+        key = (key_hi.to(tl.uint64) << 32) | key_lo.to(tl.uint64)
+        z0 = key + (2 * b + 1) * 0x9E3779B97F4A7C15
+        z1 = key + (2 * b + 2) * 0x9E3779B97F4A7C15
+        z0 = (z0 ^ (z0 >> 30)) * 0xBF58476D1CE4E5B9
+        z0 = (z0 ^ (z0 >> 27)) * 0x94D049BB133111EB
+        z0 = z0 ^ (z0 >> 31)
+        z1 = (z1 ^ (z1 >> 30)) * 0xBF58476D1CE4E5B9
+        z1 = (z1 ^ (z1 >> 27)) * 0x94D049BB133111EB
+        z1 = z1 ^ (z1 >> 31)
+        nb64 = nb.to(tl.int64)
+        bi = b.to(tl.int64)
+        for m in tl.static_range(4):
+            if m == 0:
+                x = (z0 & 0xFFFFFFFF).to(tl.uint32)
+            elif m == 1:
+                x = (z0 >> 32).to(tl.uint32)
+            elif m == 2:
+                x = (z1 & 0xFFFFFFFF).to(tl.uint32)
+            else:
+                x = (z1 >> 32).to(tl.uint32)
+            i = tl.where(bi < nb64, m * nb64 + bi, 4 * nb64 + m)
+            valid = (bi <= nb64) & (i < n)
+            wv = tl.load(w_ptr + i, mask=valid, other=1.0)
+            w32 = wv.to(tl.float32)
+            if LAPLACE:
+                a = tl.abs(w32) * c
+            else:
+                a = w32 * w32 * c
+            a = tl.where(a < -20.0, -20.0, a)
+            nn_ = (a * 1.44269504 + 12582912.0) - 12582912.0
+            r = a - nn_ * 0.693359375
+            r = r - nn_ * -2.12194440e-4
+            p = r * 1.9875691500e-4 + 1.3981999507e-3
+            p = p * r + 8.3334519073e-3
+            p = p * r + 4.1665795894e-2
+            p = p * r + 1.6666665459e-1
+            p = p * r + 5.0000001201e-1
+            p = p * r * r + r + 1.0
+            s = ((nn_.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)
+            u = ((x >> 9) * 2 + 1).to(tl.float32) * 5.9604644775390625e-8
+            prune = u < p * s
+            keep = tl.where(prune, 0.0, 1.0)
+            tl.store(w_ptr + i, (w32 * keep + 0.0).to(wv.dtype), mask=valid)
+            if HAS_MASK:
+                mv = tl.load(mask_ptr + i, mask=valid, other=0)
+                tl.store(mask_ptr + i, tl.where(prune, 0, mv).to(mv.dtype), mask=valid)
+
+    _triton_kernel = swp_kernel
+    return _triton_kernel
+
+
+#: blocks (of four weights) per Triton program
+TRITON_BLOCK = 1024
+
+
+def triton_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel: str, scale: float) -> None:
+    """The Triton kernel on contiguous ``w`` (and its bool ``mask``), in place."""
+    n = w.numel()
+    nb = n // 4
+    grid = (triton_cdiv(nb + 1, TRITON_BLOCK),)
+    kern = triton_kernel()
+    m = mask.view(torch.uint8) if mask is not None else w
+    kern[grid](w, m, n, nb, key & 0xFFFFFFFF, key >> 32, float(fused_scale(kernel, scale)),
+               LAPLACE=FUSED_KERNELS[kernel], HAS_MASK=mask is not None, BLOCK=TRITON_BLOCK, enable_fp_fusion=False)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ----------------------------------------------------------------------------- dispatch
+def fused_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel: str, scale: float) -> str:
+    """Zero ``w`` in place where the stream ``key`` decides so (module notes); returns the backend used.
+
+    ``mask``: ``None`` or a bool tensor of ``w``'s shape and device, closed
+    (set False) where a weight is pruned. ``kernel`` must be in
+    :data:`FUSED_KERNELS`. Backends: ``"c"`` (contiguous float32 on the CPU
+    with the compiled kernel), ``"triton"`` (contiguous weights on a GPU with
+    Triton), else ``"reference"`` (NumPy on a CPU copy; the same decisions).
+    """
+    if kernel not in FUSED_KERNELS:
+        raise ValueError(f"kernel {kernel!r} has no fused form; allowed: {', '.join(FUSED_KERNELS)}")
+    contiguous = w.is_contiguous() and (mask is None or mask.is_contiguous())
+    if w.device.type == "cpu" and w.dtype == torch.float32 and contiguous and w.numel():
+        lib = cpu_library()
+        if lib is not None:
+            lib.prunedyn_swp_f32(w.data_ptr(), None if mask is None else mask.data_ptr(), w.numel(), key,
+                                 float(fused_scale(kernel, scale)), FUSED_KERNELS[kernel], torch.get_num_threads())
+            _bump_version(w)
+            return "c"
+    if w.device.type == "cuda" and contiguous and w.numel() and triton_kernel() is not None:
+        triton_prune_(w, mask, key, kernel, scale)
+        _bump_version(w)
+        return "triton"
+    drop = reference_decisions(w, key, kernel, scale).to(w.device)
+    w.masked_fill_(drop, 0.0)
+    if mask is not None:
+        mask &= ~drop
+    return "reference"
+
+
+def _bump_version(w: torch.Tensor) -> None:
+    # a write through a raw pointer does not move autograd's version counter, which guards
+    # tensors saved for backward against in-place changes; move it as masked_fill_ would
+    torch.autograd.graph.increment_version(w)

@@ -1,0 +1,273 @@
+"""The fused SWP step on the counter stream (prunedyn.core.fused).
+
+- the stream is SplitMix64: its published first outputs, and draws on the odd
+  multiples of 2**-24;
+- the C kernel (CPU) and the Triton kernel (run in Triton's CPU interpreter)
+  make exactly the reference's decisions, masks included, for every size
+  (the n % 4 tail), both kernels and awkward values;
+- the decisions depend on (seed, step, tensor, element) only: not on the
+  thread count, and a resumed run repeats an uninterrupted one;
+- each weight is pruned with probability kappa rounded to 2**-23 (binomial
+  tolerance), never where kappa < 2**-24.
+"""
+import copy
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from prunedyn.core import fused
+from prunedyn.core.kernels import KERNELS, get_kernel, register_kernel
+from prunedyn.core.pruning import StochasticWeightPruner, prunable_weights
+from prunedyn.run.config import ConfigError, config_hash, load_config
+
+pytestmark = pytest.mark.skipif(fused.cpu_library() is None, reason="no C compiler: the CPU kernel cannot be built")
+
+
+def awkward(n=40_003, sigma=0.004, seed=0):
+    """Weights around sigma on a log scale, with zeros, -0.0, infinities, NaN and denormals."""
+    g = torch.Generator().manual_seed(seed)
+    scale = sigma * torch.logspace(-4, 2, n, dtype=torch.float64)[torch.randperm(n, generator=g)]
+    w = (torch.randn(n, generator=g, dtype=torch.float64) * scale).float()
+    special = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 1e-40, -1e-42, 5.7 * sigma, -5.8 * sigma])
+    w[: special.numel()] = special
+    return w
+
+
+def same(a, b):
+    """Equal bit for bit, NaN included."""
+    return torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def test_splitmix64_published_outputs():
+    # SplitMix64 from state 0: mix64(k * GAMMA) for k = 1, 2, 3
+    assert [fused.mix64(k * fused.GAMMA) for k in (1, 2, 3)] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+def test_draws_lie_on_odd_multiples_and_look_uniform():
+    u = fused.reference_draws(200_001, fused.stream_key(3, 5, 1))
+    k = u.astype(np.float64) * 2**24
+    assert np.all(k == np.round(k)) and np.all(k % 2 == 1)
+    assert 0 < u.min() and u.max() < 1
+    # mean and a 16-bin histogram within 5 standard deviations of uniform
+    assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / u.size)
+    counts = np.histogram(u, bins=16, range=(0, 1))[0]
+    assert np.all(np.abs(counts - u.size / 16) < 5 * math.sqrt(u.size / 16))
+
+
+def test_keys_differ_by_seed_step_and_tensor():
+    keys = {fused.stream_key(s, t, j) for s in range(3) for t in range(50) for j in range(8)}
+    assert len(keys) == 3 * 50 * 8
+    with pytest.raises(ValueError, match="tensor index"):
+        fused.stream_key(0, 0, 2**24)
+
+
+def test_exp_poly_is_close_to_exp():
+    a = np.linspace(-20, 0, 100_001, dtype=np.float32)
+    rel = np.abs(fused.exp_poly(a).astype(np.float64) / np.exp(a.astype(np.float64)) - 1)
+    assert rel.max() < 2e-7
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplace"])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 4099, 40_003])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_c_kernel_matches_reference(kernel, n, with_mask):
+    w = awkward()[:n].clone()
+    key = fused.stream_key(11, 7, 3)
+    drop = fused.reference_decisions(w, key, kernel, 0.004)
+    mask = torch.ones(n, dtype=torch.bool) if with_mask else None
+    out = w.clone()
+    assert fused.fused_prune_(out, mask, key, kernel, 0.004) == "c"
+    assert same(out, w.masked_fill(drop, 0.0))
+    if with_mask:
+        assert torch.equal(mask, ~drop)
+
+
+def test_c_kernel_writes_positive_zeros_and_keeps_closed_masks_closed():
+    w = torch.full((1000,), -1e-6)  # kappa ~ 1: all pruned
+    mask = torch.ones(1000, dtype=torch.bool)
+    mask[::3] = False
+    fused.fused_prune_(w, mask, fused.stream_key(0, 0, 0), "gaussian", 0.01)
+    assert torch.all(w.view(torch.int32) == 0)  # +0.0, as masked_fill_ writes
+    assert not mask.any()
+
+
+def test_decisions_do_not_depend_on_thread_count():
+    w = awkward(400_000)
+    key = fused.stream_key(1, 2, 3)
+    outs = []
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            out = w.clone()
+            fused.fused_prune_(out, None, key, "gaussian", 0.004)
+            outs.append(out)
+        finally:
+            torch.set_num_threads(before)
+    assert same(outs[0], outs[1])
+
+
+def test_reference_backend_for_strided_tensors_gives_the_same_decisions():
+    base = awkward(2 * 5001).view(2, 5001)
+    key = fused.stream_key(4, 0, 0)
+    strided = base.t()  # not contiguous: NumPy reference
+    contiguous = strided.contiguous()
+    assert fused.fused_prune_(strided, None, key, "laplace", 0.004) == "reference"
+    assert fused.fused_prune_(contiguous, None, key, "laplace", 0.004) == "c"
+    assert same(strided.contiguous(), contiguous)
+
+
+def test_fused_step_moves_the_autograd_version_counter():
+    w = torch.randn(100) * 1e-3
+    v = w._version
+    fused.fused_prune_(w, None, fused.stream_key(0, 0, 0), "gaussian", 0.01)
+    assert w._version > v
+
+
+def test_unknown_kernel_has_no_fused_form():
+    with pytest.raises(ValueError, match="allowed: gaussian, laplace"):
+        fused.fused_prune_(torch.zeros(4), None, 0, "hard", 0.1)
+
+
+def test_probability_is_kappa_rounded_to_two_to_the_minus_23():
+    sigma = 0.01
+    values = torch.tensor([0.0, 0.3, 1.0, 2.0, 3.0, 4.0, 5.0, 5.6, 5.9]) * sigma  # kappa from 1 to below 2**-24
+    reps = 40_000
+    w0 = values.repeat(reps)
+    hits = torch.zeros(values.numel())
+    for step in range(5):
+        w = w0.clone()
+        fused.fused_prune_(w, None, fused.stream_key(9, step, 0), "gaussian", sigma)
+        hits += (w == 0).view(reps, -1).sum(0)
+    n = 5 * reps
+    kappa = fused.reference_kappa(values.numpy(), "gaussian", sigma).astype(np.float64)
+    p = np.round(kappa * 2**23) / 2**23
+    for j in range(values.numel()):
+        sd = math.sqrt(max(p[j] * (1 - p[j]), 1e-12) / n)
+        assert abs(hits[j].item() / n - p[j]) <= 5 * sd + 1e-12, (values[j].item(), hits[j].item() / n, p[j])
+    assert p[-1] == 0 and hits[-1] == 0  # kappa < 2**-24 never prunes
+
+
+TRITON_SCRIPT = textwrap.dedent("""
+    import torch
+    from prunedyn.core import fused
+    g = torch.Generator().manual_seed(0)
+    bad = 0
+    for n in (1, 3, 5, 4099, 70_001):
+        for kernel in ("gaussian", "laplace"):
+            w = torch.randn(n, generator=g) * 0.01
+            w[:1] = -0.0
+            key = fused.stream_key(5, n, 1)
+            drop = fused.reference_decisions(w, key, kernel, 0.004)
+            out, mask = w.clone(), torch.ones(n, dtype=torch.bool)
+            fused.triton_prune_(out, mask, key, kernel, 0.004)
+            ok = torch.equal(out.view(torch.int32), w.masked_fill(drop, 0.0).view(torch.int32)) and torch.equal(mask, ~drop)
+            bad += not ok
+    print("MISMATCHES", bad)
+""")
+
+
+def test_triton_kernel_matches_reference_in_the_interpreter():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", TRITON_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MISMATCHES 0" in done.stdout
+
+
+# ----------------------------------------------------------------------------- the pruner
+def net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
+
+
+def train(model, pruner, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=1e-3)
+    for _ in range(steps):
+        x = torch.randn(16, 3, 8, 8, generator=g)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pruner.step()
+
+
+@pytest.mark.parametrize("options", [{}, {"sticky": True}, {"sigma_mode": "relative", "sigma": 0.3}, {"kernel": "laplace"}])
+def test_counter_pruner_resumes_exactly(options):
+    opts = {"sigma": 0.02, "seed": 3, "stream": "counter", **options}
+    a = net()
+    pa = StochasticWeightPruner(a, **opts)
+    train(a, pa, 6)
+    b = net()
+    pb = StochasticWeightPruner(b, **opts)
+    train(b, pb, 3)
+    state, weights = copy.deepcopy(pb.state_dict()), copy.deepcopy(b.state_dict())
+    c = net(seed=99)
+    c.load_state_dict(weights)
+    pc = StochasticWeightPruner(c, **opts)
+    pc.load_state_dict(state)
+    g_state = torch.Generator().manual_seed(0)
+    # the resumed model sees the batches of steps 3..5: replay the first three draws of the data stream
+    for _ in range(3):
+        torch.randn(16, 3, 8, 8, generator=g_state)
+    opt = torch.optim.SGD(c.parameters(), lr=0.05, weight_decay=1e-3)
+    for _ in range(3):
+        x = torch.randn(16, 3, 8, 8, generator=g_state)
+        loss = c(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pc.step()
+    for (name, wa), wc in zip(prunable_weights(a).items(), prunable_weights(c).values()):
+        assert torch.equal(wa, wc), name
+    assert set(pa.backends.values()) == {"c"}
+    if opts.get("sticky"):
+        assert all(torch.equal(pa.masks[k], pc.masks[k]) for k in pa.masks)
+        assert all(torch.equal(pa.weights[k] == 0, ~pa.masks[k]) for k in pa.masks)
+
+
+def test_counter_pruner_zeroes_the_reference_decisions_of_its_step_and_tensor():
+    model = net()
+    pruner = StochasticWeightPruner(model, sigma=0.05, seed=8, stream="counter", start_step=2)
+    before = {k: w.detach().clone() for k, w in pruner.weights.items()}
+    for _ in range(3):  # steps 0, 1 skipped (start_step), step 2 prunes
+        pruner.step()
+    for j, (name, w) in enumerate(pruner.weights.items()):
+        drop = fused.reference_decisions(before[name], fused.stream_key(8, 2, j), "gaussian", 0.05)
+        assert torch.equal(w, before[name].masked_fill(drop, 0.0)), name
+        assert drop.any()
+
+
+def test_counter_stream_for_kernels_without_a_fused_form():
+    register_kernel("cauchy_counter_test")(lambda w, sigma: 1.0 / (1.0 + (w / sigma) ** 2))
+    try:
+        for kernel in ("hard", "cauchy_counter_test"):
+            model = net()
+            pruner = StochasticWeightPruner(model, kernel=kernel, sigma=0.05, seed=2, stream="counter")
+            before = {k: w.detach().clone() for k, w in pruner.weights.items()}
+            pruner.step()
+            for j, (name, w) in enumerate(pruner.weights.items()):
+                u = torch.from_numpy(fused.reference_draws(w.numel(), fused.stream_key(2, 0, j))).view(w.shape)
+                assert torch.equal(w, before[name].masked_fill(u < get_kernel(kernel)(before[name], 0.05), 0.0))
+            assert set(pruner.backends.values()) == {"reference"}
+    finally:
+        del KERNELS["cauchy_counter_test"]
+
+
+def test_config_stream_is_validated_and_changes_the_hash_only_when_set():
+    base = load_config("mlp-mnist")
+    assert base.pruner.stream == "torch"
+    assert config_hash(load_config("mlp-mnist", ["pruner.stream=torch"])) == config_hash(base)
+    assert config_hash(load_config("mlp-mnist", ["pruner.stream=counter"])) != config_hash(base)
+    with pytest.raises(ConfigError, match="pruner.stream.*allowed: torch, counter"):
+        load_config("mlp-mnist", ["pruner.stream=philox"])
+    with pytest.raises(ValueError, match="stream must be one of torch, counter"):
+        StochasticWeightPruner(net(), stream="philox")
