@@ -1,7 +1,7 @@
 """How far is the SWP step from the memory bound? Ratios measured in one run, no timed tests.
 
     .venv/bin/python benchmarks/swp_bandwidth.py [--models mlp vgg0.25 vgg1] [--rounds 30] [--threads 1]
-                                                [--train-rounds 10] [--write]
+                                                [--train-rounds 10] [--device cpu|cuda] [--write]
 
 For each model (the book's MLP 784-300-100-10 with sigma 0.003, VGG-16 with
 BatchNorm at width 0.25 and 1 with sigma 0.002, CIFAR-10 input, batch 128)
@@ -12,13 +12,16 @@ machine hits every entry alike and the ratios hold):
   (``torch.utils.benchmark.Timer``): one read and one write of every weight,
   the memory bound of any in-place step;
 - the SWP step (``StochasticWeightPruner._prune``, Gaussian kernel, absolute
-  sigma) along three paths: ``previous`` (the implementation before issue
+  sigma) along its paths: ``previous`` (the implementation before issue
   #12, kept here verbatim: one ``torch.rand`` for all weights, four
-  temporaries, ``masked_fill_``), ``exact`` (the default now: the same
-  decisions, tested bit for bit in tests/test_swp_fast.py) and ``fast``
-  (``fast=True``: another random stream, the same probabilities). Each
-  timing restores the initial weights first (one copy, subtracted), so that
-  every repetition prunes the same weights;
+  temporaries, ``masked_fill_``), ``exact`` (the default ``torch`` stream:
+  the same decisions, tested bit for bit in tests/test_swp_fast.py), ``fast``
+  (``fast=True``: NumPy's stream, the same probabilities) and ``counter``
+  (``stream="counter"``: the fused one-pass kernel of prunedyn.core.fused, C
+  on the CPU, Triton on a GPU; on a GPU also ``multi_tensor``, the default
+  torch stream's ``_foreach`` path). Each timing restores the initial
+  weights first (one copy, subtracted), so that every repetition prunes the
+  same weights;
 - a training step (forward, cross-entropy, backward, L2 gradient, SGD with
   momentum), for the SWP step's share of it.
 
@@ -69,16 +72,19 @@ def previous_prune(pruner: StochasticWeightPruner) -> None:
         pruner._zero(name, w, u < pruner.kernel(w, scale))
 
 
+#: the SWP paths per device type
+PATHS = {"cpu": ("previous", "exact", "fast", "counter"), "cuda": ("previous", "exact", "multi_tensor", "counter")}
+
 #: ``wall``: elapsed time; ``cpu``: this thread's CPU time (with one torch thread all the work runs
 #: in it), far less sensitive to other processes sharing the cores, though not to their use of
 #: caches and memory bandwidth
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
-def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str) -> list:
+def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str, device: torch.device) -> list:
     build, sigma, shape = MODELS[name]
     torch.manual_seed(0)
-    model = build().train()
+    model = build().to(device).train()
     weights = list(prunable_weights(model).values())
     n = sum(w.numel() for w in weights)
     initial = [w.detach().clone() for w in weights]
@@ -90,11 +96,9 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str) -
         for w, w0 in zip(weights, initial):
             w.copy_(w0)
 
-    pruners = {
-        "previous": StochasticWeightPruner(model, sigma=sigma, seed=1),
-        "exact": StochasticWeightPruner(model, sigma=sigma, seed=1),
-        "fast": StochasticWeightPruner(model, sigma=sigma, seed=1, fast=True),
-    }
+    options = {"previous": {}, "exact": {"fused": False}, "fast": {"fast": True}, "multi_tensor": {"fused": True},
+               "counter": {"stream": "counter"}}
+    pruners = {path: StochasticWeightPruner(model, sigma=sigma, seed=1, **options[path]) for path in PATHS[device.type]}
 
     def swp(path):
         pruner = pruners[path]
@@ -104,13 +108,13 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str) -
             if path == "previous":
                 previous_prune(pruner)
             else:
-                with torch.no_grad():
-                    pruner._prune(0)
+                pruner.step()  # the counter stream draws with the step's index: a new key each call
 
         return run
 
     stmts = {"copy": ("dst.copy_(src)", {"dst": dst, "src": src}), "restore": ("restore()", {"restore": restore})}
     stmts.update({path: ("run()", {"run": swp(path)}) for path in pruners})
+    # on a GPU the Timer synchronises the device around each block (the wall clock only)
     timers = {key: Timer(stmt, globals=g, timer=CLOCKS[clock]) for key, (stmt, g) in stmts.items()}
     # warm-up, and the number of calls per timing block (about 20 ms per block)
     number = {}
@@ -126,8 +130,8 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str) -
     # training steps, round-robin with nothing else: their own medians
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     decay = make_regularizer("l2", lam=5e-4)
-    x = torch.randn(batch, *shape)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
 
     def train_step():
         loss = F.cross_entropy(model(x), y)
@@ -137,9 +141,12 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str) -
         opt.step()
 
     train = []
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i in range(train_rounds + 1):
+        sync()
         tic = CLOCKS[clock]()
         train_step()
+        sync()
         if i:
             train.append(CLOCKS[clock]() - tic)
     t_train = statistics.median(train)
@@ -147,7 +154,9 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str) -
     rows = []
     for path in pruners:
         t_swp = max(med[path] - med["restore"], 0.0)
+        backend = ",".join(sorted(set(pruners[path].backends.values()))) if path == "counter" else "torch"
         rows.append({
+            "device": device.type,
             "clock": clock,
             "model": name,
             "weights": n,
@@ -155,6 +164,7 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str) -
             "copy_ms": 1e3 * med["copy"],
             "copy_gbps": 2 * 4 * n / med["copy"] / 1e9,
             "path": path,
+            "backend": backend,
             "swp_ms": 1e3 * t_swp,
             "x_memory_bound": t_swp / med["copy"],
             "speedup_over_previous": (med["previous"] - med["restore"]) / t_swp if t_swp > 0 else float("nan"),
@@ -173,9 +183,10 @@ def main():
     parser.add_argument("--train-rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--clock", choices=list(CLOCKS), nargs="+", default=["cpu", "wall"],
                         help="cpu: the thread's CPU time (needs --threads 1), wall: elapsed time")
-    parser.add_argument("--write", action="store_true", help="write benchmarks/results/swp-bandwidth-cpu.{csv,json}")
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/swp-bandwidth-<device>.{csv,json}")
     parser.add_argument("--note", default="", help="a remark stored with the results (e.g. the machine's load)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -184,25 +195,30 @@ def main():
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     rows = []
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        args.clock = ["wall"]  # a thread's CPU time says nothing of the GPU's work
+        torch.backends.cudnn.benchmark = True
     if args.threads != 1 and "cpu" in args.clock:
         parser.error("--clock cpu measures one thread: use --threads 1")
     for name in args.models:
         for clock in args.clock:
-            rows += measure(name, args.rounds, args.train_rounds, args.batch, clock)
+            rows += measure(name, args.rounds, args.train_rounds, args.batch, clock, device)
             print(f"# {name} ({clock} clock) done", flush=True)
     load_after = os.getloadavg()
     table = pd.DataFrame(rows)
-    print(f"# {cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), medians of {args.rounds} round-robin rounds;"
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    print(f"# {hardware}, torch {torch.__version__}, {args.threads} thread(s), medians of {args.rounds} round-robin rounds;"
           f" load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
-    cols = ["clock", "model", "weights", "copy_ms", "copy_gbps", "path", "swp_ms", "x_memory_bound", "speedup_over_previous",
+    cols = ["clock", "model", "weights", "copy_ms", "copy_gbps", "path", "backend", "swp_ms", "x_memory_bound", "speedup_over_previous",
             "train_step_ms", "swp_share_of_train_step"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.write:
         args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / "swp-bandwidth-cpu.csv", table.to_csv(index=False, float_format="%.6g"))
-        atomic_write_json(args.out / "swp-bandwidth-cpu.json", {
+        atomic_write_text(args.out / f"swp-bandwidth-{device.type}.csv", table.to_csv(index=False, float_format="%.6g"))
+        atomic_write_json(args.out / f"swp-bandwidth-{device.type}.json", {
             "date_utc": started.isoformat(timespec="seconds"),
-            "hardware": cpu_name(),
+            "hardware": hardware,
             "cpus": os.cpu_count(),
             "threads": args.threads,
             "torch": torch.__version__,

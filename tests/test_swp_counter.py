@@ -115,9 +115,9 @@ def test_decisions_do_not_depend_on_thread_count():
 
 
 def test_reference_backend_for_strided_tensors_gives_the_same_decisions():
-    base = awkward(2 * 5001).view(2, 5001)
+    base = awkward(2 * 10002).view(2, 10002)
     key = fused.stream_key(4, 0, 0)
-    strided = base.t()  # not contiguous: NumPy reference
+    strided = base[:, ::2]  # not dense: logical order, NumPy reference
     contiguous = strided.contiguous()
     assert fused.fused_prune_(strided, None, key, "laplace", 0.004) == "reference"
     assert fused.fused_prune_(contiguous, None, key, "laplace", 0.004) == "c"
@@ -271,3 +271,19 @@ def test_config_stream_is_validated_and_changes_the_hash_only_when_set():
         load_config("mlp-mnist", ["pruner.stream=philox"])
     with pytest.raises(ValueError, match="stream must be one of torch, counter"):
         StochasticWeightPruner(net(), stream="philox")
+
+
+def test_channels_last_weights_are_numbered_in_memory_order_and_take_the_kernel():
+    w = awkward(8 * 5 * 3 * 3).view(8, 5, 3, 3)
+    last = w.contiguous(memory_format=torch.channels_last)
+    key = fused.stream_key(2, 1, 0)
+    mask = torch.ones(w.shape, dtype=torch.bool)  # contiguous: another format than the weights
+    assert fused.fused_prune_(last, mask, key, "gaussian", 0.004) == "c"
+    assert last.is_contiguous(memory_format=torch.channels_last)
+    # the same numbers as the contiguous tensor (O, H, W, I) of the same memory
+    flat = w.permute(0, 2, 3, 1).contiguous()
+    fused.fused_prune_(flat, None, key, "gaussian", 0.004)
+    assert same(last.permute(0, 2, 3, 1).contiguous(), flat)
+    drop = fused.reference_decisions(w.contiguous(memory_format=torch.channels_last), key, "gaussian", 0.004)
+    assert torch.equal(mask, ~drop)
+    assert same(last.contiguous(), w.masked_fill(drop, 0.0))

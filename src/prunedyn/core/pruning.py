@@ -45,7 +45,7 @@ from prunedyn.core.kernels import (
     fast_decision,
     get_kernel,
 )
-from prunedyn.core.fused import FUSED_KERNELS, fused_prune_, reference_draws, stream_key
+from prunedyn.core.fused import FUSED_KERNELS, fused_prune_, reference_draws, storage_order, stream_key
 from prunedyn.core.registry import Registry
 from prunedyn.core.schedules import get_schedule
 from prunedyn.structure.layers import PRUNABLE_TYPES, prunable_weights, weight_sparsity  # noqa: F401 (re-exported)
@@ -325,7 +325,9 @@ class StochasticWeightPruner(WeightPruner):
             if fused_form:
                 self.backends[name] = fused_prune_(w, mask, key, self.kernel_name, scale)
                 continue
-            u = torch.from_numpy(reference_draws(w.numel(), key)).view(w.shape).to(device=w.device, dtype=w.dtype)
+            order = storage_order(w)  # numbered in memory order, as the fused kernels number them
+            u = torch.from_numpy(reference_draws(w.numel(), key)).view(w.permute(order).shape)
+            u = u.permute(tuple(int(d) for d in np.argsort(order))).to(device=w.device, dtype=w.dtype)
             self._zero(name, w, u < self.kernel(w, scale))
             self.backends[name] = "reference"
 
