@@ -170,6 +170,20 @@ TRITON_SCRIPT = textwrap.dedent("""
             fused.triton_prune_(out, mask, key, kernel, 0.004)
             ok = torch.equal(out.view(torch.int32), w.masked_fill(drop, 0.0).view(torch.int32)) and torch.equal(mask, ~drop)
             bad += not ok
+    # one launch over a group: three tensors (one in channels_last memory order), with masks
+    ws = [torch.randn(s, generator=g) * 0.01 for s in ((7,), (4, 3, 3, 3), (1000, 33))]
+    ws[1] = ws[1].contiguous(memory_format=torch.channels_last)
+    views = [w.permute(fused.storage_order(w)) for w in ws]
+    keys = [fused.stream_key(2, 9, j) for j in range(3)]
+    drops = [fused.reference_decisions(w, k, "gaussian", 0.006) for w, k in zip(ws, keys)]
+    masks = [torch.ones(v.shape, dtype=torch.bool) for v in views]
+    before = [w.clone() for w in ws]
+    group = fused.TritonGroup(views, [m.view(torch.uint8) for m in masks])
+    assert group.matches(views, [m.view(torch.uint8) for m in masks])
+    group.launch(keys, "gaussian", 0.006)
+    for w, w0, d, m, o in zip(ws, before, drops, masks, [fused.storage_order(w) for w in ws]):
+        bad += not torch.equal(w, w0.masked_fill(d, 0.0))
+        bad += not torch.equal(m, ~d.permute(o))
     print("MISMATCHES", bad)
 """)
 

@@ -367,7 +367,14 @@ _triton_kernel = None
 
 
 def triton_kernel():
-    """The Triton kernel (compiled per device on first launch), or ``None`` without Triton."""
+    """The Triton kernel (compiled per device on first launch), or ``None`` without Triton.
+
+    One launch prunes a whole group of float32 tensors: each program handles
+    ``BLOCK`` blocks of four weights of one tensor, found through tables of
+    data pointers, sizes, keys and first blocks (:class:`TritonGroup`), so a
+    step costs one launch however many layers the model has (sixteen
+    launches cost more than the work on a large GPU).
+    """
     global _triton_kernel
     if _triton_kernel is not None:
         return _triton_kernel
@@ -377,12 +384,18 @@ def triton_kernel():
     except ImportError:
         return None
 
-    @triton.jit(do_not_specialize=["n", "nb", "key_lo", "key_hi"])
-    def swp_kernel(w_ptr, mask_ptr, n, nb, key_lo, key_hi, c, LAPLACE: tl.constexpr, HAS_MASK: tl.constexpr,
-                   BLOCK: tl.constexpr):
+    @triton.jit
+    def swp_group_kernel(ptrs, mptrs, ns, keys, prog_tensor, prog_block0, c, LAPLACE: tl.constexpr,
+                         HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        j = tl.load(prog_tensor + pid)
+        w_ptr = tl.load(ptrs + j).to(tl.pointer_type(tl.float32))
+        n = tl.load(ns + j)
+        key = tl.load(keys + j).to(tl.uint64, bitcast=True)
+        nb = n // 4
         # block indices b in [0, nb]; block nb holds the last n % 4 elements
-        b = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.uint64)
-        key = (key_hi.to(tl.uint64) << 32) | key_lo.to(tl.uint64)
+        bi = tl.load(prog_block0 + pid) + tl.arange(0, BLOCK)
+        b = bi.to(tl.uint64)
         z0 = key + (2 * b + 1) * 0x9E3779B97F4A7C15
         z1 = key + (2 * b + 2) * 0x9E3779B97F4A7C15
         z0 = (z0 ^ (z0 >> 30)) * 0xBF58476D1CE4E5B9
@@ -391,8 +404,6 @@ def triton_kernel():
         z1 = (z1 ^ (z1 >> 30)) * 0xBF58476D1CE4E5B9
         z1 = (z1 ^ (z1 >> 27)) * 0x94D049BB133111EB
         z1 = z1 ^ (z1 >> 31)
-        nb64 = nb.to(tl.int64)
-        bi = b.to(tl.int64)
         for m in tl.static_range(4):
             if m == 0:
                 x = (z0 & 0xFFFFFFFF).to(tl.uint32)
@@ -402,10 +413,9 @@ def triton_kernel():
                 x = (z1 & 0xFFFFFFFF).to(tl.uint32)
             else:
                 x = (z1 >> 32).to(tl.uint32)
-            i = tl.where(bi < nb64, m * nb64 + bi, 4 * nb64 + m)
-            valid = (bi <= nb64) & (i < n)
-            wv = tl.load(w_ptr + i, mask=valid, other=1.0)
-            w32 = wv.to(tl.float32)
+            i = tl.where(bi < nb, m * nb + bi, 4 * nb + m)
+            valid = (bi <= nb) & (i < n)
+            w32 = tl.load(w_ptr + i, mask=valid, other=1.0)
             if LAPLACE:
                 a = tl.abs(w32) * c
             else:
@@ -423,13 +433,13 @@ def triton_kernel():
             s = ((nn_.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)
             u = ((x >> 9) * 2 + 1).to(tl.float32) * 5.9604644775390625e-8
             prune = u < p * s
-            keep = tl.where(prune, 0.0, 1.0)
-            tl.store(w_ptr + i, (w32 * keep + 0.0).to(wv.dtype), mask=valid)
+            tl.store(w_ptr + i, tl.where(prune, 0.0, w32), mask=valid)
             if HAS_MASK:
-                mv = tl.load(mask_ptr + i, mask=valid, other=0)
-                tl.store(mask_ptr + i, tl.where(prune, 0, mv).to(mv.dtype), mask=valid)
+                m_ptr = tl.load(mptrs + j).to(tl.pointer_type(tl.uint8))
+                mv = tl.load(m_ptr + i, mask=valid, other=0)
+                tl.store(m_ptr + i, tl.where(prune, 0, mv).to(tl.uint8), mask=valid)
 
-    _triton_kernel = swp_kernel
+    _triton_kernel = swp_group_kernel
     return _triton_kernel
 
 
@@ -437,19 +447,58 @@ def triton_kernel():
 TRITON_BLOCK = 1024
 
 
+def _signed64(k: int) -> int:
+    return k - (1 << 64) if k >= (1 << 63) else k
+
+
+class TritonGroup:
+    """Tables for one launch of the Triton kernel over contiguous float32 tensors of one device.
+
+    ``weights``: the tensors (each contiguous, in the order the kernel numbers
+    its elements); ``masks``: ``None`` or one contiguous bool tensor per weight.
+    The tables hold data pointers: a group is valid while the tensors keep
+    their storage (:meth:`matches`).
+    """
+
+    def __init__(self, weights, masks=None):
+        self.device = weights[0].device
+        self.signature = self._signature(weights, masks)
+        self.has_mask = masks is not None
+        long = dict(dtype=torch.int64, device=self.device)
+        self.ptrs = torch.tensor([w.data_ptr() for w in weights], **long)
+        self.mptrs = torch.tensor([m.data_ptr() for m in masks], **long) if masks is not None else self.ptrs
+        self.ns = torch.tensor([w.numel() for w in weights], **long)
+        prog_tensor, prog_block0 = [], []
+        for j, w in enumerate(weights):
+            blocks = w.numel() // 4 + 1
+            starts = range(0, blocks, TRITON_BLOCK)
+            prog_tensor += [j] * len(starts)
+            prog_block0 += list(starts)
+        self.prog_tensor = torch.tensor(prog_tensor, dtype=torch.int32, device=self.device)
+        self.prog_block0 = torch.tensor(prog_block0, **long)
+
+    @staticmethod
+    def _signature(weights, masks):
+        return (tuple((w.data_ptr(), w.numel()) for w in weights),
+                None if masks is None else tuple(m.data_ptr() for m in masks))
+
+    def matches(self, weights, masks=None) -> bool:
+        return self.signature == self._signature(weights, masks)
+
+    def launch(self, keys, kernel: str, scale: float) -> None:
+        """Prune every tensor of the group in place: tensor ``j`` with stream ``keys[j]``, one ``scale`` for all."""
+        table = torch.tensor([_signed64(k) for k in keys], dtype=torch.int64)
+        if self.device.type == "cuda":
+            table = table.pin_memory().to(self.device, non_blocking=True)
+        grid = (self.prog_tensor.numel(),)
+        triton_kernel()[grid](self.ptrs, self.mptrs, self.ns, table, self.prog_tensor, self.prog_block0,
+                              float(fused_scale(kernel, scale)), LAPLACE=FUSED_KERNELS[kernel], HAS_MASK=self.has_mask,
+                              BLOCK=TRITON_BLOCK, enable_fp_fusion=False)
+
+
 def triton_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel: str, scale: float) -> None:
-    """The Triton kernel on contiguous ``w`` (and its bool ``mask``), in place."""
-    n = w.numel()
-    nb = n // 4
-    grid = (triton_cdiv(nb + 1, TRITON_BLOCK),)
-    kern = triton_kernel()
-    m = mask.view(torch.uint8) if mask is not None else w
-    kern[grid](w, m, n, nb, key & 0xFFFFFFFF, key >> 32, float(fused_scale(kernel, scale)),
-               LAPLACE=FUSED_KERNELS[kernel], HAS_MASK=mask is not None, BLOCK=TRITON_BLOCK, enable_fp_fusion=False)
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+    """The Triton kernel on one contiguous float32 ``w`` (and its contiguous bool ``mask``), in place."""
+    TritonGroup([w], None if mask is None else [mask.view(torch.uint8)]).launch([key], kernel, scale)
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -460,7 +509,8 @@ def fused_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel
     (set False) where a weight is pruned. ``kernel`` must be in
     :data:`FUSED_KERNELS`. Backends: ``"c"`` (contiguous float32 on the CPU
     with the compiled kernel), ``"triton"`` (contiguous weights on a GPU with
-    Triton), else ``"reference"`` (NumPy on a CPU copy; the same decisions).
+    Triton; :class:`TritonGroup` prunes many tensors in one launch), else
+    ``"reference"`` (NumPy on a CPU copy; the same decisions).
     """
     if kernel not in FUSED_KERNELS:
         raise ValueError(f"kernel {kernel!r} has no fused form; allowed: {', '.join(FUSED_KERNELS)}")
@@ -476,7 +526,7 @@ def fused_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel
             cpu_library().prunedyn_swp_f32(view.data_ptr(), None if m is None else m.data_ptr(), w.numel(), key,
                                            float(fused_scale(kernel, scale)), FUSED_KERNELS[kernel], torch.get_num_threads())
             backend = "c"
-        elif w.device.type == "cuda" and triton_kernel() is not None:
+        elif w.device.type == "cuda" and w.dtype == torch.float32 and triton_kernel() is not None:
             triton_prune_(view, m, key, kernel, scale)
             backend = "triton"
         if backend is not None:

@@ -45,7 +45,7 @@ from prunedyn.core.kernels import (
     fast_decision,
     get_kernel,
 )
-from prunedyn.core.fused import FUSED_KERNELS, fused_prune_, reference_draws, storage_order, stream_key
+from prunedyn.core.fused import FUSED_KERNELS, TritonGroup, fused_prune_, reference_draws, storage_order, stream_key, triton_kernel
 from prunedyn.core.registry import Registry
 from prunedyn.core.schedules import get_schedule
 from prunedyn.structure.layers import PRUNABLE_TYPES, prunable_weights, weight_sparsity  # noqa: F401 (re-exported)
@@ -249,6 +249,7 @@ class StochasticWeightPruner(WeightPruner):
         self.seed = int(seed)
         #: backend of the counter stream's last step per tensor (c, triton, reference): benchmarks report it
         self.backends: Dict[str, str] = {}
+        self._group: Optional[TritonGroup] = None  # the GPU's one-launch tables, rebuilt when the weights move
         self._np_rng: Optional[np.random.Generator] = None  # the fast path's stream, made on first use
         self._buffer: Optional[torch.Tensor] = None  # the exact stream's draws, reused across steps
 
@@ -319,6 +320,8 @@ class StochasticWeightPruner(WeightPruner):
         step = self.steps_done - 1
         index = {name: j for j, name in enumerate(self.weights)}
         fused_form = self.kernel_name in FUSED_KERNELS and dict.get(KERNELS, self.kernel_name) is EXPONENTIAL_FORMS[self.kernel_name][0]
+        if fused_form and self._prune_group(todo, step, index):
+            return
         for name, w, scale in todo:
             key = stream_key(self.seed, step, index[name])
             mask = self.masks.get(name)
@@ -330,6 +333,36 @@ class StochasticWeightPruner(WeightPruner):
             u = u.permute(tuple(int(d) for d in np.argsort(order))).to(device=w.device, dtype=w.dtype)
             self._zero(name, w, u < self.kernel(w, scale))
             self.backends[name] = "reference"
+
+    def _prune_group(self, todo, step: int, index) -> bool:
+        """On a GPU, all tensors in one Triton launch (:class:`prunedyn.core.fused.TritonGroup`).
+
+        Taken when every tensor is a dense float32 CUDA tensor, they share one
+        sigma (absolute mode) and any masks lie in their weights' memory order;
+        returns False otherwise (the caller goes tensor by tensor, with the
+        same decisions).
+        """
+        first = todo[0][1]
+        if first.device.type != "cuda" or triton_kernel() is None or len({scale for _, _, scale in todo}) != 1:
+            return False
+        views, masks = [], [] if self.sticky else None
+        for name, w, _ in todo:
+            view = w.permute(storage_order(w))
+            if w.dtype != torch.float32 or not view.is_contiguous():
+                return False
+            views.append(view)
+            if self.sticky:
+                m = self.masks[name].permute(storage_order(w))
+                if not m.is_contiguous():
+                    return False
+                masks.append(m.view(torch.uint8))
+        if self._group is None or not self._group.matches(views, masks):
+            self._group = TritonGroup(views, masks)
+        self._group.launch([stream_key(self.seed, step, index[name]) for name, _, _ in todo], self.kernel_name, todo[0][2])
+        for name, w, _ in todo:
+            torch.autograd.graph.increment_version(w)
+            self.backends[name] = "triton-group"
+        return True
 
     def _zero_exact(self, name: str, w: torch.Tensor, u: torch.Tensor, scale: float,
                     mask: Optional[torch.Tensor] = None) -> None:
