@@ -301,3 +301,22 @@ def test_channels_last_weights_are_numbered_in_memory_order_and_take_the_kernel(
     drop = fused.reference_decisions(w.contiguous(memory_format=torch.channels_last), key, "gaussian", 0.004)
     assert torch.equal(mask, ~drop)
     assert same(last.contiguous(), w.masked_fill(drop, 0.0))
+
+
+def test_without_a_compiler_the_reference_runs_and_says_so():
+    script = textwrap.dedent("""
+        import warnings, torch
+        from prunedyn.core import fused
+        w = torch.randn(1001) * 0.01
+        key = fused.stream_key(3, 4, 5)
+        drop = fused.reference_decisions(w, key, "gaussian", 0.004)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = w.clone()
+            backend = fused.fused_prune_(out, None, key, "gaussian", 0.004)
+        print(backend, torch.equal(out, w.masked_fill(drop, 0.0)), any("PRUNEDYN_NATIVE=0" in str(c.message) for c in caught))
+    """)
+    env = {**os.environ, "PRUNEDYN_NATIVE": "0"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["reference", "True", "True"]

@@ -320,6 +320,48 @@ def plot_speed(table: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+#: colours of the SWP step's implementations (benchmarks/swp_bandwidth.py, pruning_overhead.py)
+SWP_PATH_COLORS = {"previous": "0.6", "exact": "#1f77b4", "per_tensor": "#1f77b4", "fast": "#9467bd",
+                   "multi_tensor": "#17becf", "counter": "#d62728"}
+
+
+def plot_swp_cost(bandwidth: pd.DataFrame, title: str = "") -> Figure:
+    """The SWP step per model and implementation: against the memory bound (left), against a training step (right).
+
+    ``bandwidth``: rows of benchmarks/swp_bandwidth.py for one clock (columns
+    ``model, path, x_memory_bound, swp_share_of_train_step``). Left: the step's
+    time over a copy of the same bytes (1 = the bound, dashed line at the
+    2x target), log scale; right: its time over a training step's.
+    """
+    models = list(dict.fromkeys(bandwidth["model"]))
+    paths = list(dict.fromkeys(bandwidth["path"]))
+    fig = Figure(figsize=(9.0, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    width = 0.8 / len(paths)
+    for k, path in enumerate(paths):
+        t = bandwidth[bandwidth["path"] == path].set_index("model").reindex(models)
+        xs = [i + (k - (len(paths) - 1) / 2) * width for i in range(len(models))]
+        for ax, col in zip(axes, ("x_memory_bound", "swp_share_of_train_step")):
+            ax.bar(xs, t[col], width=width, color=SWP_PATH_COLORS.get(path, f"C{k}"), label=path)
+        for x, v in zip(xs, t["x_memory_bound"]):
+            axes[0].text(x, v * 1.05, f"{v:.1f}", ha="center", va="bottom", fontsize=6)
+    axes[0].set_yscale("log")
+    axes[0].axhline(1, color="k", lw=0.8)
+    axes[0].axhline(2, color="#d62728", lw=0.8, ls="--")
+    axes[0].text(len(models) - 0.55, 2, "2x target", ha="right", va="bottom", fontsize=7, color="#d62728")
+    axes[0].set_ylabel("SWP step / copy of the weights")
+    axes[1].set_yscale("log")
+    axes[1].yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes[1].set_ylabel("SWP step / training step")
+    for ax in axes:
+        ax.set_xticks(range(len(models)), models)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def plot_method_costs(table: pd.DataFrame, metric: str, labels: Sequence[str], reference: str = "dense",
                       metric_label: Optional[str] = None, title: str = "", nodes: str = "dead_node_fraction",
                       nodes_label: str = "nodes dead at the end (share of all hidden nodes)") -> Figure:
