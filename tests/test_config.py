@@ -129,6 +129,11 @@ BAD = [
     (["pruner.kernel=3"], ["pruner.kernel", "string"]),
     (["epochs="], ["epochs", "empty"]),
     (["pruner.sigma=[1"], ["--set pruner.sigma", "YAML"]),
+    # the training path (section train)
+    (["train.precision=fp16"], ["train.precision", "fp16", "fp32", "bf16"]),
+    (["train.sync_every=-1"], ["train.sync_every", ">= 0"]),
+    (["train.resident=1"], ["train.resident", "true", "false"]),
+    (["train.bogus=1"], ["train.bogus", "resident", "precision", "channels_last", "compile", "sync_every"]),
 ]
 
 
@@ -265,3 +270,14 @@ def test_later_fields_at_their_default_do_not_change_the_hash(monkeypatch):
     assert c.config_hash(cfg) == expected != before
     changed = c.load_config("mlp-mnist", ["pruner.alpha=0.25"])
     assert c.config_hash(changed) != c.config_hash(cfg)
+
+
+def test_train_section_at_its_defaults_is_left_out_of_the_hash():
+    cfg = load_config("vgg16-cifar10")
+    assert cfg.train.precision == "fp32" and cfg.train.sync_every == 1 and not cfg.train.resident
+    # the hashes before the section existed (cached conv-net runs are keyed by them)
+    assert config_hash(cfg) == "29f56fda2905"
+    assert config_hash(load_config("unet-dsb2018")) == "8e3303d25e3f"
+    assert config_hash(load_config("vgg16-cifar10", ["train.sync_every=1", "train.precision=fp32"])) == "29f56fda2905"
+    # any field off its default keys another run
+    assert config_hash(load_config("vgg16-cifar10", ["train.precision=bf16"])) != "29f56fda2905"

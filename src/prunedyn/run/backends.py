@@ -5,6 +5,13 @@ builds the jobs, skips finished runs and writes ``summary.csv`` the same way for
 backend; a backend takes the jobs still to do and yields ``(index, summary)`` as runs finish.
 
 ``process``: a pool of spawned processes on this machine (one run in-process with one worker).
+GPU runs share the GPUs: each worker has a number (``$PRUNEDYN_WORKER_SLOT``), and a run with
+``device: cuda`` takes GPU ``slot % n_gpus`` (:func:`prunedyn.run.experiments.worker_gpu`), so
+``--workers 4`` on a one-GPU machine trains four configs at once on that GPU (each process its
+own CUDA context, some 0.5 GB; small models leave most of a large GPU idle when trained one at a
+time, so several at once raise the throughput; the kernels of the processes time-share the GPU,
+or run concurrently under NVIDIA MPS). Without ``--workers`` the pool has one worker per CPU
+core, also for GPU runs: give ``--workers`` for those.
 
 ``ray``: one Ray task per run, on the cluster at ``address`` (``ray://host:10001`` through Ray
 Client, ``host:6379`` from a cluster node, or ``$RAY_ADDRESS``; with neither, Ray starts a
@@ -30,7 +37,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from prunedyn.run.config import ConfigError
 
 BACKENDS = ("process", "ray")
-RAY_PIN = "ray[default]==2.60.0"  # the pin of requirements.txt and pyproject's `ray` extra
+RAY_PIN = "ray[default]==2.60.0"
+# The environment variable holding a process-pool worker's number (read by prunedyn.run.experiments.resolve_device)
+WORKER_SLOT = "PRUNEDYN_WORKER_SLOT"  # the pin of requirements.txt and pyproject's `ray` extra
 
 
 class BackendError(ConfigError):
@@ -72,10 +81,22 @@ def _process(fn, jobs: Sequence[Job], workers: int) -> Iterator[Tuple[int, dict]
         for job in jobs:
             yield job.index, fn(*job.args)
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+    ctx = get_context("spawn")
+    slots = ctx.Value("i", 0)
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
+                             initializer=take_worker_slot, initargs=(slots,)) as pool:
         futures = {pool.submit(fn, *job.args): job.index for job in jobs}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
+
+
+def take_worker_slot(counter) -> None:
+    """Pool initializer: give this worker process the next number (``$PRUNEDYN_WORKER_SLOT``),
+    which spreads ``device: cuda`` runs over the machine's GPUs."""
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    os.environ[WORKER_SLOT] = str(slot)
 
 
 def import_ray():

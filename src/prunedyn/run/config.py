@@ -7,6 +7,7 @@ A config is plain data::
     optimizer:   {name: sgd, lr: 0.05, momentum: 0.9}
     regularizer: {kind: l2, lam: 0.005}
     pruner:      {kind: stochastic, kernel: gaussian, sigma: 0.003, ...}
+    train:       {resident: false, precision: fp32, channels_last: false, compile: false, sync_every: 1}
     epochs: 40
     seed: 0
 
@@ -30,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from prunedyn.core.kernels import KERNELS
-from prunedyn.core.pruning import PRUNERS
+from prunedyn.core.pruning import PRUNERS, STREAMS
 from prunedyn.core.regularization import REGULARIZERS, SCOPES
 from prunedyn.core.schedules import SCHEDULES
 
@@ -97,6 +98,9 @@ class PrunerConfig:
     fast: bool = False
     # slimming: a channel is removed once its BatchNorm scale's magnitude falls below this
     threshold: float = 0.01
+    # stochastic: "torch" (the generator's stream, every earlier run) or "counter" (a stream that is a
+    # function of seed, step, tensor and element, applied by one fused kernel; core.fused)
+    stream: str = "torch"
 
 
 @dataclass
@@ -112,6 +116,44 @@ class InitConfig:
 
 
 @dataclass
+class TrainConfig:
+    """How the training loop runs on its device (issue #12, the fast path for the conv nets).
+
+    The defaults are the reference path every recorded run used: batches gathered
+    on the host and moved to the device one at a time, fp32, contiguous (NCHW)
+    tensors, eager PyTorch, and a host read of the loss after every step. Each
+    field removes one cost a GPU pays on that path; only ``precision`` and
+    ``channels_last`` change the numbers (and ``compile`` may, by fusing
+    differently), so only they make a run's results differ from the reference
+    beyond float rounding. Every field is part of the config hash once it
+    leaves its default, and the run's summary records the path
+    (``train_path``), so a figure can say which one ran.
+    """
+
+    # The training set is copied to the device once, and every epoch's batches
+    # are gathered and augmented there (the same random draws as on the host,
+    # drawn for the whole epoch at its start): no host-to-device copy per step.
+    # The batches, and so the numbers, are those of the reference path.
+    resident: bool = False
+    # fp32: as recorded. bf16: forward and loss under torch.autocast(bfloat16)
+    # (matmuls and convolutions in bf16 on tensor cores; weights, gradients,
+    # optimiser state and evaluation stay fp32).
+    precision: str = "fp32"
+    # Conv nets: model and 4-D inputs in torch.channels_last (NHWC), the layout
+    # cuDNN's tensor-core kernels use natively (NCHW costs a transpose per
+    # convolution). Same maths, other summation order.
+    channels_last: bool = False
+    # torch.compile the model for the training forward (fuses BatchNorm/ReLU and
+    # the elementwise ops between convolutions). The first epoch pays the compile.
+    compile: bool = False
+    # Steps between host reads of the running loss (1: every step, as recorded;
+    # 0: once per epoch). Each read waits for the device to finish its queue;
+    # a NaN/inf loss is still caught, at the next read (the step that produced
+    # it has been applied by then; the run stops with TrainingDiverged either way).
+    sync_every: int = 1
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -120,6 +162,7 @@ class ExperimentConfig:
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     epochs: int = 10
     seed: int = 0
     device: str = "cpu"
@@ -136,6 +179,9 @@ def _choices(values) -> Sequence[str]:
     return tuple(values)
 
 
+# train.precision -> the autocast dtype of the forward pass (None: no autocast)
+PRECISIONS = ("fp32", "bf16")
+
 # field -> allowed values (a callable so registries extended later are seen)
 CHOICES = {
     "model.name": lambda: __import__("prunedyn.models", fromlist=["MODELS"]).MODELS,
@@ -148,9 +194,11 @@ CHOICES = {
     "pruner.kind": lambda: PRUNERS,
     "pruner.kernel": lambda: KERNELS,
     "pruner.sigma_mode": lambda: ("absolute", "relative"),
+    "pruner.stream": lambda: STREAMS,
     "pruner.schedule": lambda: SCHEDULES,
     "pruner.scope": lambda: ("layer", "global"),
     "device": lambda: ("cpu", "cuda", "auto"),
+    "train.precision": lambda: PRECISIONS,
 }
 
 # field -> (lowest, highest, lowest is exclusive)
@@ -172,6 +220,7 @@ RANGES = {
     "pruner.threshold": (0, None, False),
     "epochs": (1, None, False),
     "threads": (0, 64, False),
+    "train.sync_every": (0, None, False),
 }
 
 SECTIONS = {
@@ -181,6 +230,7 @@ SECTIONS = {
     "regularizer": RegularizerConfig,
     "pruner": PrunerConfig,
     "init": InitConfig,
+    "train": TrainConfig,
 }
 
 
@@ -352,13 +402,16 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
 # while they hold their default, so adding a field does not re-key (and so
 # retrain) every cached run. A new field must be listed here as "section.key".
 LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads", "pruner.fast",
-                       "pruner.threshold")
+                       "pruner.threshold", "pruner.stream", "train.resident", "train.precision", "train.channels_last", "train.compile",
+                       "train.sync_every")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
     """First 12 hex digits of the SHA-256 of the canonical JSON of the config.
 
-    Stable under additions to the config: see :data:`LATER_FIELDS`.
+    Stable under additions to the config: see :data:`LATER_FIELDS`. A section
+    left empty by that (a section added later, all at its defaults: ``train``)
+    is left out too.
     """
     data = cfg.to_dict()
     defaults = ExperimentConfig().to_dict()
@@ -367,5 +420,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
         holder, default = (data[section], defaults[section]) if section else (data, defaults)
         if holder.get(name) == default.get(name):
             holder.pop(name, None)
+    for section in SECTIONS:
+        if data.get(section) == {}:
+            del data[section]
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -7,18 +7,28 @@ the network to report its dense and compact sizes. Reruns with the same
 config and seed give identical tables and summary on CPU; a run killed at
 any point continues from its last checkpoint with ``resume=True`` and ends
 with the numbers of an uninterrupted run.
+
+The ``train`` section of the config (:class:`prunedyn.run.config.TrainConfig`)
+selects the training path: the reference path (its defaults) or the parts of
+the fast GPU path -- the training set resident on the device and augmented
+there, bf16 autocast, channels_last, ``torch.compile``, fewer host reads of
+the loss. The summary records the path that ran (``train_path``, see
+:func:`train_path`); :func:`recorded_train_path` reads it back, also for runs
+made before the section existed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import platform
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import yaml
@@ -39,6 +49,7 @@ from prunedyn.core.regularization import (
 )
 from prunedyn.data.datasets import DatasetBundle, load_dataset
 from prunedyn.models import build_model
+from prunedyn.run.backends import WORKER_SLOT
 from prunedyn.run.config import ExperimentConfig, config_hash
 from prunedyn.run.records import (
     RunRecord,
@@ -72,6 +83,12 @@ class Trainer:
     device: torch.device
     steps_per_epoch: int
     task: Task
+    # the training forward: the model, or its torch.compile wrapper (train.compile); the
+    # module itself stays in ``model`` for evaluation, snapshots, surgery and checkpoints
+    forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    # the training set on the device (train.resident), else None (batches come from ``data``)
+    train_x: Optional[torch.Tensor] = None
+    train_y: Optional[torch.Tensor] = None
 
     @property
     def weights(self) -> List[torch.Tensor]:
@@ -87,11 +104,59 @@ def regularized_parameters(model: nn.Module, scope: str) -> List[torch.Tensor]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of ``device: cpu | cuda | auto``. In a sweep's worker process on a machine with
+    several GPUs, ``cuda`` is the worker's own GPU (:func:`worker_gpu`); with one GPU every worker
+    shares it."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RunError("device: 'cuda' requested but no CUDA device is available; allowed here: cpu, auto")
+    if name == "cuda":
+        index = worker_gpu(os.environ.get(WORKER_SLOT), torch.cuda.device_count())
+        if index is not None:
+            return torch.device("cuda", index)
     return torch.device(name)
+
+
+def worker_gpu(slot: Optional[str], gpus: int) -> Optional[int]:
+    """The GPU of sweep worker ``slot`` among ``gpus``: round robin, so that ``--workers k`` on a
+    machine with ``n`` GPUs puts ``k / n`` runs on each. None outside a worker or with one GPU
+    (then ``cuda`` means the current device, as in a single run)."""
+    if slot is None or gpus <= 1:
+        return None
+    return int(slot) % gpus
+
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(t: "Trainer"):
+    """The context of the training forward and loss: autocast to ``train.precision``, or none."""
+    dtype = AUTOCAST_DTYPES[t.cfg.train.precision]
+    return nullcontext() if dtype is None else torch.autocast(t.device.type, dtype=dtype)
+
+
+def train_path(cfg: ExperimentConfig, device: torch.device) -> str:
+    """The training path of a run, as recorded in its summary (``train_path``): the device
+    type and the precision, then ``channels_last``, ``compiled``, ``resident`` where set.
+    E.g. ``cpu fp32`` (the reference path) or ``cuda bf16 channels_last compiled resident``."""
+    tc = cfg.train
+    flags = [name for name, on in (("channels_last", tc.channels_last), ("compiled", tc.compile),
+                                   ("resident", tc.resident)) if on]
+    return " ".join([device.type, tc.precision, *flags])
+
+
+def recorded_train_path(folder: Path) -> str:
+    """The training path of the finished run in ``folder``, for a figure's caption. Runs made
+    before the path was recorded ran the reference path (fp32, host batches) on the device their
+    ``timing.json`` names."""
+    folder = Path(folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    if "train_path" in summary:
+        return summary["train_path"]
+    timing = folder / "timing.json"
+    device = json.loads(timing.read_text()).get("device", "cpu") if timing.exists() else "cpu"
+    return f"{torch.device(device).type} fp32"
 
 
 def lr_at(cfg, step: int, total_steps: int) -> float:
@@ -163,6 +228,9 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
         model = initial_model_from_run(Path(cfg.init.run), data, cfg.init.compact).to(device)
     else:
         model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
+    if cfg.train.channels_last:
+        # 4-D parameters (conv kernels) only; a model without any is unchanged
+        model = model.to(memory_format=torch.channels_last)
     steps = math.ceil(len(data.y_train) / cfg.data.batch_size)
     regularizer = make_regularizer(cfg.regularizer.kind, cfg.regularizer.lam, model=model)
     if regularizer.lam and type(regularizer) is not Regularizer and not regularized_parameters(model, cfg.regularizer.scope):
@@ -177,6 +245,10 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
         device=device,
         steps_per_epoch=steps,
         task=task_for(data, augment=cfg.data.augment),
+        # static shapes: one graph for the full batches and one for the epoch's last, smaller one
+        forward=torch.compile(model, dynamic=False) if cfg.train.compile else model,
+        train_x=data.x_train.to(device) if cfg.train.resident else None,
+        train_y=data.y_train.to(device) if cfg.train.resident else None,
     )
 
 
@@ -188,29 +260,61 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: 
 
 
 def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
-    """One pass over the training set in the epoch's seeded order."""
+    """One pass over the training set in the epoch's seeded order.
+
+    The order and the augmentation come from one CPU generator seeded by the
+    seed and the epoch, on every path, so every path sees the same batches.
+    On the reference path each batch is gathered and augmented on the host
+    and moved to the device; with ``train.resident`` the epoch's order and
+    augmentation draws go to the device once and each batch is gathered and
+    augmented there. The loss and the correct count are summed on the device
+    (float64 and int64: the sums of the host loop, exactly) and read by the
+    host every ``train.sync_every`` steps, when their finiteness is checked
+    (every step: before the step is applied, as recorded).
+    """
     cfg = t.cfg
+    sync_every = cfg.train.sync_every
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     order = torch.randperm(len(t.data.y_train), generator=g)
+    batch = cfg.data.batch_size
+    starts = range(0, len(order), batch)
+    resident = t.train_x is not None
+    if resident:
+        # the host path's draws, made in its order (batch after batch) before any batch is used
+        draws = [t.task.augment_draws(len(order[i : i + batch]), g) for i in starts] if cfg.data.augment else []
+        draws = tuple(torch.cat(parts).to(t.device) for parts in zip(*draws))
+        order = order.to(t.device)
     weights = t.weights
     total_steps = cfg.epochs * t.steps_per_epoch
     step = (epoch - 1) * t.steps_per_epoch
     t.model.train()
-    total, correct, seen, pixels = 0.0, 0, 0, 0
-    for i in range(0, len(order), cfg.data.batch_size):
-        idx = order[i : i + cfg.data.batch_size]
-        xb, yb = t.data.x_train[idx], t.data.y_train[idx]
-        if cfg.data.augment:
-            xb, yb = t.task.augment(xb, yb, g)
-        xb, yb = xb.to(t.device), yb.to(t.device)
+    forward = t.model if t.forward is None else t.forward
+    total = torch.zeros((), dtype=torch.float64, device=t.device)
+    correct = torch.zeros((), dtype=torch.int64, device=t.device)
+    seen, pixels, last_read = 0, 0, 0
+    for n, i in enumerate(starts, 1):
+        idx = order[i : i + batch]
+        if resident:
+            xb, yb = t.train_x[idx], t.train_y[idx]
+            if cfg.data.augment:
+                xb, yb = t.task.augment_with(xb, yb, tuple(d[i : i + batch] for d in draws))
+        else:
+            xb, yb = t.data.x_train[idx], t.data.y_train[idx]
+            if cfg.data.augment:
+                xb, yb = t.task.augment(xb, yb, g)
+            xb, yb = xb.to(t.device), yb.to(t.device)
+        if cfg.train.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         lr = lr_at(cfg.optimizer, step, total_steps)
         for group in t.optimizer.param_groups:
             group["lr"] = lr
         step += 1
         t.pruner.before_forward()
-        out = t.model(xb)
-        loss = t.task.loss(out, yb)
-        if not torch.isfinite(loss):
+        with autocast(t):
+            out = forward(xb)
+            # the loss in fp32 whatever the forward's dtype (a no-op on the fp32 path)
+            loss = t.task.loss(out.float(), yb)
+        if sync_every == 1 and not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {float(loss.detach())} in epoch {epoch} (lr {lr}, lambda {cfg.regularizer.lam}); "
                 "the last good checkpoint is kept"
@@ -222,13 +326,25 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
         t.optimizer.step()
         t.regularizer.after_step(weights, lr)
         t.pruner.step()
-        total += float(loss.detach()) * len(yb)
-        correct += int((out.argmax(1) == yb).sum())
+        total += loss.detach().double() * len(yb)
+        correct += (out.argmax(1) == yb).sum()
         seen += len(yb)
         pixels += yb.numel()
+        if sync_every != 1 and (n == len(starts) or (sync_every and n % sync_every == 0)):
+            _check_loss_sum(total, epoch, last_read, n, lr, cfg.regularizer.lam)
+            last_read = n
         if progress is not None:
             progress.update(1)
-    return {"train_loss": total / seen, "train_accuracy": correct / pixels}
+    return {"train_loss": float(total) / seen, "train_accuracy": int(correct) / pixels}
+
+
+def _check_loss_sum(total: torch.Tensor, epoch: int, after: int, upto: int, lr: float, lam: float) -> None:
+    """The deferred check (``train.sync_every != 1``): a NaN/inf loss anywhere makes the running sum non-finite."""
+    if not torch.isfinite(total):
+        raise TrainingDiverged(
+            f"loss became {float(total)} in epoch {epoch}, in one of its steps {after + 1}-{upto} "
+            f"(train.sync_every; lr {lr}, lambda {lam}); the last good checkpoint is kept"
+        )
 
 
 def snapshot(t: Trainer, epoch: int, train: Dict[str, float]) -> Dict[str, List[dict]]:
@@ -258,6 +374,8 @@ def snapshot(t: Trainer, epoch: int, train: Dict[str, float]) -> Dict[str, List[
     producer_names = {layer.name for layer in stats}
     for s in stats:
         w = weights[s.name]
+        # one host copy per statistic, not one read per node (each a device sync on a GPU)
+        node_cols = {k: getattr(s, k).tolist() for k in ("in_l2", "out_l2", "in_l1", "out_l1", "in_dead", "out_dead")}
         layers.append(
             {
                 "epoch": epoch,
@@ -276,12 +394,12 @@ def snapshot(t: Trainer, epoch: int, train: Dict[str, float]) -> Dict[str, List[
                     "epoch": epoch,
                     "layer": s.name,
                     "node": j,
-                    "in_l2": float(s.in_l2[j]),
-                    "out_l2": float(s.out_l2[j]),
-                    "in_l1": float(s.in_l1[j]),
-                    "out_l1": float(s.out_l1[j]),
-                    "in_dead": bool(s.in_dead[j]),
-                    "out_dead": bool(s.out_dead[j]),
+                    "in_l2": node_cols["in_l2"][j],
+                    "out_l2": node_cols["out_l2"][j],
+                    "in_l1": node_cols["in_l1"][j],
+                    "out_l1": node_cols["out_l1"][j],
+                    "in_dead": node_cols["in_dead"][j],
+                    "out_dead": node_cols["out_dead"][j],
                 }
             )
     hist = []
@@ -471,6 +589,7 @@ def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> 
         "prunedyn_version": __version__,
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
+        "train_path": train_path(cfg, t.device),
     }
     atomic_write_json(
         out / "timing.json",
@@ -481,6 +600,7 @@ def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> 
             "gpu": torch.cuda.get_device_name(t.device) if t.device.type == "cuda" else None,
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
+            "train": {**dataclasses.asdict(cfg.train), "path": train_path(cfg, t.device)},
         },
     )
     atomic_write_json(out / "summary.json", summary)

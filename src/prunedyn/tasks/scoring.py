@@ -8,7 +8,12 @@ the study; the task supplies the three things that differ:
   **segmentation** (``out (B, K, H, W)``, ``y (B, H, W)``);
 - :meth:`Task.augment`: seeded, so an epoch repeats exactly on rerun -- crop
   and flip for CIFAR-10, the eight flips/rotations of the square (applied to
-  image and target alike) for nuclei;
+  image and target alike) for nuclei. Split into :meth:`Task.augment_draws`
+  (the random numbers, on the host, from the run's CPU generator) and
+  :meth:`Task.augment_with` (the transform, on whatever device the batch is
+  on, without host synchronisation): ``train.resident`` draws a whole epoch's
+  numbers at its start and transforms the batches on the GPU, giving the
+  batches of the host path;
 - :meth:`Task.evaluate`: the test metrics recorded every epoch, each a column
   ``test_<name>`` of the run's ``metrics`` table. ``test_accuracy`` (image or
   pixel accuracy) and ``test_loss`` always; classification adds balanced
@@ -20,14 +25,14 @@ the study; the task supplies the three things that differ:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from prunedyn.data.datasets import DatasetBundle, augment_batch
+from prunedyn.data.datasets import DatasetBundle, augment_batch, crop_flip, crop_flip_draws
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -82,6 +87,16 @@ class Task:
     def augment(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
         return x, y
 
+    def augment_draws(self, b: int, generator: torch.Generator) -> Tuple[torch.Tensor, ...]:
+        """The random numbers :meth:`augment` draws from ``generator`` for a batch of ``b``,
+        in the same order: a tuple of ``(b,)`` tensors (empty without augmentation)."""
+        return ()
+
+    def augment_with(self, x: torch.Tensor, y: torch.Tensor, draws: Tuple[torch.Tensor, ...]):
+        """:meth:`augment` with its random numbers given (on ``x``'s device): equal to
+        ``augment(x, y, g)`` when ``draws == augment_draws(len(x), g)``."""
+        return x, y
+
     def evaluate(self, model: nn.Module, data: DatasetBundle, device, batch: int = 1000) -> Dict[str, float]:
         raise NotImplementedError
 
@@ -100,6 +115,12 @@ class Classification(Task):
     def augment(self, x, y, generator):
         return (augment_batch(x, generator) if self.crop_flip else x), y
 
+    def augment_draws(self, b, generator):
+        return crop_flip_draws(b, generator) if self.crop_flip else ()
+
+    def augment_with(self, x, y, draws):
+        return (crop_flip(x, *draws) if self.crop_flip else x), y
+
     def evaluate(self, model, data, device, batch=1000):
         x, y = data.x_test, data.y_test
         loss, correct, logits = scored_outputs(model, x, y, device, batch)
@@ -116,12 +137,21 @@ class Classification(Task):
         return out
 
 
-def dihedral(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
-    """Each image of ``x (B, C, H, W)`` and its target ``y (B, H, W)`` transformed by the
-    same random element of the square's symmetry group (4 rotations x optional flip)."""
-    b = x.shape[0]
+def dihedral_draws(b: int, generator: torch.Generator):
+    """The random part of :func:`dihedral` for ``b`` images: ``(rot, flip)``, each ``(b,)``."""
     rot = torch.randint(0, 4, (b,), generator=generator)
     flip = torch.rand(b, generator=generator) < 0.5
+    return rot, flip
+
+
+def dihedral(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+    """Each image of ``x (B, C, H, W)`` and its target ``y (B, H, W)`` transformed by the
+    same random element of the square's symmetry group (4 rotations x optional flip).
+
+    The host reference (one image at a time); :func:`dihedral_gather` is the
+    same transform for a batch on any device."""
+    b = x.shape[0]
+    rot, flip = dihedral_draws(b, generator)
     xs, ys = [], []
     for i in range(b):
         xi, yi = x[i], y[i]
@@ -131,6 +161,34 @@ def dihedral(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
         xs.append(torch.rot90(xi, k, (-2, -1)))
         ys.append(torch.rot90(yi, k, (-2, -1)))
     return torch.stack(xs), torch.stack(ys)
+
+
+_DIHEDRAL_MAPS: Dict[Tuple[int, str], torch.Tensor] = {}
+
+
+def _dihedral_maps(side: int, device: torch.device) -> torch.Tensor:
+    """``(8, side*side)``: for group element ``4 * flip + rot``, the flat source pixel of each
+    output pixel -- :func:`dihedral`'s own flip and rot90 applied to a grid of pixel indices,
+    so the two agree by construction."""
+    key = (side, str(device))
+    if key not in _DIHEDRAL_MAPS:
+        grid = torch.arange(side * side).view(side, side)
+        maps = [torch.rot90(grid.flip(-1) if f else grid, k, (-2, -1)).reshape(-1) for f in (0, 1) for k in range(4)]
+        _DIHEDRAL_MAPS[key] = torch.stack(maps).to(device)
+    return _DIHEDRAL_MAPS[key]
+
+
+def dihedral_gather(x: torch.Tensor, y: torch.Tensor, rot: torch.Tensor, flip: torch.Tensor):
+    """:func:`dihedral` with its draws given, for a whole batch at once on ``x``'s device: one
+    gather per tensor, no per-image loop and no host synchronisation (``rot``, ``flip`` on that
+    device). Square images only (a quarter turn of a non-square image changes its shape)."""
+    b, c, h, w = x.shape
+    if h != w:
+        raise ValueError(f"dihedral_gather: images must be square for the rotations, got {h}x{w}")
+    src = _dihedral_maps(h, x.device)[flip.long() * 4 + rot]  # (B, H*W)
+    xs = x.reshape(b, c, h * w).gather(2, src[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
+    ys = y.reshape(b, h * w).gather(1, src).view(b, h, w)
+    return xs, ys
 
 
 class Segmentation(Task):
@@ -144,6 +202,12 @@ class Segmentation(Task):
 
     def augment(self, x, y, generator):
         return dihedral(x, y, generator) if self.dihedral else (x, y)
+
+    def augment_draws(self, b, generator):
+        return dihedral_draws(b, generator) if self.dihedral else ()
+
+    def augment_with(self, x, y, draws):
+        return dihedral_gather(x, y, *draws) if self.dihedral else (x, y)
 
     def evaluate(self, model, data, device, batch=32):
         from prunedyn.tasks.segmentation import segmentation_scores
