@@ -182,7 +182,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--train-rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="torch threads (also the C kernel's); the cpu clock is measured with 1 only")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--clock", choices=list(CLOCKS), nargs="+", default=["cpu", "wall"],
                         help="cpu: the thread's CPU time (needs --threads 1), wall: elapsed time")
@@ -190,7 +191,6 @@ def main():
     parser.add_argument("--note", default="", help="a remark stored with the results (e.g. the machine's load)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -199,18 +199,21 @@ def main():
     if device.type == "cuda":
         args.clock = ["wall"]  # a thread's CPU time says nothing of the GPU's work
         torch.backends.cudnn.benchmark = True
-    if args.threads != 1 and "cpu" in args.clock:
-        parser.error("--clock cpu measures one thread: use --threads 1")
-    for name in args.models:
-        for clock in args.clock:
-            rows += measure(name, args.rounds, args.train_rounds, args.batch, clock, device)
-            print(f"# {name} ({clock} clock) done", flush=True)
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        # a thread's CPU time measures one thread's work: with more, the wall clock only
+        clocks = args.clock if threads == 1 else [c for c in args.clock if c != "cpu"] or ["wall"]
+        for name in args.models:
+            for clock in clocks:
+                part = measure(name, args.rounds, args.train_rounds, args.batch, clock, device)
+                rows += [{"threads": threads, **r} for r in part]
+                print(f"# {name} ({clock} clock, {threads} thread(s)) done", flush=True)
     load_after = os.getloadavg()
     table = pd.DataFrame(rows)
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"# {hardware}, torch {torch.__version__}, {args.threads} thread(s), medians of {args.rounds} round-robin rounds;"
           f" load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
-    cols = ["clock", "model", "weights", "copy_ms", "copy_gbps", "path", "backend", "swp_ms", "x_memory_bound", "speedup_over_previous",
+    cols = ["threads", "clock", "model", "weights", "copy_ms", "copy_gbps", "path", "backend", "swp_ms", "x_memory_bound", "speedup_over_previous",
             "train_step_ms", "swp_share_of_train_step"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.write:
