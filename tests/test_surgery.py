@@ -478,3 +478,137 @@ def test_compaction_iterates_to_a_fixed_point():
     assert first.widths_after == {"net.fc1": 6, "net.fc2": 4} and first.passes == 1
     with pytest.raises(ValueError, match="max_passes"):
         compact(model, x, max_passes=0)
+
+
+# ---------------------------------------------------------------- alignment (align > 1)
+
+
+def _bn_vgg():
+    """VGG width 1/8 (8..64 channels, 64 hidden units) with BatchNorm statistics that are not the identity."""
+    from prunedyn.models import VGG
+
+    torch.manual_seed(0)
+    model = VGG(width=0.125, hidden=512)  # hidden 64
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    return model.eval()
+
+
+def _dead_vgg():
+    """Dead channels of every kind: silenced (constant 0), in-dead with a positive constant
+    (BN shift 0.4, merged into a carrier: padded consumers), out-dead."""
+    from prunedyn.structure.surgery import silence_nodes
+
+    model = _bn_vgg()
+    x = torch.randn(4, 3, 32, 32)
+    silence_nodes(model, {"features.conv2_1": 5, "features.conv3_2": 9, "features.conv5_3": 19, "classifier.fc1": 27},
+                  x, torch.Generator().manual_seed(1))
+    f = model.features
+    with torch.no_grad():
+        f.conv3_1.weight[[0, 1, 2]] = 0  # in-dead, emitting relu(0.4 ...) > 0
+        f.bn3_1.bias[[0, 1, 2]] = 0.4
+        f.conv4_2.weight[:, [3, 7, 11]] = 0  # conv4_1 channels 3, 7, 11: out-dead
+    return model, x
+
+
+def _dead_unet():
+    from prunedyn.models.unet import UNet
+    from prunedyn.structure.surgery import silence_nodes
+
+    torch.manual_seed(0)
+    model = UNet(1, 3, width=0.125)  # 8-16-32-64, bottleneck 128
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    model.eval()
+    x = torch.randn(2, 1, 32, 32)
+    silence_nodes(model, {"enc2.conv2": 3, "enc3.conv2": 5, "bottleneck.conv1": 100, "up4": 37, "dec3.conv1": 9,
+                          "up2": 2}, x, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        model.enc4.conv1.weight[[1, 4]] = 0  # in-dead with a positive constant
+        model.enc4.bn1.bias[[1, 4]] = 0.5
+    return model, x
+
+
+@pytest.mark.parametrize("align", [8, 16])
+@pytest.mark.parametrize("build", [_dead_vgg, _dead_unet], ids=["vgg_bn", "unet"])
+def test_aligned_compaction_is_exact_and_aligned(build, align):
+    from prunedyn.structure.surgery import aligned_width
+
+    model, x = build()
+    state = state_copy(model)
+    plain, base = compact(model, x)
+    small, report = compact(model, x, align=align)
+    outputs_equal(model, small, x, 1e-4)
+    assert report.max_abs_diff <= 1e-4 and report.align == align
+    assert_unchanged(model, state)
+    assert report.widths_before == base.widths_before
+    assert report.removed_in_dead == base.removed_in_dead and report.removed_out_dead == base.removed_out_dead
+    for name, w in report.widths_after.items():
+        w0 = report.widths_before[name]
+        assert w % align == 0 or w == w0, (name, w, w0)
+        assert w == aligned_width(base.widths_after[name], w0, align)
+        assert w == base.widths_after[name] + report.kept_for_alignment[name]
+        assert w == w0 - report.removed_in_dead[name] - report.removed_out_dead[name] + report.kept_for_alignment[name]
+    assert sum(report.kept_for_alignment.values()) > 0
+    assert base.flops_after <= report.flops_after < report.flops_before
+    assert report.params_after == count_params(small)
+    # the model's own accounting agrees: every kept-for-alignment node is dead (in and out)
+    from prunedyn.structure.nodes import node_layers
+
+    widths = {layer.name: layer.size for layer in node_layers(small, x)}
+    assert widths == report.widths_after
+    dead = {s.name: int((s.in_dead & s.out_dead).sum()) for s in model_nodes(small, x)}
+    for name, kept in report.kept_for_alignment.items():
+        assert dead[name] >= kept, name
+
+
+def test_aligned_mlp_exact_and_consistent():
+    model = dead_mlp()  # widths 8, 5 -> 3, 3
+    x = torch.randn(32, 6)
+    small, report = compact(model, x, align=4)
+    outputs_equal(model, small, x, 1e-5)
+    assert report.widths_after == {"net.fc1": 4, "net.fc2": 4}
+    assert report.kept_for_alignment == {"net.fc1": 1, "net.fc2": 1}
+    assert small.net.fc1.out_features == 4 and small.net.fc2.in_features == 4 and small.net.fc3.in_features == 4
+    # never above the original width: fc2 had 5, rounding 3 up to 8 stops at 5
+    _, capped = compact(model, x, align=8)
+    assert capped.widths_after == {"net.fc1": 8, "net.fc2": 5}
+    assert capped.max_abs_diff <= 1e-5
+
+
+def test_align_one_is_the_default_behaviour():
+    model = dead_mlp()
+    x = torch.randn(16, 6)
+    a, ra = compact(model, x)
+    b, rb = compact(model, x, align=1)
+    assert ra == rb and ra.kept_for_alignment == {"net.fc1": 0, "net.fc2": 0} and ra.align == 1
+    assert_unchanged(b, state_copy(a))
+    for bad in (0, -8, 2.5, True):
+        with pytest.raises(ValueError, match="align"):
+            compact(model, x, align=bad)
+
+
+def test_silence_nodes_makes_exactly_that_many_removable_nodes():
+    from prunedyn.structure.surgery import silence_nodes
+
+    model, x = _bn_vgg(), torch.randn(2, 3, 32, 32)
+    chosen = silence_nodes(model, {"features.conv4_1": 20, "classifier.fc1": 60}, x, torch.Generator().manual_seed(0))
+    assert len(chosen["features.conv4_1"]) == 20 and len(set(chosen["classifier.fc1"].tolist())) == 60
+    small, report = compact(model, x)
+    assert report.widths_after["features.conv4_1"] == 64 - 20 and report.widths_after["classifier.fc1"] == 64 - 60
+    assert sum(report.kept_constant.values()) == 0  # constant 0: nothing to fold or merge
+    assert report.max_abs_diff <= 1e-5
+    with pytest.raises(KeyError, match="not node layers"):
+        silence_nodes(model, {"nope": 1}, x)
+    with pytest.raises(ValueError, match="cannot silence"):
+        silence_nodes(model, {"features.conv1_1": 99}, x)

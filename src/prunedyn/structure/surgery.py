@@ -45,7 +45,8 @@ reported before and after.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -70,6 +71,9 @@ class CompactionReport:
     kept_constant: Dict[str, int]
     max_abs_diff: float = float("nan")
     passes: int = 1  # passes run; the last found nothing more to remove unless max_passes stopped it
+    # silent (in- and out-dead) nodes kept per layer so that its width is a multiple of ``align``
+    kept_for_alignment: Dict[str, int] = field(default_factory=dict)
+    align: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -250,7 +254,9 @@ def _block_constants(consumer: Consumer, n: int, measured) -> Tuple[torch.Tensor
 
 
 @torch.no_grad()
-def compact(model: nn.Module, example: torch.Tensor, max_passes: int = 20) -> Tuple[nn.Module, CompactionReport]:
+def compact(
+    model: nn.Module, example: torch.Tensor, max_passes: int = 20, align: int = 1
+) -> Tuple[nn.Module, CompactionReport]:
     """A copy of ``model`` without its dead nodes, and a report; repeated to a fixed point.
 
     Removing a node can kill others: a node whose outgoing weights all went to
@@ -266,9 +272,16 @@ def compact(model: nn.Module, example: torch.Tensor, max_passes: int = 20) -> Tu
     example: the chain guess checked against a trace, or the traced wiring) and
     to measure the constants of traced node layers.
     The compact model is returned on the CPU, in eval mode.
+
+    ``align``: round every node layer's final width up to a multiple of
+    ``align`` (never above its width before compaction) with silent nodes
+    (module docstring, *Alignment*); ``1`` (the default) keeps no node for
+    alignment. 8 or 16 suit CPU kernels (AVX2 / AVX-512 vector widths).
     """
     if max_passes < 1:
         raise ValueError(f"max_passes must be >= 1, got {max_passes}")
+    if isinstance(align, bool) or not isinstance(align, numbers.Integral) or align < 1:
+        raise ValueError(f"align must be an integer >= 1, got {align!r}")
     original = copy.deepcopy(model).cpu()
     example = example.cpu()
     current, first = original, None
@@ -282,20 +295,119 @@ def compact(model: nn.Module, example: torch.Tensor, max_passes: int = 20) -> Tu
             removed_out[name] = removed_out.get(name, 0) + rep.removed_out_dead.get(name, 0)
         if rep.widths_after == rep.widths_before:
             break
+    widths_after, params_after, flops_after = rep.widths_after, rep.params_after, rep.flops_after
+    kept_align = {name: 0 for name in widths_after}
+    if align > 1:
+        kept_align = _align_widths(current, example, first.widths_before, int(align))
+        widths_after = {name: w + kept_align.get(name, 0) for name, w in widths_after.items()}
+        params_after, flops_after = count_params(current), count_flops(current, example)
     report = CompactionReport(
         params_before=first.params_before,
-        params_after=rep.params_after,
+        params_after=params_after,
         flops_before=first.flops_before,
-        flops_after=rep.flops_after,
+        flops_after=flops_after,
         widths_before=first.widths_before,
-        widths_after=rep.widths_after,
+        widths_after=widths_after,
         removed_in_dead=removed_in,
         removed_out_dead=removed_out,
         kept_constant=rep.kept_constant,
         max_abs_diff=max_abs_diff(original, current, example),
         passes=n_pass,
+        kept_for_alignment=kept_align,
+        align=int(align),
     )
     return current, report
+
+
+def aligned_width(width: int, original: int, align: int) -> int:
+    """``min(original, align * ceil(width / align))``: the width :func:`compact` keeps with ``align``."""
+    return min(original, -(-width // align) * align)
+
+
+def _append_zeros(module: nn.Module, name: str, count: int, dim: int, fill: float = 0.0) -> None:
+    """Append ``count`` slices of ``fill`` to parameter / buffer ``name`` along ``dim``."""
+    p = getattr(module, name, None)
+    if p is None or count == 0:
+        return
+    shape = list(p.shape)
+    shape[dim] = count
+    new = torch.cat([p.detach(), torch.full(shape, fill, dtype=p.dtype, device=p.device)], dim)
+    if isinstance(p, nn.Parameter):
+        setattr(module, name, nn.Parameter(new, requires_grad=p.requires_grad))
+    else:
+        module.register_buffer(name, new)
+
+
+def _pad_outputs(module: nn.Module, norm: Optional[nn.Module], count: int) -> None:
+    """Give ``module`` ``count`` more output units that emit 0 before the activation (and after ``norm``)."""
+    if is_depthwise(module):
+        raise NotImplementedError("alignment of depthwise convolutions (their input channels would have to grow too)")
+    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+    _append_zeros(module, "weight", count, 1 if transposed else 0)
+    _append_zeros(module, "bias", count, 0)
+    if isinstance(module, nn.Linear):
+        module.out_features += count
+    else:
+        module.out_channels += count
+    if norm is not None:
+        # scale 0 and shift 0: the node emits exactly 0 whatever the running statistics
+        _append_zeros(norm, "weight", count, 0)
+        _append_zeros(norm, "bias", count, 0)
+        _append_zeros(norm, "running_mean", count, 0)
+        _append_zeros(norm, "running_var", count, 0, fill=1.0)
+        norm.num_features += count
+
+
+def _pad_inputs(module: nn.Module, insert: Dict[int, int]) -> None:
+    """Insert zero input units into ``module``: ``insert[k]`` of them before its old input unit ``k``."""
+    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+    if not isinstance(module, nn.Linear) and module.groups != 1:
+        raise NotImplementedError("alignment of grouped convolutions")
+    dim = 0 if transposed else 1
+    w = module.weight.detach()
+    n_in = w.shape[dim]
+    src = []  # new input unit -> old input unit, or -1 for an inserted zero
+    for k in range(n_in + 1):
+        src += [-1] * insert.get(k, 0)
+        if k < n_in:
+            src.append(k)
+    src = torch.tensor(src)
+    shape = list(w.shape)
+    shape[dim] = len(src)
+    new = torch.zeros(shape, dtype=w.dtype, device=w.device)
+    old = torch.nonzero(src >= 0).flatten()
+    new.index_copy_(dim, old, w.index_select(dim, src[old]))
+    module.weight = nn.Parameter(new, requires_grad=module.weight.requires_grad)
+    if isinstance(module, nn.Linear):
+        module.in_features = len(src)
+    else:
+        module.in_channels = len(src)
+
+
+@torch.no_grad()
+def _align_widths(model: nn.Module, example: torch.Tensor, original: Dict[str, int], align: int) -> Dict[str, int]:
+    """Pad every node layer of ``model`` (in place) to :func:`aligned_width`; silent nodes added, by layer."""
+    layers = node_layers(model, example)  # offsets read before any layer grows
+    added: Dict[str, int] = {}
+    inserts: Dict[int, Tuple[nn.Module, Dict[int, int]]] = {}
+    for layer in layers:
+        w = layer.size
+        count = aligned_width(w, max(original.get(layer.name, w), w), align) - w
+        added[layer.name] = count
+        if count == 0:
+            continue
+        for consumer in layer.consumers:
+            m = consumer.module
+            at = consumer.offset + w * consumer.repeat  # after the producer's block of input units
+            table = inserts.setdefault(id(m), (m, {}))[1]
+            table[at] = table.get(at, 0) + count * consumer.repeat
+    for layer in layers:
+        if added[layer.name]:
+            for producer, norm in layer.producers:
+                _pad_outputs(producer, norm, added[layer.name])
+    for m, table in inserts.values():
+        _pad_inputs(m, table)
+    return added
 
 
 def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, CompactionReport]:
@@ -386,3 +498,47 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
         max_abs_diff=max_abs_diff(original, model, example),
     )
     return model, report
+
+
+@torch.no_grad()
+def silence_nodes(
+    model: nn.Module,
+    counts: Dict[str, int],
+    example: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[str, torch.Tensor]:
+    """Make ``counts[name]`` nodes of node layer ``name`` in-dead, in place; returns the chosen indices.
+
+    For a death pattern without training (e.g. the per-layer alive counts a
+    recorded run left): in each named layer (:func:`prunedyn.structure.nodes.node_layers`
+    on ``example``) ``counts[name]`` nodes are drawn without replacement with
+    ``generator``, and their incoming weights, bias and BatchNorm scale and
+    shift are zeroed in every (tied) producer. Each then emits the constant
+    ``act(0)`` (0 for ReLU, and for the identity of a U-Net's up-convolution),
+    so :func:`compact` removes it with nothing to fold and the compact width is
+    ``size - counts[name]``. Raises ``KeyError`` for a name that is not a node
+    layer and ``ValueError`` for a count outside ``[0, size]``.
+    """
+    layers = {layer.name: layer for layer in node_layers(model, example)}
+    unknown = sorted(set(counts) - set(layers))
+    if unknown:
+        raise KeyError(f"not node layers of this model: {unknown}; node layers: {sorted(layers)}")
+    chosen = {}
+    for name, count in counts.items():
+        layer = layers[name]
+        if not 0 <= count <= layer.size:
+            raise ValueError(f"{name}: cannot silence {count} of its {layer.size} nodes")
+        idx = torch.randperm(layer.size, generator=generator)[:count].sort().values
+        for producer, norm in layer.producers:
+            if isinstance(producer, nn.modules.conv._ConvTransposeNd):
+                producer.weight[:, idx] = 0
+            else:
+                producer.weight[idx] = 0
+            if producer.bias is not None:
+                producer.bias[idx] = 0
+            if norm is not None:
+                for param in (norm.weight, norm.bias):
+                    if param is not None:
+                        param[idx] = 0
+        chosen[name] = idx
+    return chosen
