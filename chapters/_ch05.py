@@ -248,3 +248,62 @@ def and_join(items: Iterable[str]) -> str:
 def diff_words(d, higher: str, lower: str, none: str, margin: float = 0.0) -> str:
     """Words for a paired difference by the book's rule (:meth:`Difference.verdict`)."""
     return {"higher": higher, "lower": lower}.get(d.verdict(margin), none)
+
+
+# ---------------------------------------------------------------- the cost of SWP during training
+def swp_cost_texts(bandwidth: pd.DataFrame, overhead: pd.DataFrame) -> Dict[str, str]:
+    """Glue texts from benchmarks/results/swp-bandwidth-cpu.csv (one clock) and pruning-overhead-cpu.csv.
+
+    ``swp_<model>_<path>_x``: the step over a copy of the same bytes (``2.4x``);
+    ``swp_<model>_<path>_share``: over a training step; ``ov_<path>_w<width>``:
+    over the optimised training step (``ov_plain_...`` over the plain one);
+    verdicts against the targets (2x of the copy for full-width VGG-16, 3% of
+    the optimised step).
+    """
+    out = {}
+    for _, r in bandwidth.iterrows():
+        model = str(r["model"]).replace(".", "")  # vgg0.25 -> vgg025: glue names without dots
+        out[f"swp_{model}_{r['path']}_x"] = f"{r['x_memory_bound']:.1f}x"
+        out[f"swp_{model}_{r['path']}_share"] = pct(r["swp_share_of_train_step"], 1)
+        out[f"swp_{model}_{r['path']}_ms"] = f"{r['swp_ms']:.2f} ms"
+        out[f"swp_{model}_copy_ms"] = f"{r['copy_ms']:.2f} ms"
+    vgg = bandwidth[(bandwidth["model"] == "vgg1") & (bandwidth["path"] == "counter")]
+    if len(vgg):
+        x = float(vgg["x_memory_bound"].iloc[0])
+        out["swp_bound_verdict"] = "is met" if x <= 2.0 else f"is not met on this CPU ({x:.1f}x)"
+    for _, r in overhead.iterrows():
+        w = f"{r['width']:g}".replace(".", "")
+        out[f"ov_{r['swp_path']}_w{w}"] = pct(r["swp_fraction_of_optimised"], 1)
+        out[f"ov_plain_{r['swp_path']}_w{w}"] = pct(r["swp_fraction"], 1)
+        out[f"ov_train_ms_w{w}"] = f"{r['train_step_ms']:.0f} ms"
+        out[f"ov_opt_ms_w{w}"] = f"{r['optimised_train_step_ms']:.0f} ms"
+    full = overhead[(overhead["swp_path"] == "counter") & (overhead["width"] == 1.0)]
+    if len(full):
+        share = float(full["swp_fraction_of_optimised"].iloc[0])
+        out["ov_verdict"] = "is met" if share <= 0.03 else f"is not met ({pct(share, 1)})"
+    return out
+
+
+def compaction_texts(table: pd.DataFrame, clock: str = "cpu") -> Dict[str, str]:
+    """Glue texts from benchmarks/results/compaction-speed-cpu.csv.
+
+    ``cp_<model>_<version>``: measured speedup over dense / FLOP ratio (``0.94``)
+    on ``clock``; ``cp_<model>_<version>_x``: the speedup (``2.41x``);
+    ``cp_<model>_ratio``: the FLOP ratio; ``cp_met``: the models whose best
+    compact version reaches 0.9, ``cp_missed`` the others. Model names lose
+    their dots and slashes (``vgg16-w0.25`` -> ``vgg16w025``).
+    """
+    out, met, missed = {}, [], []
+    rows = table[table["version"].str.startswith("compact") & ~table["version"].str.endswith("_eager")]
+    for model, group in rows.groupby("model", sort=False):
+        key = "".join(ch for ch in str(model) if ch.isalnum())
+        out[f"cp_{key}_ratio"] = f"{float(group['flop_ratio'].iloc[0]):.2f}"
+        for _, r in group.iterrows():
+            out[f"cp_{key}_{r['version']}"] = f"{r[f'speedup_over_flop_ratio_{clock}']:.2f}"
+            out[f"cp_{key}_{r['version']}_x"] = f"{r[f'speedup_{clock}']:.2f}x"
+        best = group.loc[group[f"speedup_over_flop_ratio_{clock}"].idxmax()]
+        (met if best[f"speedup_over_flop_ratio_{clock}"] >= 0.9 else missed).append(
+            f"{model} ({best['version']}, {best[f'speedup_over_flop_ratio_{clock}']:.2f})")
+    out["cp_met"] = ", ".join(met) or "none"
+    out["cp_missed"] = ", ".join(missed) or "none"
+    return out
