@@ -67,7 +67,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hardware import cpu_name  # benchmarks/hardware.py (the script's folder is on sys.path)
+from hardware import cpu_name, provenance  # benchmarks/hardware.py (the script's folder is on sys.path)
 from prunedyn.analysis.latency import (
     compaction_speed_table,
     inference_ready,
@@ -266,16 +266,9 @@ def main():
         out = Path(__file__).parent / "results"
         atomic_write_text(out / "compaction-speed-cpu.csv", table.to_csv(index=False, float_format="%.6g"))
         atomic_write_json(out / "compaction-speed-cpu.json", {
-            "date_utc": started.isoformat(timespec="seconds"),
-            "hardware": cpu_name(),
-            "cpus": os.cpu_count(),
-            "threads": args.threads,
-            "torch": torch.__version__,
+            **provenance(started, args.threads, load_before, load_after, args.note),
             "batch": {name: int(table[table.model == name].batch.iloc[0]) for name in args.models},
-            "load_average_before": load_before,
-            "load_average_after": load_after,
             "seconds": time.perf_counter() - tic,
-            "note": args.note,
             "target_speedup_over_flop_ratio": 0.9,
             "preparation": "inference_ready: eval, BatchNorm folded, channels_last (conv nets); *_eager: as built",
             "compact_batch": headline,

@@ -12,3 +12,21 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def provenance(started, threads, load_before, load_after, note: str, hardware: str = "") -> dict:
+    """The header every benchmark's JSON results file starts with: when, on what, under which load."""
+    import os
+
+    import torch
+
+    return {
+        "date_utc": started.isoformat(timespec="seconds"),
+        "hardware": hardware or cpu_name(),
+        "cpus": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "note": note,
+    }

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from prunedyn import StochasticWeightPruner, make_regularizer, prunable_weights
 from prunedyn.models import VGG
 from prunedyn.atomic import atomic_write_json, atomic_write_text
-from hardware import cpu_name  # benchmarks/hardware.py (the script's folder is on sys.path)
+from hardware import cpu_name, provenance  # benchmarks/hardware.py (the script's folder is on sys.path)
 
 #: targets of issue #12: SWP's share of an optimised training step
 TARGET = {"cpu": 0.03, "cuda": 0.02}
@@ -166,15 +166,8 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / f"pruning-overhead-{device.type}.csv", table.to_csv(index=False, float_format="%.6g"))
     atomic_write_json(args.out / f"pruning-overhead-{device.type}.json", {
-        "date_utc": started.isoformat(timespec="seconds"),
-        "hardware": rows[0]["hardware"],
-        "cpus": os.cpu_count(),
-        "threads": args.threads,
-        "torch": torch.__version__,
+        **provenance(started, args.threads, load_before, load_after, args.note, hardware=rows[0]["hardware"]),
         "bf16": bf16,
-        "load_average_before": load_before,
-        "load_average_after": load_after,
-        "note": args.note,
         "rows": rows,
     })
 

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from torch.utils.benchmark import Timer
 
 from prunedyn.analysis.latency import speed_table
-from hardware import cpu_name  # benchmarks/hardware.py (the script's folder is on sys.path)
+from hardware import cpu_name, provenance  # benchmarks/hardware.py (the script's folder is on sys.path)
 from prunedyn.atomic import atomic_write_json, atomic_write_text
 from prunedyn.data.datasets import load_dataset
 from prunedyn.run.study import load_model, regularizer_comparison
@@ -184,16 +184,9 @@ def main():
         atomic_write_text(out / "speed-mlp.csv", table.to_csv(index=False, float_format="%.6g"))
         atomic_write_text(out / "speed-mlp-layers.csv", layers.to_csv(index=False, float_format="%.6g"))
         atomic_write_json(out / "speed-mlp.json", {
-            "date_utc": started.isoformat(timespec="seconds"),
-            "hardware": cpu_name(),
-            "cpus": os.cpu_count(),
-            "threads": args.threads,
-            "torch": torch.__version__,
+            **provenance(started, args.threads, load_before, load_after, args.note),
             "reps": args.reps,
             "rounds": args.rounds,
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "note": args.note,
             "target_speedup_over_flop_ratio": 0.9,
             "compact_batch256": headline,
             "breakdown": summary,

@@ -47,7 +47,7 @@ from torch.nn import functional as F
 from torch.utils.benchmark import Timer
 
 from prunedyn import StochasticWeightPruner, make_regularizer, prunable_weights
-from hardware import cpu_name  # benchmarks/hardware.py (the script's folder is on sys.path)
+from hardware import cpu_name, provenance  # benchmarks/hardware.py (the script's folder is on sys.path)
 from prunedyn.atomic import atomic_write_json, atomic_write_text
 from prunedyn.models import MLP, VGG
 
@@ -220,15 +220,8 @@ def main():
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out / f"swp-bandwidth-{device.type}.csv", table.to_csv(index=False, float_format="%.6g"))
         atomic_write_json(args.out / f"swp-bandwidth-{device.type}.json", {
-            "date_utc": started.isoformat(timespec="seconds"),
-            "hardware": hardware,
-            "cpus": os.cpu_count(),
-            "threads": args.threads,
-            "torch": torch.__version__,
+            **provenance(started, args.threads, load_before, load_after, args.note, hardware=hardware),
             "numpy": __import__("numpy").__version__,
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "note": args.note,
             "rows": rows,
         })
 

@@ -483,12 +483,8 @@ def test_compaction_iterates_to_a_fixed_point():
 # ---------------------------------------------------------------- alignment (align > 1)
 
 
-def _bn_vgg():
-    """VGG width 1/8 (8..64 channels, 64 hidden units) with BatchNorm statistics that are not the identity."""
-    from prunedyn.models import VGG
-
-    torch.manual_seed(0)
-    model = VGG(width=0.125, hidden=512)  # hidden 64
+def _random_batchnorm(model):
+    """Running statistics and affine parameters away from their defaults, so that folding them matters."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -496,6 +492,15 @@ def _bn_vgg():
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.2)
+
+
+def _bn_vgg():
+    """VGG width 1/8 (8..64 channels, 64 hidden units) with BatchNorm statistics that are not the identity."""
+    from prunedyn.models import VGG
+
+    torch.manual_seed(0)
+    model = VGG(width=0.125, hidden=512)  # hidden 64
+    _random_batchnorm(model)
     return model.eval()
 
 
@@ -522,13 +527,7 @@ def _dead_unet():
 
     torch.manual_seed(0)
     model = UNet(1, 3, width=0.125)  # 8-16-32-64, bottleneck 128
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
+    _random_batchnorm(model)
     model.eval()
     x = torch.randn(2, 1, 32, 32)
     silence_nodes(model, {"enc2.conv2": 3, "enc3.conv2": 5, "bottleneck.conv1": 100, "up4": 37, "dec3.conv1": 9,
