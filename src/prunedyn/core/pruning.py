@@ -250,6 +250,8 @@ class StochasticWeightPruner(WeightPruner):
         #: backend of the counter stream's last step per tensor (c, triton, reference): benchmarks report it
         self.backends: Dict[str, str] = {}
         self._group: Optional[TritonGroup] = None  # the GPU's one-launch tables, rebuilt when the weights move
+        #: each tensor's index in the counter stream's key: its position among the prunable weights
+        self._stream_index = {name: j for j, name in enumerate(self.weights)}
         self._np_rng: Optional[np.random.Generator] = None  # the fast path's stream, made on first use
         self._buffer: Optional[torch.Tensor] = None  # the exact stream's draws, reused across steps
 
@@ -318,7 +320,7 @@ class StochasticWeightPruner(WeightPruner):
         same numbers with no generator state to restore.
         """
         step = self.steps_done - 1
-        index = {name: j for j, name in enumerate(self.weights)}
+        index = self._stream_index
         fused_form = self.kernel_name in FUSED_KERNELS and dict.get(KERNELS, self.kernel_name) is EXPONENTIAL_FORMS[self.kernel_name][0]
         if fused_form and self._prune_group(todo, step, index):
             return
