@@ -164,7 +164,15 @@ def compaction(result, example: torch.Tensor) -> pd.DataFrame:
         "nonzero_weights_after": nonzero,
         "nonzero_share_after": nonzero / rep.params_after,
         "max_abs_diff": max(rep.max_abs_diff, rep2.max_abs_diff),
+        "rel_diff": max(rep.rel_diff, rep2.rel_diff),
+        "same_predictions": same_predictions(model, small2, example),
     }])
+
+
+@torch.no_grad()
+def same_predictions(a, b, example: torch.Tensor) -> bool:
+    """Whether two classifiers predict the same class for every example."""
+    return bool((a.eval()(example).argmax(1) == b.eval()(example).argmax(1)).all())
 
 
 # --------------------------------------------------------------------------

@@ -119,10 +119,12 @@ def data_dir() -> Path:
     env = os.environ.get("PRUNEDYN_DATA")
     if env:
         return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "data" / "checksums.sha256").exists():
-            return parent / "data"
+    # the checkout worked in first (a chapter's kernel runs in chapters/), then the one the package is
+    # installed from (an editable install used from elsewhere)
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
+        for parent in (start, *start.parents):
+            if (parent / "data" / "checksums.sha256").exists():
+                return parent / "data"
     return Path.cwd() / "data"
 
 

@@ -1,31 +1,39 @@
 """Build the book: re-execute every chapter with papermill, then render HTML.
 
-``prunedyn book`` (the README's book command, through ``make book``):
+``prunedyn book`` (the README's book command, through ``make book``) builds the
+checkout it is run from (see :func:`prunedyn.run.study.repo_root`):
 
 1. executes each notebook listed in ``_toc.yml`` in place with papermill
-   (cwd = its folder; ``profile`` parameter), stopping at the first error;
-   a cell that runs longer than :data:`CELL_TIMEOUT` seconds fails its
-   execution, which is retried once with a fresh kernel. This is a safety
-   net, not the fix: under ipykernel 7 papermill's client waited forever for
-   the reply to widget cells its kernel had finished (requirements.txt pins
-   ipykernel 6 for that); should such a hang recur, the build fails or
-   recovers instead of stalling, and the retry is cheap because the runs a
-   chapter trained before it are cached;
+   (cwd = its folder; ``profile`` parameter), stopping at the first error.
+   The kernels run headless (``PRUNEDYN_HEADLESS=1``: widgets get a comm that
+   sends nothing, see ``chapters/_book.py``) and log their claim checks to
+   ``_build/checks/<chapter>.jsonl`` (``PRUNEDYN_CHECKS_LOG``). A failed claim
+   check is shown on its page and summarised at the end; it aborts nothing
+   unless ``PRUNEDYN_STRICT=1`` (the test command).
+   Two guards against a stalled kernel conversation: the kernel went idle
+   but its execute reply did not come within :data:`REPLY_GRACE` seconds (a
+   lost reply, jupyter/nbclient#312): the cell is finished from its IOPub
+   outputs, with a warning; a cell that runs longer than
+   :data:`CELL_TIMEOUT` seconds fails its execution, which is retried once
+   with a fresh kernel (the runs a chapter trained before are cached);
 2. strips papermill's and nbclient's timing metadata so the committed
    notebooks change only when their results change;
 3. runs ``jupyter-book build`` with execution turned off in ``_config.yml``
    and ``-W --keep-going``, so any notebook error or Sphinx warning fails
    the build;
-4. writes the per-chapter execution times to ``_build/timings.json``.
+4. writes the per-chapter execution times and the claim checks' tally to
+   ``_build/timings.json`` and prints the checks that did not hold.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import yaml
 
@@ -36,6 +44,9 @@ DEFAULT_PROFILE = "quick"
 #: Seconds a cell may run in the book build (the longest, chapter 6's live VGG-16 runs, take about
 #: 15 minutes on a 2-core CPU); beyond it the chapter's execution fails and is retried once.
 CELL_TIMEOUT = 2700
+#: Seconds to wait for a cell's execute reply once the kernel has reported idle for it (it normally
+#: follows within milliseconds); after that the reply is taken as lost.
+REPLY_GRACE = 60.0
 
 
 def chapter_notebooks(root: Path) -> List[Path]:
@@ -81,16 +92,78 @@ def _drop_injected(path: Path) -> None:
         nbformat.write(nb, path)
 
 
+def _client_class():
+    """papermill's notebook client, with a watchdog for lost execute replies."""
+    from papermill.clientwrap import PapermillNotebookClient
+
+    class Client(PapermillNotebookClient):
+        reply_grace = REPLY_GRACE
+
+        async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+            reply = asyncio.ensure_future(super()._async_poll_for_reply(
+                msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive))
+            # wait for the reply, or for the kernel's idle status (all outputs in) and then a grace period
+            await asyncio.wait({reply, task_poll_output_msg}, return_when=asyncio.FIRST_COMPLETED)
+            if reply.done() or task_poll_output_msg.cancelled() or task_poll_output_msg.exception():
+                return await reply
+            done, _ = await asyncio.wait({reply}, timeout=self.reply_grace)
+            if done:
+                return await reply
+            reply.cancel()
+            task_poll_kernel_alive.cancel()
+            print(f"the kernel went idle but its execute reply did not come within {self.reply_grace:g} s "
+                  f"(a lost reply); cell {cell.get('id', '?')} finished from its outputs", file=sys.stderr, flush=True)
+            return lost_reply(msg_id, cell)
+
+    return Client
+
+
+def lost_reply(msg_id: str, cell) -> dict:
+    """An execute reply rebuilt from a finished cell's outputs: its error output, if any, else ok."""
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    content = {"status": "ok", "execution_count": cell.get("execution_count")}
+    if errors:
+        e = errors[-1]
+        content.update(status="error", ename=e.get("ename", ""), evalue=e.get("evalue", ""),
+                       traceback=e.get("traceback", []))
+    return {"parent_header": {"msg_id": msg_id}, "content": content, "header": {"msg_type": "execute_reply"},
+            "metadata": {}}
+
+
+def _register_engine() -> str:
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+    from papermill.utils import remove_args
+
+    client = _client_class()
+
+    class Engine(NBClientEngine):
+        """papermill's nbclient engine (``NBClientEngine``) with the watchdog client."""
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            return client(nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
+                          log=logger, log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file,
+                          **kwargs).execute()
+
+    papermill_engines.register("prunedyn", Engine)
+    return "prunedyn"
+
+
 def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retries: int = 1) -> None:
-    """Execute ``nb`` in place (cwd: its folder); a cell over ``timeout`` seconds fails the
+    """Execute ``nb`` in place (cwd: its folder), headless; a cell over ``timeout`` seconds fails the
     attempt, which is repeated up to ``retries`` times. Errors raised by a cell fail at once."""
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
 
+    os.environ["PRUNEDYN_HEADLESS"] = "1"  # inherited by the kernel: widgets send no comm messages
+    engine = _register_engine()
     for attempt in range(retries + 1):
         try:
             pm.execute_notebook(str(nb), str(nb), parameters=params, cwd=str(nb.parent), kernel_name="python3",
-                                progress_bar=False, execution_timeout=timeout)
+                                progress_bar=False, execution_timeout=timeout, engine_name=engine)
             return
         except CellTimeoutError:
             if attempt == retries:
@@ -110,11 +183,46 @@ def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[
         _drop_injected(nb)
         params = {} if profile == DEFAULT_PROFILE else {"profile": profile}
         print(f"executing {nb.relative_to(root)} (profile {profile})", file=sys.stderr, flush=True)
+        log = checks_log(root, nb)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+        os.environ["PRUNEDYN_CHECKS_LOG"] = str(log)
         tic = time.perf_counter()
-        execute_notebook(nb, params)
+        try:
+            execute_notebook(nb, params)
+        finally:
+            os.environ.pop("PRUNEDYN_CHECKS_LOG", None)
         timings[str(nb.relative_to(root))] = round(time.perf_counter() - tic, 1)
         strip_timing(nb)
     return timings
+
+
+def checks_log(root: Path, nb: Path) -> Path:
+    """Where a chapter's kernel logs its claim checks (one JSON line each, see chapters/_book.py)."""
+    return root / "_build" / "checks" / f"{nb.stem}.jsonl"
+
+
+def read_checks(root: Path) -> Dict[str, Tuple[int, List[dict]]]:
+    """Per chapter (book order) with a checks log: (checks run, the ones that did not hold)."""
+    out: Dict[str, Tuple[int, List[dict]]] = {}
+    for nb in chapter_notebooks(root):
+        log = checks_log(root, nb)
+        if log.exists():
+            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            out[nb.stem] = (len(rows), [r for r in rows if not r.get("ok")])
+    return out
+
+
+def checks_summary(checks: Dict[str, Tuple[int, List[dict]]]) -> str:
+    """The lines ``make book`` ends with: how many claim checks ran, and each that did not hold."""
+    total = sum(n for n, _ in checks.values())
+    failed = [(ch, r) for ch, (_, rows) in checks.items() for r in rows]
+    lines = [f"claim checks: {total - len(failed)} of {total} held"
+             + ("" if not failed else f"; {len(failed)} did not (shown on their pages):")]
+    for ch, r in failed:
+        measured = "; ".join(f"{k} = {v}" for k, v in r.get("measured", {}).items())
+        lines.append(f"  {ch}: expected {r['expected']}" + (f"; measured {measured}" if measured else ""))
+    return "\n".join(lines)
 
 
 def build_html(root: Path) -> None:
@@ -130,6 +238,10 @@ def main(profile: str = DEFAULT_PROFILE, execute: bool = True, only: Optional[Li
     build_html(root)
     report = {"profile": profile, "chapters_seconds": timings, "html_seconds": round(time.perf_counter() - tic, 1)}
     report["total_seconds"] = round(sum(timings.values()) + report["html_seconds"], 1)
+    checks = read_checks(root) if execute else {}
+    report["checks"] = {ch: {"run": n, "failed": len(rows)} for ch, (n, rows) in checks.items()}
     atomic_write_json(root / "_build" / "timings.json", report)
     print(json.dumps(report, indent=2))
+    if checks:
+        print(checks_summary(checks), flush=True)
     return report

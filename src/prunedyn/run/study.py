@@ -43,11 +43,14 @@ PROFILES: Dict[str, Sequence[str]] = {
 
 
 def repo_root() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
+    """The checkout being worked in: the nearest folder at or above the working directory that holds
+    ``_toc.yml`` (a chapter's kernel runs in ``chapters/``), else the working directory. Never the
+    folder the package was installed from: a second checkout sharing the environment builds itself."""
+    here = Path.cwd().resolve()
+    for parent in (here, *here.parents):
         if (parent / "_toc.yml").exists():
             return parent
-    return Path.cwd()
+    return here
 
 
 def runs_dir() -> Path:

@@ -74,6 +74,13 @@ class CompactionReport:
     # silent (in- and out-dead) nodes kept per layer so that its width is a multiple of ``align``
     kept_for_alignment: Dict[str, int] = field(default_factory=dict)
     align: int = 1
+    #: largest absolute output of the original model on the example: the scale of ``max_abs_diff``
+    output_scale: float = float("nan")
+
+    @property
+    def rel_diff(self) -> float:
+        """``max_abs_diff / output_scale``: float32 reordering gives ~1e-7 per rounding, a few 1e-6 at most."""
+        return self.max_abs_diff / self.output_scale if self.output_scale > 0 else self.max_abs_diff
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +105,13 @@ def max_abs_diff(a: nn.Module, b: nn.Module, example: torch.Tensor) -> float:
     d = float((a(example) - b(example)).abs().max())
     a.train(ta), b.train(tb)
     return d
+
+
+@torch.no_grad()
+def output_scale(model: nn.Module, example: torch.Tensor) -> float:
+    """Largest absolute eval-mode output of ``model`` on ``example``."""
+    with eval_mode(model):
+        return float(model(example).abs().max())
 
 
 @torch.no_grad()
@@ -312,6 +326,7 @@ def compact(
         removed_out_dead=removed_out,
         kept_constant=rep.kept_constant,
         max_abs_diff=max_abs_diff(original, current, example),
+        output_scale=output_scale(original, example),
         passes=n_pass,
         kept_for_alignment=kept_align,
         align=int(align),
@@ -496,6 +511,7 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
         removed_out_dead=removed_out,
         kept_constant=kept_const,
         max_abs_diff=max_abs_diff(original, model, example),
+        output_scale=output_scale(original, example),
     )
     return model, report
 
