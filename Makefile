@@ -5,6 +5,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
+# NUMERICS=emulated: MKL, ATen and oneDNN on their portable kernels, the arithmetic of another CPU
+# (the same bits on every x86-64 CPU tried); CI runs the test command so (.ci/run). native: this CPU's.
+NUMERICS ?= native
+ifeq ($(NUMERICS),emulated)
+NUMERIC_ENV := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41
+else ifneq ($(NUMERICS),native)
+$(error NUMERICS must be native or emulated, not $(NUMERICS))
+endif
 # MathJax served from the book itself (npm's mathjax package), so math renders offline.
 MATHJAX_VERSION ?= 3.2.2
 MATHJAX_DIR := .mathjax
@@ -13,7 +21,7 @@ MATHJAX_ES5 := $(MATHJAX_DIR)/node_modules/mathjax/es5
 
 .PHONY: book test test-fast venv clean help browser mathjax
 help:
-	@echo "make book   build the book (executes every chapter, profile $(PROFILE))"
+	@echo "make book   build the book (executes every chapter, profile $(PROFILE), NUMERICS=$(NUMERICS))"
 	@echo "make test   run the full test suite"
 	@echo "make test-fast   the tests not marked slow (the edit loop, about a minute)"
 	@echo "make venv   only create the virtual environment"
@@ -47,7 +55,7 @@ $(MATHJAX):
 	rm -f $(MATHJAX_DIR)/.installed-* && touch $@
 
 book: $(STAMP) $(MATHJAX)
-	$(VENV)/bin/prunedyn book --profile $(PROFILE)
+	$(NUMERIC_ENV) $(VENV)/bin/prunedyn book --profile $(PROFILE)
 
 # The browser test needs Debian's chromium; install it when we can (root).
 browser:
@@ -58,7 +66,8 @@ browser:
 	fi
 
 test: $(STAMP) $(MATHJAX) browser
-	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS)
+	PRUNEDYN_STRICT=1 PRUNEDYN_HEADLESS=1 $(NUMERIC_ENV) \
+	  $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" -q $(PYTEST_ARGS)

@@ -3,7 +3,7 @@
 ``import _book`` in a chapter's setup cell does two things to the running
 IPython kernel.
 
-**Claim checks.** Every later ``assert TEST, MSG`` of a cell is compiled as
+**Claim checks.** Every ``assert TEST, MSG`` of the cells that follow is compiled as
 ``_book.check(TEST, "TEST", MSG, operands)``, where ``operands`` is a lambda
 that re-evaluates the operands of the comparisons in ``TEST`` (only when the
 check fails). A check that holds prints nothing. One that does not hold
@@ -33,7 +33,7 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 #: Characters of a measured value shown (longer reprs are cut in the middle).
 SHOWN = 400
@@ -49,27 +49,70 @@ def _short(value: Any) -> str:
     return text if len(text) <= SHOWN else text[: SHOWN // 2] + " ... " + text[-SHOWN // 2 :]
 
 
-def _measured(msg: Any, operands: Optional[Callable[[], List[Tuple[str, Any]]]]) -> List[Tuple[str, str]]:
-    shown: List[Tuple[str, str]] = []
-    if msg is not None:
-        shown.append(("message", msg if isinstance(msg, str) else _short(msg)))
-    if operands is not None:
-        try:
-            pairs = operands()
-        except Exception as exc:  # an operand that cannot be evaluated on its own: say so, go on
-            pairs = [("(operands)", f"not evaluated: {type(exc).__name__}: {exc}")]
-        shown.extend((name, value if name == "(operands)" else _short(value)) for name, value in pairs)
-    return shown
+def _evaluate(operands: Optional[Callable[[], list]]) -> Optional[list]:
+    """The operands' values, with every global random state as it was before (an operand may draw)."""
+    if operands is None:
+        return None
+    import random
+
+    import numpy as np
+    import torch
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        return operands()
+    except Exception:  # an operand that cannot be evaluated on its own
+        return None
+    finally:
+        random.setstate(states[0]), np.random.set_state(states[1]), torch.set_rng_state(states[2])
 
 
-def check(ok: Any, expected: str, msg: Any = None, operands: Optional[Callable[[], list]] = None) -> None:
-    """One claim check: ``ok`` is the asserted condition, ``expected`` its source text."""
+def _slack(a: Any, op: str, b: Any) -> Optional[float]:
+    """How far ``a op b`` holds, relative to the larger magnitude, smallest over elements (< 0: fails)."""
+    import numpy as np
+
+    try:
+        a, b = (np.asarray(v, dtype=float) for v in (a, b))
+        d = (b - a) if op in ("<", "<=") else (a - b)
+        scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-12)
+        value = float(np.min(d / scale))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def margin(values: Optional[list], comparisons: Sequence[Tuple[int, str, int]]) -> Optional[float]:
+    """The check's margin: the smallest relative slack of its ordering comparisons (None: none to measure)."""
+    if values is None:
+        return None
+    slacks = [_slack(values[i][1], op, values[j][1]) for i, op, j in comparisons if op in ("<", "<=", ">", ">=")]
+    slacks = [x for x in slacks if x is not None]
+    return min(slacks) if slacks else None
+
+
+def check(ok: Any, expected: str, msg: Any = None, operands: Optional[Callable[[], list]] = None,
+          comparisons: Sequence[Tuple[int, str, int]] = ()) -> None:
+    """One claim check: ``ok`` is the asserted condition, ``expected`` its source text; ``operands``
+    gives ``[(source, value), ...]`` of its comparisons' sides, ``comparisons`` which of them are
+    compared how (only for a conjunction of comparisons, the case where a margin means something)."""
     held = bool(ok)
-    measured = [] if held else _measured(msg, operands)
     log = os.environ.get("PRUNEDYN_CHECKS_LOG")
+    values = _evaluate(operands) if (log or not held) else None
+    measured: List[Tuple[str, str]] = []
+    if not held:
+        if msg is not None:
+            measured.append(("message", msg if isinstance(msg, str) else _short(msg)))
+        if values is None and operands is not None:
+            measured.append(("(operands)", "could not be evaluated on their own"))
+        seen = set()
+        for source, value in values or []:
+            if source not in seen and not _is_literal(source):
+                seen.add(source)
+                measured.append((source, _short(value)))
     if log:
+        row = {"ok": held, "expected": expected, "measured": dict(measured), "margin": margin(values, comparisons)}
         with open(log, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"ok": held, "expected": expected, "measured": dict(measured)}) + "\n")
+            f.write(json.dumps(row) + "\n")
     if held:
         return
     lines = "\n".join(f"  {name} = {value}" for name, value in measured)
@@ -86,34 +129,56 @@ def check(ok: Any, expected: str, msg: Any = None, operands: Optional[Callable[[
     display({"text/html": body, "text/plain": f"CLAIM CHECK DID NOT HOLD: {expected}\n{lines}".rstrip()}, raw=True)
 
 
+def _is_literal(source: str) -> bool:
+    try:
+        ast.literal_eval(source)
+        return True
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+
+
 # --------------------------------------------------------------------------
 # assert -> check, as an IPython AST transformer
 # --------------------------------------------------------------------------
-def _operands(test: ast.expr) -> List[ast.expr]:
-    """The sub-expressions worth showing when ``test`` is false: the sides of its comparisons."""
+_OPS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
+        ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+
+
+def _parts(test: ast.expr, conjunction: bool = True):
+    """Yield ``(expression, comparisons)`` pieces of ``test``: the sides of its comparisons, with the
+    comparisons that link them when they sit in a conjunction (``and``, ``(a < b).all()``)."""
     if isinstance(test, ast.BoolOp):
-        return [o for v in test.values for o in _operands(v)]
-    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        return _operands(test.operand)
-    if isinstance(test, ast.Compare):
-        return [e for e in [test.left, *test.comparators] if not isinstance(e, ast.Constant)]
-    if isinstance(test, ast.Call) and isinstance(test.func, ast.Attribute):  # (a > b).all()
-        return _operands(test.func.value)
-    if isinstance(test, ast.Constant):
-        return []
-    return [test]
+        for v in test.values:
+            yield from _parts(v, conjunction and isinstance(test.op, ast.And))
+    elif isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        yield from _parts(test.operand, False)
+    elif isinstance(test, ast.Compare):
+        yield [test.left, *test.comparators], [_OPS[type(op)] for op in test.ops] if conjunction else []
+    elif isinstance(test, ast.Call) and isinstance(test.func, ast.Attribute) and test.func.attr in ("all", "any"):
+        yield from _parts(test.func.value, conjunction and test.func.attr == "all")
+    elif not isinstance(test, ast.Constant):
+        yield [test], []
 
 
 class AssertToCheck(ast.NodeTransformer):
-    """Rewrites ``assert TEST, MSG`` into ``__book_check__(TEST, "TEST", MSG, lambda: [...])``."""
+    """Rewrites ``assert TEST, MSG`` into
+    ``__book_check__(TEST, "TEST", MSG, lambda: [(source, value), ...], [(i, op, j), ...])``."""
 
     def visit_Assert(self, node: ast.Assert) -> ast.stmt:
-        shown = ast.List(elts=[ast.Tuple(elts=[ast.Constant(ast.unparse(e)), e], ctx=ast.Load())
-                               for e in _operands(node.test)], ctx=ast.Load())
+        exprs: List[ast.expr] = []
+        comparisons = []
+        for sides, ops in _parts(node.test):
+            first = len(exprs)
+            exprs.extend(sides)
+            comparisons += [ast.Tuple(elts=[ast.Constant(first + k), ast.Constant(op), ast.Constant(first + k + 1)],
+                                      ctx=ast.Load()) for k, op in enumerate(ops)]
+        shown = ast.List(elts=[ast.Tuple(elts=[ast.Constant(ast.unparse(e)), e], ctx=ast.Load()) for e in exprs],
+                         ctx=ast.Load())
         lam = ast.Lambda(args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
                          body=shown)
         call = ast.Call(func=ast.Name("__book_check__", ast.Load()),
-                        args=[node.test, ast.Constant(ast.unparse(node.test)), node.msg or ast.Constant(None), lam],
+                        args=[node.test, ast.Constant(ast.unparse(node.test)), node.msg or ast.Constant(None), lam,
+                              ast.List(elts=comparisons, ctx=ast.Load())],
                         keywords=[])
         return ast.copy_location(ast.Expr(call), node)
 

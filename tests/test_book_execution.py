@@ -29,3 +29,146 @@ def test_a_cell_over_the_limit_is_retried_once_with_a_fresh_kernel(tmp_path):
     notebook(nb, "import time\ntime.sleep(30)")
     with pytest.raises(CellTimeoutError):
         execute_notebook(nb, {}, timeout=3, retries=1)
+
+
+# --------------------------------------------------------------------------
+# claim checks (chapters/_book.py), headless widgets, the lost-reply watchdog
+# --------------------------------------------------------------------------
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from prunedyn.run import book as B  # noqa: E402
+from prunedyn.run.study import repo_root  # noqa: E402
+
+CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
+
+CHECKS = """import pandas as pd
+x = pd.Series([1, 2, 3])
+assert (x > 0).all()
+assert x.sum() < 5, "the sum is small"
+print("went on")
+"""
+
+
+def chapter_with(tmp_path, *sources):
+    shutil.copy(CHAPTERS / "_book.py", tmp_path / "_book.py")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_failed_claim_check_is_shown_logged_and_the_chapter_goes_on(tmp_path, monkeypatch):
+    nb = chapter_with(tmp_path, "import _book", CHECKS)  # the transformer applies from the next cell on
+    log = tmp_path / "checks.jsonl"
+    monkeypatch.delenv("PRUNEDYN_STRICT", raising=False)
+    monkeypatch.setenv("PRUNEDYN_CHECKS_LOG", str(log))
+    execute_notebook(nb, {}, timeout=120)
+    outputs = nbformat.read(nb, as_version=4).cells[1].outputs
+    html = [o["data"]["text/html"] for o in outputs if o["output_type"] == "display_data"]
+    assert len(html) == 1 and 'class="admonition warning"' in html[0]
+    assert "x.sum() &lt; 5" in html[0] and "np.int64(6)" in html[0] and "the sum is small" in html[0]
+    assert any(o["output_type"] == "stream" and "went on" in o["text"] for o in outputs)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["ok"] for r in rows] == [True, False]
+    assert rows[1]["expected"] == "x.sum() < 5" and rows[1]["measured"]["x.sum()"] == "np.int64(6)"
+
+
+@pytest.mark.slow
+def test_under_strict_a_failed_claim_check_fails_the_chapter(tmp_path, monkeypatch):
+    from papermill.exceptions import PapermillExecutionError
+
+    nb = chapter_with(tmp_path, "import _book", CHECKS)
+    monkeypatch.setenv("PRUNEDYN_STRICT", "1")
+    with pytest.raises(PapermillExecutionError, match="claim check did not hold: x.sum"):
+        execute_notebook(nb, {}, timeout=120)
+
+
+@pytest.mark.slow
+def test_widgets_open_no_comm_in_a_headless_build(tmp_path):
+    nb = chapter_with(tmp_path, "import _book\nimport ipywidgets as widgets\nimport comm",
+                      "widgets.interact(lambda a=1: print('drawn', a), a=widgets.IntSlider(value=3));\n"
+                      "print(comm.create_comm.__name__)")
+    execute_notebook(nb, {}, timeout=120)
+    done = nbformat.read(nb, as_version=4)
+    text = "".join(o.get("text", "") for o in done.cells[1].outputs if o["output_type"] == "stream")
+    assert "drawn 3" in text and "_headless_comm" in text  # the function ran once, through a silent comm
+    assert not done.metadata.get("widgets")  # no widget state was sent to the client
+
+
+class _ReplyLost:
+    """Drops every execute reply: waits for the kernel's idle status, then forever."""
+
+    async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+        await task_poll_output_msg
+        await asyncio.sleep(3600)
+
+
+@pytest.mark.slow
+def test_a_lost_execute_reply_is_detected_within_the_grace_period():
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    class Lossy(B.LostReplyWatchdog, _ReplyLost, NotebookClient):
+        reply_grace = 2.0
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('first')"), nbformat.v4.new_code_cell("print('second')")]
+    tic = time.monotonic()
+    Lossy(nb, timeout=600, kernel_name="python3").execute()
+    assert time.monotonic() - tic < 30  # not the 600 s cell timeout
+    assert [c.outputs[0]["text"] for c in nb.cells] == ["first\n", "second\n"]
+
+    nb.cells = [nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    with pytest.raises(CellExecutionError, match="boom"):  # an error stays an error
+        Lossy(nb, timeout=600, kernel_name="python3").execute()
+
+
+def test_the_book_is_the_checkout_of_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    (tmp_path / "chapters").mkdir()
+    monkeypatch.chdir(tmp_path / "chapters")  # a chapter's kernel runs in chapters/
+    assert repo_root() == tmp_path.resolve()
+    monkeypatch.chdir(tmp_path.parent)
+    assert repo_root() == tmp_path.parent.resolve()  # outside any checkout: the working directory
+
+
+def test_the_checks_summary_names_each_check_that_did_not_hold():
+    checks = {"03-node-death": (3, [{"ok": False, "expected": "a < 1", "measured": {"a": "2"}}]),
+              "04-dependency": (2, [])}
+    text = B.checks_summary(checks)
+    assert text.splitlines()[0] == "claim checks: 4 of 5 held; 1 did not (shown on their pages):"
+    assert "03-node-death: expected a < 1; measured a = 2" in text
+    assert B.checks_summary({"x": (2, [])}) == "claim checks: 2 of 2 held"
+    rows = {"x": [{"ok": True, "expected": "a < 2", "margin": 0.5}, {"ok": True, "expected": "b > 1", "margin": 0.01}]}
+    close = B.checks_summary(B.tally(rows), rows, closest=1).splitlines()
+    assert close[1].startswith("the 1 closest calls") and close[2] == "  +0.010  x: b > 1"
+
+
+def test_a_checks_margin_is_the_smallest_relative_slack_of_its_comparisons():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_book", CHAPTERS / "_book.py")
+    bk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bk)  # outside IPython: installs nothing
+    values = [("a", 0.9), ("b", 1.0), ("s", [3.0, 5.0]), ("t", 2.0)]
+    assert bk.margin(values, [(0, "<", 1)]) == pytest.approx(0.1)
+    assert bk.margin(values, [(0, "<", 1), (2, ">", 3)]) == pytest.approx(0.1)  # min over parts
+    assert bk.margin(values, [(2, ">", 3)]) == pytest.approx(1 / 3)  # min over elements: (3 - 2) / 3
+    assert bk.margin(values, [(1, "<", 0)]) == pytest.approx(-0.1)  # does not hold
+    assert bk.margin(values, [(0, "==", 1)]) is None and bk.margin(None, [(0, "<", 1)]) is None
+
+    import ast
+
+    tree = bk.AssertToCheck().visit(ast.parse("assert (x > 0).all() and y < 2 <= z, 'm'"))
+    call = tree.body[0].value
+    assert call.func.id == "__book_check__" and ast.literal_eval(call.args[1]) == "(x > 0).all() and y < 2 <= z"
+    assert ast.literal_eval(call.args[4]) == [(0, ">", 1), (2, "<", 3), (3, "<=", 4)]
+    tree = bk.AssertToCheck().visit(ast.parse("assert a < 1 or b < 2"))
+    assert ast.literal_eval(tree.body[0].value.args[4]) == []  # a disjunction has no margin

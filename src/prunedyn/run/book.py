@@ -47,6 +47,8 @@ CELL_TIMEOUT = 2700
 #: Seconds to wait for a cell's execute reply once the kernel has reported idle for it (it normally
 #: follows within milliseconds); after that the reply is taken as lost.
 REPLY_GRACE = 60.0
+#: Every lost reply the watchdog detected in this process: (cell id, seconds waited).
+LOST_REPLIES: List[Tuple[str, float]] = []
 
 
 def chapter_notebooks(root: Path) -> List[Path]:
@@ -92,28 +94,38 @@ def _drop_injected(path: Path) -> None:
         nbformat.write(nb, path)
 
 
+class LostReplyWatchdog:
+    """Mixin for an nbclient ``NotebookClient``: a cell whose kernel went idle (IOPub) but whose execute
+    reply (shell) has not come :attr:`reply_grace` seconds later is finished from its outputs.
+
+    The reply normally follows the idle status within milliseconds; a lost one left papermill's
+    client waiting for the whole cell timeout (jupyter/nbclient#312)."""
+
+    reply_grace: float = REPLY_GRACE
+
+    async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+        reply = asyncio.ensure_future(super()._async_poll_for_reply(
+            msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive))
+        # the reply, or the kernel's idle status (all outputs are in) and then a grace period
+        await asyncio.wait({reply, task_poll_output_msg}, return_when=asyncio.FIRST_COMPLETED)
+        if reply.done() or task_poll_output_msg.cancelled() or task_poll_output_msg.exception():
+            return await reply
+        done, _ = await asyncio.wait({reply}, timeout=self.reply_grace)
+        if done:
+            return await reply
+        reply.cancel()
+        task_poll_kernel_alive.cancel()
+        LOST_REPLIES.append((str(cell.get("id", "?")), self.reply_grace))
+        print(f"the kernel went idle but its execute reply did not come within {self.reply_grace:g} s "
+              f"(a lost reply); the cell is finished from its outputs", file=sys.stderr, flush=True)
+        return lost_reply(msg_id, cell)
+
+
 def _client_class():
-    """papermill's notebook client, with a watchdog for lost execute replies."""
     from papermill.clientwrap import PapermillNotebookClient
 
-    class Client(PapermillNotebookClient):
-        reply_grace = REPLY_GRACE
-
-        async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
-            reply = asyncio.ensure_future(super()._async_poll_for_reply(
-                msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive))
-            # wait for the reply, or for the kernel's idle status (all outputs in) and then a grace period
-            await asyncio.wait({reply, task_poll_output_msg}, return_when=asyncio.FIRST_COMPLETED)
-            if reply.done() or task_poll_output_msg.cancelled() or task_poll_output_msg.exception():
-                return await reply
-            done, _ = await asyncio.wait({reply}, timeout=self.reply_grace)
-            if done:
-                return await reply
-            reply.cancel()
-            task_poll_kernel_alive.cancel()
-            print(f"the kernel went idle but its execute reply did not come within {self.reply_grace:g} s "
-                  f"(a lost reply); cell {cell.get('id', '?')} finished from its outputs", file=sys.stderr, flush=True)
-            return lost_reply(msg_id, cell)
+    class Client(LostReplyWatchdog, PapermillNotebookClient):
+        """papermill's notebook client with the lost-reply watchdog."""
 
     return Client
 
@@ -202,19 +214,26 @@ def checks_log(root: Path, nb: Path) -> Path:
     return root / "_build" / "checks" / f"{nb.stem}.jsonl"
 
 
-def read_checks(root: Path) -> Dict[str, Tuple[int, List[dict]]]:
-    """Per chapter (book order) with a checks log: (checks run, the ones that did not hold)."""
-    out: Dict[str, Tuple[int, List[dict]]] = {}
+def read_checks(root: Path) -> Dict[str, List[dict]]:
+    """Per chapter (book order) with a checks log: its checks, one dict each (see chapters/_book.py)."""
+    out: Dict[str, List[dict]] = {}
     for nb in chapter_notebooks(root):
         log = checks_log(root, nb)
         if log.exists():
-            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-            out[nb.stem] = (len(rows), [r for r in rows if not r.get("ok")])
+            out[nb.stem] = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return out
 
 
-def checks_summary(checks: Dict[str, Tuple[int, List[dict]]]) -> str:
-    """The lines ``make book`` ends with: how many claim checks ran, and each that did not hold."""
+def tally(rows: Dict[str, List[dict]]) -> Dict[str, Tuple[int, List[dict]]]:
+    """Per chapter: (checks run, the ones that did not hold)."""
+    return {ch: (len(r), [x for x in r if not x.get("ok")]) for ch, r in rows.items()}
+
+
+def checks_summary(checks: Dict[str, Tuple[int, List[dict]]], all_rows: Optional[Dict[str, List[dict]]] = None,
+                   closest: int = 8) -> str:
+    """The lines ``make book`` ends with: how many claim checks ran, each that did not hold, and the
+    ``closest`` held checks with the smallest margins (from ``all_rows``, each chapter's log)."""
+    all_rows = all_rows or {}
     total = sum(n for n, _ in checks.values())
     failed = [(ch, r) for ch, (_, rows) in checks.items() for r in rows]
     lines = [f"claim checks: {total - len(failed)} of {total} held"
@@ -222,6 +241,11 @@ def checks_summary(checks: Dict[str, Tuple[int, List[dict]]]) -> str:
     for ch, r in failed:
         measured = "; ".join(f"{k} = {v}" for k, v in r.get("measured", {}).items())
         lines.append(f"  {ch}: expected {r['expected']}" + (f"; measured {measured}" if measured else ""))
+    close = sorted(((r["margin"], ch, r["expected"]) for ch, rows in all_rows.items() for r in rows
+                    if r.get("ok") and r.get("margin") is not None), key=lambda t: t[0])[:closest]
+    if close:
+        lines.append(f"the {len(close)} closest calls that held (margin: the smallest relative slack of a comparison):")
+        lines += [f"  {m:+.3f}  {ch}: {expected[:120]}" for m, ch, expected in close]
     return "\n".join(lines)
 
 
@@ -238,10 +262,14 @@ def main(profile: str = DEFAULT_PROFILE, execute: bool = True, only: Optional[Li
     build_html(root)
     report = {"profile": profile, "chapters_seconds": timings, "html_seconds": round(time.perf_counter() - tic, 1)}
     report["total_seconds"] = round(sum(timings.values()) + report["html_seconds"], 1)
-    checks = read_checks(root) if execute else {}
-    report["checks"] = {ch: {"run": n, "failed": len(rows)} for ch, (n, rows) in checks.items()}
+    rows = read_checks(root) if execute else {}
+    checks = tally(rows)
+    report["checks"] = {ch: {"run": n, "failed": len(bad),
+                             "smallest_margin": min((r["margin"] for r in rows[ch] if r.get("ok")
+                                                     and r.get("margin") is not None), default=None)}
+                        for ch, (n, bad) in checks.items()}
     atomic_write_json(root / "_build" / "timings.json", report)
     print(json.dumps(report, indent=2))
     if checks:
-        print(checks_summary(checks), flush=True)
+        print(checks_summary(checks, rows), flush=True)
     return report

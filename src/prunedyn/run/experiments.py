@@ -136,6 +136,17 @@ def autocast(t: "Trainer"):
     return nullcontext() if dtype is None else torch.autocast(t.device.type, dtype=dtype)
 
 
+#: Variables that choose the CPU kernels of MKL, ATen and oneDNN; ``make ... NUMERICS=emulated`` sets
+#: them to the portable kernels (another CPU's arithmetic, the same bits on any x86-64 CPU tried).
+NUMERIC_VARS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def numeric_path() -> dict:
+    """Which CPU kernels this process computes with: ATen's capability and the variables that pin them."""
+    return {"aten_capability": torch.backends.cpu.get_cpu_capability(),
+            **{k: os.environ[k] for k in NUMERIC_VARS if k in os.environ}}
+
+
 def train_path(cfg: ExperimentConfig, device: torch.device) -> str:
     """The training path of a run, as recorded in its summary (``train_path``): the device
     type and the precision, then ``channels_last``, ``compiled``, ``resident`` where set.
@@ -600,6 +611,7 @@ def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> 
             "gpu": torch.cuda.get_device_name(t.device) if t.device.type == "cuda" else None,
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
+            "numerics": numeric_path(),
             "train": {**dataclasses.asdict(cfg.train), "path": train_path(cfg, t.device)},
         },
     )
