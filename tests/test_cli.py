@@ -186,3 +186,25 @@ def test_compact_command_writes_an_exact_smaller_model(tmp_path, capsys):
     model = torch.load(out / "compact.pt", weights_only=False)
     assert sum(p.numel() for p in model.parameters()) == info["params_after"]
     assert main(["compact", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path):
+    """checkpoint.pt is read with weights_only=True: a pickle that would run code is an error, not a call."""
+    import pickle
+
+    from prunedyn.atomic import CheckpointError, load_checkpoint
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": Payload()}, path)
+    with pytest.raises(CheckpointError, match="checkpoint.pt: not a readable checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    path.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)

@@ -1,4 +1,4 @@
-"""Atomic file writes: a file is either its old version or its complete new one.
+"""Atomic file writes (a file is either its old version or its complete new one) and safe reads.
 
 Every result file of the study (run tables, checkpoints, sweep summaries,
 decoded data caches) goes through these: the bytes are written to a temporary
@@ -45,3 +45,21 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read as plain tensors and containers."""
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings and containers only, so a
+    crafted ``checkpoint.pt`` cannot run code. Raises :class:`CheckpointError` (one line naming the
+    file) for a truncated, corrupt or code-carrying file."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, AttributeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint of plain tensors ({first[:160]})") from None

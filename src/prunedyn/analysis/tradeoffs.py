@@ -420,9 +420,9 @@ def weight_counts(folder: Union[str, Path]) -> Dict[str, int]:
     Read from the state dict, so it works for compacted (init-from-run) models
     whose widths differ from the config's.
     """
-    import torch
+    from prunedyn.atomic import load_checkpoint
 
-    ckpt = torch.load(Path(folder) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(Path(folder) / "checkpoint.pt")
     weights = [v for k, v in ckpt["model"].items() if k.endswith("weight") and v.dim() >= 2]
     return {"weights": int(sum(w.numel() for w in weights)), "nonzero": int(sum(int(w.count_nonzero()) for w in weights))}
 

@@ -57,6 +57,7 @@ from prunedyn.run.records import (
     atomic_write_json,
     atomic_write_text,
 )
+from prunedyn.atomic import CheckpointError, load_checkpoint
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
 from prunedyn.structure.surgery import compact
 from prunedyn.tasks.scoring import Task, scored_outputs, task_for
@@ -211,9 +212,17 @@ def load_run_model(folder: Path, data: Optional[DatasetBundle] = None, map_locat
     cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
     data = load_dataset(cfg.data) if data is None else data
     model = build_model(cfg.model, data.in_shape, data.num_classes)
-    ckpt = torch.load(folder / "checkpoint.pt", map_location=map_location, weights_only=False)
+    ckpt = _checkpoint(folder / "checkpoint.pt", map_location)
     model.load_state_dict(ckpt["model"])
     return model, cfg, ckpt
+
+
+def _checkpoint(path: Path, map_location) -> dict:
+    """A run's checkpoint, read without unpickling code (:func:`prunedyn.atomic.load_checkpoint`)."""
+    try:
+        return load_checkpoint(path, map_location)
+    except CheckpointError as e:
+        raise RunError(str(e)) from None
 
 
 def initial_model_from_run(folder: Path, data: DatasetBundle, compact_first: bool) -> nn.Module:
@@ -528,7 +537,7 @@ def _train(cfg: ExperimentConfig, out: Path, h: str, resume: bool, progress: boo
     start_epoch, record, elapsed = 0, RunRecord(), 0.0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=trainer.device, weights_only=False)
+        ckpt = _checkpoint(ckpt_path, trainer.device)
         if ckpt["config_hash"] != h:
             raise RunError(f"{out}: checkpoint is of config {ckpt['config_hash']}, not {h}: the config changed")
         trainer.model.load_state_dict(ckpt["model"])
