@@ -35,6 +35,7 @@ def test_a_cell_over_the_limit_is_retried_once_with_a_fresh_kernel(tmp_path):
 # claim checks (chapters/_book.py), headless widgets, the lost-reply watchdog
 # --------------------------------------------------------------------------
 import asyncio  # noqa: E402
+import os  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -172,3 +173,27 @@ def test_a_checks_margin_is_the_smallest_relative_slack_of_its_comparisons():
     assert ast.literal_eval(call.args[4]) == [(0, ">", 1), (2, "<", 3), (3, "<=", 4)]
     tree = bk.AssertToCheck().visit(ast.parse("assert a < 1 or b < 2"))
     assert ast.literal_eval(tree.body[0].value.args[4]) == []  # a disjunction has no margin
+
+
+@pytest.mark.slow
+def test_the_test_command_runs_the_chosen_chapters_on_the_emulated_path(tmp_path):
+    """chapters/conftest.py: PRUNEDYN_EMULATE_CHAPTERS picks, per notebook, the kernel's numeric path."""
+    import subprocess
+    import sys
+
+    shutil.copy(CHAPTERS / "conftest.py", tmp_path / "conftest.py")
+    probes = {"01-first.ipynb": "os.environ['ATEN_CPU_CAPABILITY'] == 'default' and cap == 'DEFAULT'",
+              "06-sixth.ipynb": "'ATEN_CPU_CAPABILITY' not in os.environ and cap != 'DEFAULT'"}
+    for name, probe in probes.items():
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(f"import os, torch\ncap = torch.backends.cpu.get_cpu_capability()\n"
+                                              f"assert {probe}, (os.environ.get('ATEN_CPU_CAPABILITY'), cap)")]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    cmd = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PRUNEDYN_EMULATE_CHAPTERS": "01,02"},
+                         cwd=tmp_path)
+    assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-3000:]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)  # no chapter emulated
+    assert "1 failed, 1 passed" in out.stdout, out.stdout[-3000:]
