@@ -208,3 +208,19 @@ def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path):
     path.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
+
+
+def test_the_run_lock_never_writes_through_a_link_and_is_removed_after_the_run(tmp_path):
+    from prunedyn.run.experiments import RunError, folder_lock
+
+    out = tmp_path / "runs" / "a"
+    with folder_lock(out):
+        assert (tmp_path / "runs" / "a.lock").exists()
+    assert not (tmp_path / "runs" / "a.lock").exists()  # nothing left behind
+    victim = tmp_path / "thesis.tex"
+    victim.write_text("years of work")
+    (tmp_path / "runs" / "b.lock").symlink_to(victim)
+    with pytest.raises(RunError, match="b.lock: is a symbolic link"):
+        with folder_lock(tmp_path / "runs" / "b"):
+            pass
+    assert victim.read_text() == "years of work"

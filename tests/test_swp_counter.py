@@ -10,9 +10,12 @@
 - each weight is pruned with probability kappa rounded to 2**-23 (binomial
   tolerance), never where kappa < 2**-24.
 """
+import _ctypes
 import copy
 import math
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -320,3 +323,38 @@ def test_without_a_compiler_the_reference_runs_and_says_so():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["reference", "True", "True"]
+
+
+def _prune_in_fresh_process(cache):
+    """Weight sparsity after one fused prune in a new interpreter with the kernel cache at ``cache``."""
+    script = textwrap.dedent("""
+        import torch
+        from prunedyn.core import fused
+        torch.manual_seed(0)
+        w = torch.randn(100_000) * 0.01
+        key = fused.stream_key(3, 4, 5)
+        drop = fused.reference_decisions(w, key, "gaussian", 0.004)
+        out = w.clone()
+        backend = fused.fused_prune_(out, None, key, "gaussian", 0.004)
+        print(backend, torch.equal(out, w.masked_fill(drop, 0.0)), round(float((out == 0).float().mean()), 3))
+    """)
+    env = {**os.environ, "PRUNEDYN_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_the_kernel_cache_is_private_and_a_planted_or_corrupt_library_is_rebuilt(tmp_path):
+    cache = tmp_path / "cache"
+    first = _prune_in_fresh_process(cache)
+    assert first[:2] == ["c", "True"] and float(first[2]) > 0.1
+    folder = cache / "kernels"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    (lib,) = folder.glob("swp-*.so")
+    # a planted library (any other shared object under the expected name) fails the recorded hash
+    shutil.copy(_ctypes.__file__, lib)
+    assert _prune_in_fresh_process(cache) == first  # rebuilt: the same decisions
+    lib.write_bytes(lib.read_bytes()[:1000])  # corrupt (truncated)
+    assert _prune_in_fresh_process(cache) == first
+    os.chmod(folder, 0o777)  # a folder others could write to is made private again
+    assert _prune_in_fresh_process(cache) == first and stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -72,6 +72,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -332,7 +333,45 @@ def cpu_library() -> Optional[ctypes.CDLL]:
         return _library
 
 
+def _private_dir(folder: Path) -> Path:
+    """``folder``, created 0700; refused unless it is a real folder of this user that no one else can write."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise RuntimeError(f"kernel cache {folder} is not a folder owned by this user")
+    if st.st_mode & 0o077:
+        os.chmod(folder, 0o700)
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trusted(path: Path, digest: Path) -> bool:
+    """Whether the cached library is this user's, writable by no one else, and has the recorded hash."""
+    try:
+        for f in (path, digest):
+            st = os.lstat(f)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return False
+        return digest.read_text().strip() == _sha256(path)
+    except OSError:
+        return False
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    lib.prunedyn_swp_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float,
+                                     ctypes.c_int, ctypes.c_int]
+    lib.prunedyn_swp_f32.restype = None
+    return lib
+
+
 def _build() -> ctypes.CDLL:
+    """Compile (or reuse) the CPU kernel. The cache folder is private (0700, this user's); a cached
+    library is loaded only with the SHA-256 recorded beside it when it was built, and one that fails
+    that check or fails to load is compiled again."""
     if os.environ.get("PRUNEDYN_NATIVE", "1") == "0":
         raise RuntimeError("PRUNEDYN_NATIVE=0")
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -340,26 +379,29 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError("no C compiler found (set CC)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     tag = hashlib.sha256("\0".join([C_SOURCE, " ".join(C_FLAGS), repr(C_TARGET_FLAGS), version, _machine_tag()]).encode()).hexdigest()[:16]
-    folder = _cache_dir()
-    path = folder / f"swp-{tag}.so"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            src = Path(tmp) / "swp.c"
-            src.write_text(C_SOURCE)
-            out = Path(tmp) / "swp.so"
-            for target in C_TARGET_FLAGS:
-                done = subprocess.run([cc, *C_FLAGS, *target, str(src), "-o", str(out)], capture_output=True, text=True, timeout=300)
-                if done.returncode == 0:
-                    break
-            else:
-                raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
-            os.replace(out, path)
-    lib = ctypes.CDLL(str(path))
-    lib.prunedyn_swp_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float,
-                                     ctypes.c_int, ctypes.c_int]
-    lib.prunedyn_swp_f32.restype = None
-    return lib
+    folder = _private_dir(_cache_dir())
+    path, digest = folder / f"swp-{tag}.so", folder / f"swp-{tag}.so.sha256"
+    if _trusted(path, digest):
+        try:
+            return _load(path)
+        except OSError:  # a corrupt library with a matching hash cannot happen; a failed load rebuilds anyway
+            pass
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        src = Path(tmp) / "swp.c"
+        src.write_text(C_SOURCE)
+        out = Path(tmp) / "swp.so"
+        for target in C_TARGET_FLAGS:
+            done = subprocess.run([cc, *C_FLAGS, *target, str(src), "-o", str(out)], capture_output=True, text=True, timeout=300)
+            if done.returncode == 0:
+                break
+        else:
+            raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
+        os.chmod(out, 0o700)
+        sha = Path(tmp) / "swp.so.sha256"
+        sha.write_text(_sha256(out) + "\n")
+        os.replace(out, path)  # the library first: a reader that finds the new hash finds the new library
+        os.replace(sha, digest)
+    return _load(path)
 
 
 # ----------------------------------------------------------------------------- the GPU kernel (Triton)

@@ -503,19 +503,45 @@ def run(
 @contextmanager
 def folder_lock(out: Path):
     """An exclusive lock on ``<out>.lock`` beside the run folder for the duration of the block
-    (POSIX ``flock``; released by the OS if the process dies). A no-op where ``fcntl`` is missing."""
+    (POSIX ``flock``; released by the OS if the process dies), removed when the block ends. The lock
+    file is opened without following a symbolic link (a link there is refused, never written
+    through) and without truncating anything. A no-op where ``fcntl`` is missing."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f"{out.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = out.parent / f"{out.name}.lock"
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fd = os.open(path, flags, 0o600)
+        except OSError as err:
+            if path.is_symlink():
+                raise RunError(f"{path}: is a symbolic link; refusing to lock through it") from None
+            raise RunError(f"{path}: cannot create the run's lock file ({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # the holder before us may have removed the file: then lock the new one
+                same = os.fstat(fd).st_ino == os.lstat(path).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 @contextmanager
