@@ -224,3 +224,29 @@ def test_the_run_lock_never_writes_through_a_link_and_is_removed_after_the_run(t
         with folder_lock(tmp_path / "runs" / "b"):
             pass
     assert victim.read_text() == "years of work"
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run_folder(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    done = run_cli("run", "mlp-mnist", *sum((["--set", s] for s in SMALL), []), "--out", out, "--overwrite", "--quiet")
+    assert done.returncode == 2, done.stderr
+    assert "not a run folder (it holds 'thesis.tex')" in done.stderr and "Traceback" not in done.stderr
+    assert (out / "thesis.tex").read_text() == "years of work" and sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+@pytest.mark.slow
+def test_overwrite_validates_before_it_deletes_and_resume_checks_before_it_writes(tmp_path):
+    out = tmp_path / "run"
+    sets = sum((["--set", s] for s in SMALL), [])
+    assert run_cli("run", "mlp-mnist", *sets, "--set", "epochs=1", "--out", out, "--quiet").returncode == 0
+    (out / "summary.json").unlink()  # an unfinished run: resumable
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # a config that cannot be built (a segmentation data set under the MLP) deletes nothing
+    bad = run_cli("run", "mlp-mnist", *sets, "--set", "data.name=dsb2018", "--out", out, "--overwrite", "--quiet")
+    assert bad.returncode == 2 and {p.name: p.read_bytes() for p in out.iterdir()} == before, bad.stderr[-500:]
+    # resuming with another config leaves config.yaml (and everything else) as it was
+    other = run_cli("run", "mlp-mnist", *sets, "--set", "epochs=2", "--out", out, "--resume", "--quiet")
+    assert other.returncode == 2 and "the config changed" in other.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

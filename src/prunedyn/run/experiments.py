@@ -58,6 +58,7 @@ from prunedyn.run.records import (
     atomic_write_text,
 )
 from prunedyn.atomic import CheckpointError, load_checkpoint
+from prunedyn.modes import eval_mode
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
 from prunedyn.structure.surgery import compact
 from prunedyn.tasks.scoring import Task, scored_outputs, task_for
@@ -236,6 +237,26 @@ def initial_model_from_run(folder: Path, data: DatasetBundle, compact_first: boo
     return model.train()
 
 
+@torch.no_grad()
+def check_model_fits_data(cfg: ExperimentConfig, model: nn.Module, data: DatasetBundle, device) -> None:
+    """One eval-mode forward pass on two training examples (no random draw, no state changed): the
+    outputs must have the shape the data's task scores. Raises :class:`RunError` naming both."""
+    x, y = data.x_train[:2].to(device), data.y_train[:2]
+    seg = getattr(data, "task", "classification") == "segmentation"
+    want = (len(y), data.num_classes, *y.shape[1:]) if seg else (len(y), data.num_classes)
+    with eval_mode(model):
+        try:
+            got = tuple(model(x).shape)
+        except (RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0][:200]
+            raise RunError(f"model.name: {cfg.model.name!r} cannot read data {cfg.data.name!r} "
+                           f"(inputs {tuple(x.shape[1:])}): {first}") from None
+    if got != want:
+        task = "segmentation" if seg else "classification"
+        raise RunError(f"model.name: {cfg.model.name!r} gives outputs of shape {got[1:]} on data {cfg.data.name!r}, "
+                       f"whose {task} task needs {want[1:]}")
+
+
 def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Trainer:
     """Data, model (seeded init), optimiser, regularizer and pruner for ``cfg``."""
     torch.set_flush_denormal(True)  # decayed weights turn denormal; flushing halves CPU time
@@ -248,6 +269,7 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
         model = initial_model_from_run(Path(cfg.init.run), data, cfg.init.compact).to(device)
     else:
         model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
+    check_model_fits_data(cfg, model, data, device)
     if cfg.train.channels_last:
         # 4-D parameters (conv kernels) only; a model without any is unchanged
         model = model.to(memory_format=torch.channels_last)
@@ -439,12 +461,29 @@ def _check_finite(model: nn.Module, epoch: int) -> None:
             raise TrainingDiverged(f"parameter {name} became NaN/inf in epoch {epoch}; the last good checkpoint is kept")
 
 
+#: The files a run writes into its folder (prunedyn.run.records).
+RUN_FILES = frozenset({"config.yaml", "metrics.csv", "layers.csv", "nodes.csv", "histograms.csv", "checkpoint.pt",
+                       "summary.json", "timing.json"})
+
+
+def is_run_file(name: str) -> bool:
+    """Whether a file name is one a run folder holds (records, checkpoint, compact model, temporaries)."""
+    return name in RUN_FILES or name.startswith("compact.") or (name.startswith(".") and name.endswith(".tmp"))
+
+
 def prepare_folder(out: Path, cfg_hash: str, resume: bool, overwrite: bool) -> Optional[dict]:
-    """Check the run folder's state. Returns the finished summary if there is nothing to do."""
+    """Check the run folder's state. Returns the finished summary if there is nothing to do.
+
+    With ``overwrite`` nothing is deleted here: the folder must be a run folder (only files a run
+    writes), and :func:`run` clears it once the config has been built (data loaded, model made)."""
     if not out.exists():
         return None
     if overwrite:
-        shutil.rmtree(out)
+        if not out.is_dir() or out.is_symlink():
+            raise RunError(f"--overwrite: {out} is not a run folder")
+        foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and is_run_file(p.name)))
+        if foreign:
+            raise RunError(f"--overwrite: {out} is not a run folder (it holds {foreign[0]!r}); refusing to delete it")
         return None
     summary = out / "summary.json"
     ckpt = out / "checkpoint.pt"
@@ -497,7 +536,7 @@ def run(
         if finished is not None:
             return finished
         with pinned_threads(cfg.threads):
-            return _train(cfg, out, h, resume, progress, data)
+            return _train(cfg, out, h, resume, progress, data, clear=overwrite)
 
 
 @contextmanager
@@ -556,16 +595,19 @@ def pinned_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _train(cfg: ExperimentConfig, out: Path, h: str, resume: bool, progress: bool, data: Optional[DatasetBundle]) -> dict:
+def _train(cfg: ExperimentConfig, out: Path, h: str, resume: bool, progress: bool, data: Optional[DatasetBundle],
+           clear: bool = False) -> dict:
     trainer = build(cfg, data)  # loads and verifies data before anything is written
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = _checkpoint(ckpt_path, trainer.device) if resume and not clear and ckpt_path.exists() else None
+    if ckpt is not None and ckpt["config_hash"] != h:  # checked before config.yaml is touched
+        raise RunError(f"{out}: checkpoint is of config {ckpt['config_hash']}, not {h}: the config changed")
+    if clear and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     start_epoch, record, elapsed = 0, RunRecord(), 0.0
-    ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.exists():
-        ckpt = _checkpoint(ckpt_path, trainer.device)
-        if ckpt["config_hash"] != h:
-            raise RunError(f"{out}: checkpoint is of config {ckpt['config_hash']}, not {h}: the config changed")
+    if ckpt is not None:
         trainer.model.load_state_dict(ckpt["model"])
         trainer.optimizer.load_state_dict(ckpt["optimizer"])
         trainer.pruner.load_state_dict(ckpt["pruner"])
