@@ -130,3 +130,16 @@ def test_a_run_paired_with_itself_has_zero_difference():
     t = pd.DataFrame({"run": ["a"] * 3, "seed": [0, 1, 2], "acc": [0.95, 0.96, 0.94]})
     d = S.paired(t, "acc", "a", "a")
     assert d.values == (0.0, 0.0, 0.0) and d.seeds == (0, 1, 2)
+
+
+def test_a_paired_difference_reports_a_t_test_and_the_chance_of_agreeing_signs():
+    import pandas as pd
+    from scipy import stats
+
+    from prunedyn.analysis.seeds import paired
+
+    t = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "acc": [0.91, 0.93, 0.92, 0.90, 0.90, 0.91]})
+    d = paired(t, "acc", "a", "b")
+    assert d.verdict() == "higher" and d.sign_p == 0.25  # three agreeing signs: one time in four by chance
+    assert abs(d.p_value - stats.ttest_rel([0.91, 0.93, 0.92], [0.90, 0.90, 0.91]).pvalue) < 1e-12
+    assert paired(t[t["seed"] == 0], "acc", "a", "b").p_value != paired(t[t["seed"] == 0], "acc", "a", "b").p_value  # NaN

@@ -12,9 +12,11 @@ columns), as :func:`prunedyn.run.study.summary_table` returns them.
 The verdict :func:`compare` gives is the book's own rule, chosen so that it
 does not flip with seed noise or with the CPU: a difference is called
 "higher"/"lower" only when **every** seed agrees in sign *and* the mean
-exceeds ``margin``; otherwise "no clear difference". With three seeds this is
-stricter than a t-test at the usual levels for small effects, and it is what
-the chapters' assertions check.
+exceeds ``margin``; otherwise "no clear difference". This is a descriptive
+rule, not a test: with three seeds, all three signs agree by chance one time
+in four when there is no difference at all (:attr:`Difference.sign_p`), so
+the margin carries much of the weight. :attr:`Difference.p_value` gives the
+two-sided paired t-test beside it.
 """
 from __future__ import annotations
 
@@ -70,6 +72,21 @@ class Difference:
     @property
     def max(self) -> float:
         return float(np.max(self.values)) if self.values else float("nan")
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided paired t-test of ``mean(d) = 0`` (scipy); NaN below two seeds or with no spread."""
+        if self.n < 2 or self.std == 0:
+            return float("nan")
+        from scipy import stats
+
+        return float(stats.ttest_1samp(self.values, 0.0).pvalue)
+
+    @property
+    def sign_p(self) -> float:
+        """The chance that all ``n`` seeds share a sign when the difference is symmetric about 0:
+        ``2 * 0.5**n`` (0.25 for three seeds)."""
+        return 2 * 0.5 ** self.n if self.n else float("nan")
 
     def verdict(self, margin: float = 0.0) -> str:
         """``"higher"`` (``a > b``), ``"lower"``, or ``"no clear difference"`` (see the module doc)."""
