@@ -97,7 +97,13 @@ def _parse_run(item: Any) -> Dict[str, Any]:
             if not isinstance(s, str) or "=" not in s:
                 raise ConfigError(f"sweep runs: {s!r} is not key=value")
             k, v = s.split("=", 1)
-            out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+            if v.strip().startswith("@"):  # init.run=@label: a reference, not YAML
+                out[k.strip()] = v.strip()
+                continue
+            try:
+                out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+            except yaml.YAMLError:
+                raise ConfigError(f"sweep runs: {k.strip()}={v!r}: the value is not valid YAML") from None
         return out
     raise ConfigError(f"sweep runs: expected a list of key=value strings or a mapping, got {item!r}")
 
@@ -123,18 +129,34 @@ def load_spec(path: Path | str) -> SweepSpec:
     for item in data.get("runs") or []:
         variants.append(_parse_run(item))
     if not variants:
+        if "grid" in data or "runs" in data:  # an empty grid would silently run the base config
+            raise ConfigError(f"{path}: 'grid' and 'runs' give no point; leave both out to run the base config")
         variants = [{}]
+    keys = [tuple(sorted((k, repr(v)) for k, v in point.items())) for point in variants]
+    for point, key in zip(variants, keys):
+        if keys.count(key) > 1:
+            raise ConfigError(f"sweep runs: the point {point!r} is listed twice")
+    referenced = {reference_label(v) for v in variants} - {None}
+    labels_given = [v.get(LABEL) for v in variants if reference_label(v) is None]
+    twice = sorted(str(x) for x in referenced if labels_given.count(x) > 1)
+    if twice:
+        raise ConfigError(f"sweep init.run: '@{twice[0]}' is ambiguous: more than one point is labelled {twice[0]!r}")
     seeds = data.get("seeds", [0])
     seeds = seeds if isinstance(seeds, list) else [seeds]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"sweep seeds: {seeds!r} must be a list of whole numbers")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"sweep seeds: {seeds!r} repeats a seed")
+    name = str(data.get("name", path.stem))
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~"):
+        raise ConfigError(f"sweep name: {name!r} must be a plain folder name (no '/', '..' or '~')")
     workers = data.get("workers", 0)
     if not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"sweep workers: {workers!r} must be a whole number >= 0 (0: one per core)")
     common = data.get("set") or []
     if not isinstance(common, list):
         raise ConfigError("sweep set: expected a list of key=value strings")
-    spec = SweepSpec(str(data.get("name", path.stem)), base, [str(s) for s in common], variants, seeds, workers)
+    spec = SweepSpec(name, base, [str(s) for s in common], variants, seeds, workers)
     labels = {v.get(LABEL) for v in variants if reference_label(v) is None}
     for point in spec.points():
         ref = reference_label(point)
