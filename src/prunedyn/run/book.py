@@ -239,7 +239,7 @@ def checks_summary(checks: Dict[str, Tuple[int, List[dict]]], all_rows: Optional
     lines = [f"claim checks: {total - len(failed)} of {total} held"
              + ("" if not failed else f"; {len(failed)} did not (shown on their pages):")]
     for ch, r in failed:
-        measured = "; ".join(f"{k} = {v}" for k, v in r.get("measured", {}).items())
+        measured = "; ".join(f"{k} = {' '.join(str(v).split())}" for k, v in r.get("measured", {}).items())
         lines.append(f"  {ch}: expected {r['expected']}" + (f"; measured {measured}" if measured else ""))
     close = sorted(((r["margin"], ch, r["expected"]) for ch, rows in all_rows.items() for r in rows
                     if r.get("ok") and r.get("margin") is not None), key=lambda t: t[0])[:closest]
