@@ -71,7 +71,8 @@ browser:
 
 test: $(STAMP) $(MATHJAX) browser
 	PRUNEDYN_STRICT=1 PRUNEDYN_HEADLESS=1 $(TEST_NUMERIC_ENV) \
-	  $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS)
+	  $(PY) -m pytest tests chapters -p chapters._pytest_numerics --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=900 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" -q $(PYTEST_ARGS)

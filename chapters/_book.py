@@ -8,11 +8,12 @@ IPython kernel.
 that re-evaluates the operands of the comparisons in ``TEST`` (only when the
 check fails). A check that holds prints nothing. One that does not hold
 
-- raises ``AssertionError`` (naming what was expected and what was measured)
-  when ``PRUNEDYN_STRICT=1``: the test command (``make test``, nbval in CI)
-  fails on it;
-- otherwise shows a warning admonition on the page with the same two things
-  and lets the chapter go on: a reader's build never aborts on a claim.
+- raises ``AssertionError`` (naming what was expected and what was measured):
+  the test command (``make test``, nbval in CI) fails on it, and so does a
+  chapter run by hand;
+- in the reader's build (``prunedyn book`` sets ``PRUNEDYN_STRICT=0``) shows
+  a warning admonition on the page with the same two things and lets the
+  chapter go on: a reader's build never aborts on a claim.
 
 When ``PRUNEDYN_CHECKS_LOG`` names a file (``prunedyn book`` sets one per
 chapter), each check appends one JSON line ``{"ok", "expected", "measured"}``
@@ -40,8 +41,9 @@ SHOWN = 400
 
 
 def strict() -> bool:
-    """True where a failed check must raise (``PRUNEDYN_STRICT=1``: the test command)."""
-    return os.environ.get("PRUNEDYN_STRICT", "") not in ("", "0")
+    """True where a failed check must raise: everywhere (nbval, the test command, a notebook opened in
+    Jupyter) except where ``PRUNEDYN_STRICT=0``, which the reader's ``make book`` sets."""
+    return os.environ.get("PRUNEDYN_STRICT", "1") != "0"
 
 
 def _short(value: Any) -> str:

@@ -68,9 +68,10 @@ def chapter_with(tmp_path, *sources):
 def test_a_failed_claim_check_is_shown_logged_and_the_chapter_goes_on(tmp_path, monkeypatch):
     nb = chapter_with(tmp_path, "import _book", CHECKS)  # the transformer applies from the next cell on
     log = tmp_path / "checks.jsonl"
-    monkeypatch.delenv("PRUNEDYN_STRICT", raising=False)
+    monkeypatch.delenv("PRUNEDYN_STRICT", raising=False)  # the reader's build: shown, not raised
     monkeypatch.setenv("PRUNEDYN_CHECKS_LOG", str(log))
     execute_notebook(nb, {}, timeout=120)
+    assert "PRUNEDYN_STRICT" not in os.environ  # the kernel's setting did not leak into this process
     outputs = nbformat.read(nb, as_version=4).cells[1].outputs
     html = [o["data"]["text/html"] for o in outputs if o["output_type"] == "display_data"]
     assert len(html) == 1 and 'class="admonition warning"' in html[0]
@@ -177,11 +178,10 @@ def test_a_checks_margin_is_the_smallest_relative_slack_of_its_comparisons():
 
 @pytest.mark.slow
 def test_the_test_command_runs_the_chosen_chapters_on_the_emulated_path(tmp_path):
-    """chapters/conftest.py: PRUNEDYN_EMULATE_CHAPTERS picks, per notebook, the kernel's numeric path."""
+    """chapters/_pytest_numerics.py: PRUNEDYN_EMULATE_CHAPTERS picks, per notebook, the kernel's numeric path."""
     import subprocess
     import sys
 
-    shutil.copy(CHAPTERS / "conftest.py", tmp_path / "conftest.py")
     probes = {"01-first.ipynb": "os.environ['ATEN_CPU_CAPABILITY'] == 'default' and cap == 'DEFAULT'",
               "06-sixth.ipynb": "'ATEN_CPU_CAPABILITY' not in os.environ and cap != 'DEFAULT'"}
     for name, probe in probes.items():
@@ -191,7 +191,9 @@ def test_the_test_command_runs_the_chosen_chapters_on_the_emulated_path(tmp_path
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, tmp_path / name)
     env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
-    cmd = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    env["PYTHONPATH"] = os.pathsep.join([str(CHAPTERS.parent), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "pytest", "-p", "chapters._pytest_numerics", "--nbval", "--nbval-current-env", "-q",
+           "-p", "no:cacheprovider", str(tmp_path)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PRUNEDYN_EMULATE_CHAPTERS": "01,02"},
                          cwd=tmp_path)
     assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-3000:]

@@ -9,7 +9,8 @@ checkout it is run from (see :func:`prunedyn.run.study.repo_root`):
    sends nothing, see ``chapters/_book.py``) and log their claim checks to
    ``_build/checks/<chapter>.jsonl`` (``PRUNEDYN_CHECKS_LOG``). A failed claim
    check is shown on its page and summarised at the end; it aborts nothing
-   unless ``PRUNEDYN_STRICT=1`` (the test command).
+   (``PRUNEDYN_STRICT=0``, set unless the caller set it: ``PRUNEDYN_STRICT=1``
+   makes the build fail on it, as the test command does).
    Two guards against a stalled kernel conversation: the kernel went idle
    but its execute reply did not come within :data:`REPLY_GRACE` seconds (a
    lost reply, jupyter/nbclient#312): the cell is finished from its IOPub
@@ -32,6 +33,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -164,18 +166,37 @@ def _register_engine() -> str:
     return "prunedyn"
 
 
+@contextmanager
+def environment(values: Dict[str, str]):
+    """``os.environ`` with ``values`` set inside the block (a kernel started there inherits them),
+    as it was after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retries: int = 1) -> None:
     """Execute ``nb`` in place (cwd: its folder), headless; a cell over ``timeout`` seconds fails the
     attempt, which is repeated up to ``retries`` times. Errors raised by a cell fail at once."""
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
 
-    os.environ["PRUNEDYN_HEADLESS"] = "1"  # inherited by the kernel: widgets send no comm messages
     engine = _register_engine()
+    # inherited by the kernel: widgets send no comm messages; a failed claim check is shown, not
+    # raised (unless the caller set PRUNEDYN_STRICT)
+    kernel_env = {"PRUNEDYN_HEADLESS": "1", "PRUNEDYN_STRICT": os.environ.get("PRUNEDYN_STRICT", "0")}
     for attempt in range(retries + 1):
         try:
-            pm.execute_notebook(str(nb), str(nb), parameters=params, cwd=str(nb.parent), kernel_name="python3",
-                                progress_bar=False, execution_timeout=timeout, engine_name=engine)
+            with environment(kernel_env):
+                pm.execute_notebook(str(nb), str(nb), parameters=params, cwd=str(nb.parent), kernel_name="python3",
+                                    progress_bar=False, execution_timeout=timeout, engine_name=engine)
             return
         except CellTimeoutError:
             if attempt == retries:
@@ -198,12 +219,9 @@ def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[
         log = checks_log(root, nb)
         log.parent.mkdir(parents=True, exist_ok=True)
         log.unlink(missing_ok=True)
-        os.environ["PRUNEDYN_CHECKS_LOG"] = str(log)
         tic = time.perf_counter()
-        try:
+        with environment({"PRUNEDYN_CHECKS_LOG": str(log)}):
             execute_notebook(nb, params)
-        finally:
-            os.environ.pop("PRUNEDYN_CHECKS_LOG", None)
         timings[str(nb.relative_to(root))] = round(time.perf_counter() - tic, 1)
         strip_timing(nb)
     return timings

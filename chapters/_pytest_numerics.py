@@ -1,21 +1,19 @@
-"""The chapters under pytest (nbval, the test command): claim checks are strict and kernels headless.
+"""A pytest plugin for the chapters under nbval: which numeric path each chapter's kernel takes.
 
-A claim check that does not hold raises (``PRUNEDYN_STRICT=1``, see ``_book.py``), so the test
-command fails on it where a reader's ``make book`` shows it on the page; widgets send no comm
-messages (``PRUNEDYN_HEADLESS=1``). The kernels nbval starts inherit this environment.
+Loaded by the test command (``make test``: ``pytest ... -p chapters._pytest_numerics``), not as a
+conftest (``tests/conftest.py`` is imported by name by the tests; a second conftest module would
+shadow it). ``PRUNEDYN_EMULATE_CHAPTERS`` (``make test NUMERICS=emulated``, what CI runs) names
+chapters, by the number their file starts with, whose kernels (and the training processes they
+spawn) compute on the emulated numeric path: MKL, ATen and oneDNN on their portable kernels, the
+arithmetic of another CPU. The other chapters' kernels run on this CPU's own kernels.
 
-``PRUNEDYN_EMULATE_CHAPTERS`` (``make test NUMERICS=emulated``, what CI runs) names chapters, by the
-number their file starts with, whose kernels (and the training processes they spawn) compute on
-the emulated numeric path: MKL, ATen and oneDNN on their portable kernels, the arithmetic of
-another CPU. The other chapters' kernels run on this CPU's own kernels.
+Claim checks are strict under any pytest run (``_book.py``: they raise unless
+``PRUNEDYN_STRICT=0``, which only the reader's ``make book`` sets).
 """
 import os
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("PRUNEDYN_STRICT", "1")
-os.environ.setdefault("PRUNEDYN_HEADLESS", "1")
 
 #: The emulated numeric path (the same bits on every x86-64 CPU tried; README, "Two numeric paths").
 EMULATED = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
