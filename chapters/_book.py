@@ -122,12 +122,14 @@ def check(ok: Any, expected: str, msg: Any = None, operands: Optional[Callable[[
         raise AssertionError(f"claim check did not hold: {expected}\n{lines}".rstrip())
     from IPython.display import display
 
-    rows = "".join(f"<li><code>{html.escape(n)}</code> = <code>{html.escape(v)}</code></li>" for n, v in measured)
+    rows = "".join(f"<li><code>{html.escape(n)}</code> = "
+                   + (f"<pre>{html.escape(v)}</pre>" if "\n" in v else f"<code>{html.escape(v)}</code>") + "</li>"
+                   for n, v in measured)
     body = (f'<div class="admonition warning"><p class="admonition-title">A claim check did not hold in this run</p>'
             f"<p>Expected: <code>{html.escape(expected)}</code></p>"
             + (f"<p>Measured:</p><ul>{rows}</ul>" if rows else "")
-            + "<p>The text around this check may not describe this run. The test command "
-              "(<code>PRUNEDYN_STRICT=1</code>) fails on it.</p></div>")
+            + "<p>The text around this check may not describe this run. The test command fails "
+              "on it.</p></div>")
     display({"text/html": body, "text/plain": f"CLAIM CHECK DID NOT HOLD: {expected}\n{lines}".rstrip()}, raw=True)
 
 
