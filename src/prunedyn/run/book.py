@@ -75,11 +75,12 @@ def chapter_notebooks(root: Path) -> List[Path]:
 
 
 def strip_timing(path: Path) -> None:
-    """Remove papermill / nbclient timing metadata and stale injected-parameter cells."""
+    """Remove papermill / nbclient timing metadata, stale widget state and injected-parameter cells."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)  # headless kernels send no widget state: any left is stale
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
