@@ -611,3 +611,22 @@ def test_silence_nodes_makes_exactly_that_many_removable_nodes():
         silence_nodes(model, {"nope": 1}, x)
     with pytest.raises(ValueError, match="cannot silence"):
         silence_nodes(model, {"features.conv1_1": 99}, x)
+
+
+def test_compact_refuses_to_return_a_model_that_computes_something_else():
+    """Conv -> GroupNorm(1 group, no affine) -> ReLU -> Conv with filters zeroed: removing the dead
+    channels changes the group's statistics; compact raises instead of returning that model."""
+    from prunedyn.structure.surgery import CompactionError, compact
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(1, 16, affine=False), nn.ReLU(),
+                          nn.Conv2d(16, 4, 3, padding=1))
+    with torch.no_grad():
+        model[0].weight[:4] = 0
+        model[0].bias[:4] = 0
+    try:
+        small, report = compact(model, torch.randn(4, 3, 8, 8))
+    except CompactionError as err:
+        assert "changed the outputs by" in str(err)
+    else:  # or it kept the channels the statistics need: then the outputs are unchanged
+        assert report.rel_diff <= 1e-5

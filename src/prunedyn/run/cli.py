@@ -160,6 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from prunedyn.data.datasets import DataError
     from prunedyn.run.config import ConfigError
     from prunedyn.run.experiments import RunError, TrainingDiverged
+    from prunedyn.atomic import CheckpointError
+    from prunedyn.structure.surgery import CompactionError
 
     try:
         if args.command == "run":
@@ -190,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     except TrainingDiverged as e:
         return _fail(f"training diverged: {e}", 1)
-    except (ConfigError, DataError, RunError) as e:
+    except (ConfigError, DataError, RunError, CompactionError, CheckpointError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         return _fail("interrupted; continue with --resume", 130)

@@ -267,9 +267,18 @@ def _block_constants(consumer: Consumer, n: int, measured) -> Tuple[torch.Tensor
     return v[:, 0].clone(), c.all(1) & (v == v[:, :1]).all(1)
 
 
+class CompactionError(RuntimeError):
+    """Compaction changed the model's outputs beyond float rounding: a structure it does not handle."""
+
+
+#: Largest output change :func:`compact` accepts, relative to the largest output (float32 reordering
+#: gives ~1e-7 per rounding; the book's networks stay below 1e-6).
+COMPACT_RTOL = 1e-4
+
+
 @torch.no_grad()
 def compact(
-    model: nn.Module, example: torch.Tensor, max_passes: int = 20, align: int = 1
+    model: nn.Module, example: torch.Tensor, max_passes: int = 20, align: int = 1, rtol: float = COMPACT_RTOL
 ) -> Tuple[nn.Module, CompactionReport]:
     """A copy of ``model`` without its dead nodes, and a report; repeated to a fixed point.
 
@@ -291,6 +300,11 @@ def compact(
     ``align`` (never above its width before compaction) with silent nodes
     (module docstring, *Alignment*); ``1`` (the default) keeps no node for
     alignment. 8 or 16 suit CPU kernels (AVX2 / AVX-512 vector widths).
+
+    The result is checked: when the outputs on ``example`` moved by more than ``rtol`` of the largest
+    output (``report.rel_diff``; of 1 where all outputs are smaller), :class:`CompactionError` is
+    raised instead of returning a model that computes something else (a normalisation over channels,
+    say, that removing them changes).
     """
     if max_passes < 1:
         raise ValueError(f"max_passes must be >= 1, got {max_passes}")
@@ -331,6 +345,10 @@ def compact(
         kept_for_alignment=kept_align,
         align=int(align),
     )
+    if not report.max_abs_diff <= rtol * max(1.0, report.output_scale):  # outputs below 1: absolute
+        raise CompactionError(f"compaction changed the outputs by {report.rel_diff:.2e} of their scale "
+                              f"({report.max_abs_diff:.2e} of {report.output_scale:.2e}; tolerance {rtol:g}): "
+                              "this model has a structure compact does not handle exactly")
     return current, report
 
 
