@@ -43,3 +43,34 @@ def test_readme_opens_with_book_and_test_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert _readme_commands()[1] in ci
+
+
+def test_the_package_declares_what_it_imports_and_the_pins_meet_its_bounds():
+    """pyproject.toml lists every third-party module src/prunedyn imports (core dependencies or an
+    extra), and requirements.txt's pins satisfy every lower bound."""
+    import ast
+    import sys
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    extras = {k: [Requirement(r) for r in v] for k, v in project["optional-dependencies"].items()}
+    names = {r.name.lower() for r in declared} | {r.name.lower() for rs in extras.values() for r in rs}
+    dist = {"yaml": "pyyaml", "PIL": "pillow", "torch_pruning": "torch-pruning"}
+    optional = {"triton"}  # a GPU-only kernel, imported where present
+    imported = set()
+    for f in (ROOT / "src" / "prunedyn").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third = {m for m in imported if m not in sys.stdlib_module_names and m not in ("prunedyn", "__future__")}
+    missing = {dist.get(m, m).lower().replace("_", "-") for m in third - optional} - names
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
+    pins = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    for r in declared + [r for rs in extras.values() for r in rs]:
+        if r.name.lower() in pins:
+            assert r.specifier.contains(pins[r.name.lower()], prereleases=True), (str(r), pins[r.name.lower()])

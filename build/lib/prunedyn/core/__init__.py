@@ -1,0 +1,10 @@
+"""The method: pruning kernels and their schedules, weight pruners, regularizers.
+
+- :mod:`~prunedyn.core.kernels`: ``kappa(w; sigma)``, the probability that SWP zeroes ``w``;
+- :mod:`~prunedyn.core.schedules`: how ``sigma`` (or a target sparsity) moves over training;
+- :mod:`~prunedyn.core.pruning`: SWP and the baseline pruners, applied after an optimiser step;
+- :mod:`~prunedyn.core.regularization`: L1, coupled and decoupled L2, added to the gradient;
+- :mod:`~prunedyn.core.interop`: masks to and from ``torch.nn.utils.prune``.
+"""
+# every pruner registers itself on import; the torch adapter lives apart from the core pruners
+from prunedyn.core import interop as _interop  # noqa: E402,F401

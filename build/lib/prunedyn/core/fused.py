@@ -1,0 +1,589 @@
+"""The fused SWP step: one pass over the weights on a counter-based random stream.
+
+:class:`~prunedyn.core.pruning.StochasticWeightPruner` with ``stream="counter"``
+calls :func:`fused_prune_` for every weight tensor after every optimiser step.
+It reads each weight once and writes it once, generating its random draw in
+registers, instead of drawing a tensor of uniforms, building ``kappa`` in
+temporaries and masking (ten passes over memory). Three implementations give
+the same decisions, bit for bit:
+
+- a C kernel on the CPU (compiled on first use with the system's C compiler,
+  vectorised, OpenMP threads: :func:`cpu_library`);
+- a Triton kernel on a GPU (:func:`triton_prune_`);
+- :func:`reference_decisions`, NumPy, the definition: the tests compare the
+  two kernels with it (the Triton one in Triton's CPU interpreter), and it is
+  the fallback where neither kernel can run.
+
+The stream
+----------
+The draw of element ``i`` of the ``j``-th prunable tensor (``n`` elements) at
+optimiser step ``t`` of a pruner seeded with ``seed``::
+
+    key   = mix64(mix64(seed) ^ (t * 2**24 + j))          stream of (seed, t, j)
+    nb    = n // 4;  block b of element i: i % nb, word m: i // nb   (i < 4 nb)
+                     block nb, word i - 4 nb                           (the last n % 4)
+    z_k   = mix64(key + (2 b + k + 1) * GAMMA),  k = 0, 1             (64 bits each)
+    x     = (lo32(z_0), hi32(z_0), lo32(z_1), hi32(z_1))[m]
+    u     = (2 (x >> 9) + 1) * 2**-24                                 (23 bits, midpoints)
+
+``mix64`` is SplitMix64's output function and ``GAMMA`` its increment (Steele,
+Lea & Flood 2014): ``mix64(key + c * GAMMA)`` for ``c = 1, 2, ...`` is exactly
+SplitMix64's sequence from state ``key``, which passes TestU01's BigCrush. A
+counter-based stream needs no state: any element's draw is a function of
+``(seed, t, j, i)``, so a resumed run, any thread count and any device draw
+the same numbers, and the kernels need no random tensor in memory. Each
+(step, tensor) pair gets its own key, a 64-bit offset into the sequence; two
+streams overlap only if their keys fall within ``n`` counters of each other
+(about ``n / 2**63`` per pair). Philox (Triton's and cuRAND's generator) was
+measured first: its ten rounds of 32-bit products cost this CPU twice a
+copy of the weights by themselves, SplitMix64 a quarter of that.
+
+The decision
+------------
+For the exponential kernels, Gaussian ``exp(-w^2 / (2 s^2))`` and Laplace
+``exp(-|w| / s)``, with ``c = -1 / (2 s^2)`` or ``-1 / s`` rounded to float32::
+
+    a     = max(w * w * c, -20)   or   max(|w| * c, -20)     (float32)
+    kappa = exp_poly(a)                                      (below)
+    w    <- 0  where  u < kappa
+
+``u`` lies on the odd multiples of ``2**-24``, so the probability of pruning
+is ``kappa`` rounded to the nearest multiple of ``2**-23``: within ``2**-24``
+of the kernel for every weight, and exactly 0 where ``kappa < 2**-24`` (the
+``torch.rand`` stream instead prunes every weight with ``kappa > 0`` at the
+rate ``2**-24`` at least, see :mod:`prunedyn.core.kernels`). The clamp at -20
+changes no decision (``exp(-20) < 2**-24 <= u``). ``exp_poly`` is Cephes'
+single-precision ``expf`` (Cody-Waite reduction, degree-6 polynomial,
+relative error about 1e-7) written as IEEE float32 operations in a fixed
+order, with no fused multiply-add: the C kernel (``-ffp-contract=off``), the
+Triton kernel (``enable_fp_fusion=False``) and NumPy compute the same bits.
+
+Elements are numbered in memory order (:func:`storage_order`): row-major
+for contiguous tensors, ``(O, H, W, I)`` for ``channels_last`` conv weights.
+Weights of other floating dtypes are decided on their float32 value and
+written back as zeros; a sticky mask closes where a weight was pruned. Other
+kernels (``hard``, user-registered ones) take ``u < kernel(w, s)`` with ``u``
+from the same stream (:func:`reference_draws`).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+MASK64 = (1 << 64) - 1
+#: SplitMix64's increment (the golden ratio in 64-bit fixed point) and its mixer's constants
+GAMMA = 0x9E3779B97F4A7C15
+MIX1 = 0xBF58476D1CE4E5B9
+MIX2 = 0x94D049BB133111EB
+
+#: kernels with a fused form: name -> 0 (Gaussian, ``w * w * c``) or 1 (Laplace, ``|w| * c``)
+FUSED_KERNELS = {"gaussian": 0, "laplace": 1}
+
+#: exp arguments below this are clamped: ``exp(-20)`` is below the smallest draw ``2**-24``
+EXP_FLOOR = -20.0
+
+
+def mix64(z: int) -> int:
+    """SplitMix64's output function on a Python integer (mod 2**64)."""
+    z &= MASK64
+    z = ((z ^ (z >> 30)) * MIX1) & MASK64
+    z = ((z ^ (z >> 27)) * MIX2) & MASK64
+    return z ^ (z >> 31)
+
+
+def stream_key(seed: int, step: int, index: int) -> int:
+    """The 64-bit key of tensor ``index``'s draws at optimiser step ``step`` (see the module notes)."""
+    if not 0 <= index < 2**24:
+        raise ValueError(f"tensor index must be in [0, 2**24), got {index}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return mix64(mix64(seed) ^ ((step << 24) + index))
+
+
+def fused_scale(kernel: str, scale: float) -> np.float32:
+    """``c`` of the module notes, rounded to float32: ``-1 / (2 s^2)`` (Gaussian) or ``-1 / s`` (Laplace)."""
+    return np.float32(-1.0 / (2.0 * scale * scale) if FUSED_KERNELS[kernel] == 0 else -1.0 / scale)
+
+
+# ----------------------------------------------------------------------------- reference (NumPy)
+def _mix64_np(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+    return z ^ (z >> np.uint64(31))
+
+
+def reference_words(n: int, key: int) -> np.ndarray:
+    """The 32-bit words ``x`` of elements ``0 .. n-1`` (uint32, length ``n``) for stream ``key``."""
+    nb = n // 4
+    blocks = np.arange(nb + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = [_mix64_np(np.uint64(key) + (np.uint64(2) * blocks + np.uint64(k + 1)) * np.uint64(GAMMA)) for k in (0, 1)]
+    words = np.stack([z[0] & np.uint64(0xFFFFFFFF), z[0] >> np.uint64(32), z[1] & np.uint64(0xFFFFFFFF), z[1] >> np.uint64(32)])
+    words = words.astype(np.uint32)  # (4, nb + 1): word m of block b
+    out = np.empty(n, dtype=np.uint32)
+    out[: 4 * nb] = words[:, :nb].reshape(-1)  # element m * nb + b
+    out[4 * nb :] = words[: n - 4 * nb, nb]
+    return out
+
+
+def reference_draws(n: int, key: int) -> np.ndarray:
+    """The uniforms ``u`` (float32, on the odd multiples of ``2**-24``) of elements ``0 .. n-1``."""
+    x = reference_words(n, key)
+    return ((x >> np.uint32(9)).astype(np.float32) * np.float32(2.0) + np.float32(1.0)) * np.float32(2.0**-24)
+
+
+_EXP_P = [np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                   1.6666665459e-1, 5.0000001201e-1)]
+
+
+def exp_poly(a: np.ndarray) -> np.ndarray:
+    """``exp(a)`` for float32 ``a`` in ``[-20, 0]``: the kernels' operations, in their order."""
+    f = np.float32
+    a = a.astype(np.float32, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        n = (a * f(1.44269504) + f(12582912.0)) - f(12582912.0)  # round to nearest (even)
+        r = a - n * f(0.693359375)
+        r = r - n * f(-2.12194440e-4)
+        p = np.full_like(r, _EXP_P[0])
+        for coef in _EXP_P[1:]:
+            p = p * r + coef
+        p = p * r * r + r + f(1.0)
+        bits = (np.nan_to_num(n, nan=0.0).astype(np.int32) + np.int32(127)) << np.int32(23)
+        return p * bits.view(np.float32)
+
+
+def reference_kappa(w: np.ndarray, kernel: str, scale: float) -> np.ndarray:
+    """``kappa`` of the fused kernels for float32 weights ``w`` (any shape)."""
+    c = fused_scale(kernel, scale)
+    w = w.astype(np.float32, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        a = (np.abs(w) * c) if FUSED_KERNELS[kernel] else (w * w * c)
+        a = np.where(a < np.float32(EXP_FLOOR), np.float32(EXP_FLOOR), a)  # NaN stays NaN, as in C
+    return exp_poly(a)
+
+
+def storage_order(w: torch.Tensor) -> Tuple[int, ...]:
+    """The permutation of ``w``'s dimensions whose row-major order is its order in memory.
+
+    ``w.permute(order)`` is contiguous for a dense tensor in any memory format
+    (``channels_last`` conv weights: ``(0, 2, 3, 1)``); for a tensor that is
+    not dense (a strided slice) the identity, its logical order. The stream
+    numbers elements in this order, so the kernels read memory front to back
+    and a weight's draw depends on the run's memory format, which is part of
+    its config, not on anything else.
+    """
+    order = tuple(sorted(range(w.dim()), key=lambda d: (-w.stride(d), -w.shape[d])))
+    return order if w.permute(order).is_contiguous() else tuple(range(w.dim()))
+
+
+def reference_decisions(w: torch.Tensor, key: int, kernel: str, scale: float) -> torch.Tensor:
+    """Boolean tensor (shape of ``w``, on the CPU): where the fused step zeroes ``w`` for stream ``key``.
+
+    The definition of the fused kernels' decisions (module notes), elements
+    numbered in :func:`storage_order`; ``kernel`` must be in :data:`FUSED_KERNELS`.
+    """
+    order = storage_order(w)
+    view = w.detach().permute(order)
+    flat = view.reshape(-1).to("cpu", torch.float32).numpy()
+    u = reference_draws(flat.size, key)
+    with np.errstate(invalid="ignore"):
+        drop = torch.from_numpy(u < reference_kappa(flat, kernel, scale)).view(view.shape)
+    return drop.permute(tuple(int(d) for d in np.argsort(order)))
+
+
+# ----------------------------------------------------------------------------- the CPU kernel (C)
+C_SOURCE = r"""
+#include <stdint.h>
+#include <omp.h>
+
+static inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* exp(a) for a in [-20, 0]: IEEE float32 operations in a fixed order, no FMA (-ffp-contract=off) */
+static inline float exp_poly(float a) {
+  float n = (a * 1.44269504f + 12582912.0f) - 12582912.0f;
+  float r = a - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  union { int32_t i; float f; } s;
+  s.i = ((int32_t)n + 127) << 23;
+  return p * s.f;
+}
+
+static inline int pruned(float w, uint32_t x, float c, int laplace) {
+  float a = laplace ? (w < 0.0f ? -w : w) * c : w * w * c;
+  a = a < -20.0f ? -20.0f : a;
+  float u = (float)((x >> 9) * 2u + 1u) * 5.9604644775390625e-8f;
+  return u < exp_poly(a);
+}
+
+#define WORDS(b) \
+  uint64_t z0 = mix64(key + (2 * (uint64_t)(b) + 1) * 0x9E3779B97F4A7C15ull); \
+  uint64_t z1 = mix64(key + (2 * (uint64_t)(b) + 2) * 0x9E3779B97F4A7C15ull); \
+  uint32_t x0 = (uint32_t)z0, x1 = (uint32_t)(z0 >> 32), x2 = (uint32_t)z1, x3 = (uint32_t)(z1 >> 32);
+
+/* a pruned weight becomes +0.0 (as masked_fill_ writes), a kept one is rewritten unchanged: a blend, no branch */
+#define APPLY(i, x) { int p = pruned(w[i], x, c, laplace); w[i] = p ? 0.0f : w[i]; }
+#define APPLY_MASK(i, x) { int p = pruned(w[i], x, c, laplace); w[i] = p ? 0.0f : w[i]; mask[i] = p ? 0 : mask[i]; }
+#define CHUNK 4096
+
+/* w (n float32, contiguous) <- 0 where u < kappa(w); mask (n bytes or NULL) <- 0 where pruned */
+void prunedyn_swp_f32(float *w, uint8_t *mask, int64_t n, uint64_t key, float c, int laplace, int threads) {
+  int64_t nb = n / 4;
+  #pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t start = 0; start < nb; start += CHUNK) {
+    int64_t stop = start + CHUNK < nb ? start + CHUNK : nb;
+    if (mask) {
+      #pragma omp simd
+      for (int64_t b = start; b < stop; b++) {
+        WORDS(b)
+        APPLY_MASK(b, x0) APPLY_MASK(nb + b, x1) APPLY_MASK(2 * nb + b, x2) APPLY_MASK(3 * nb + b, x3)
+      }
+    } else {
+      #pragma omp simd
+      for (int64_t b = start; b < stop; b++) {
+        WORDS(b)
+        APPLY(b, x0) APPLY(nb + b, x1) APPLY(2 * nb + b, x2) APPLY(3 * nb + b, x3)
+      }
+    }
+  }
+  if (n > 4 * nb) {
+    WORDS(nb)
+    uint32_t x[4] = {x0, x1, x2, x3};
+    for (int64_t i = 4 * nb; i < n; i++) {
+      if (mask) APPLY_MASK(i, x[i - 4 * nb]) else APPLY(i, x[i - 4 * nb])
+    }
+  }
+}
+"""
+
+#: flags of the CPU kernel; -ffp-contract=off keeps multiply and add apart (the same bits as NumPy)
+C_FLAGS = ["-O3", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
+#: tried in order until one compiles: wide vectors where the CPU has them (x86: 512-bit measured
+#: 5% faster than gcc's default 256 here), the native instruction set, then portable code
+C_TARGET_FLAGS = (["-march=native", "-mprefer-vector-width=512"], ["-march=native"], [])
+
+_lock = threading.Lock()
+_library: Optional[ctypes.CDLL] = None
+_library_error: Optional[str] = None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("PRUNEDYN_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "prunedyn")
+    return Path(root) / "kernels"
+
+
+def _machine_tag() -> str:
+    """What ``-march=native`` depends on: the CPU's flags (a library built elsewhere is not reused)."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        pass
+    return flags or platform.processor() or platform.machine()
+
+
+def cpu_library() -> Optional[ctypes.CDLL]:
+    """The compiled CPU kernel, built on first use into ``~/.cache/prunedyn/kernels`` (``$PRUNEDYN_CACHE``).
+
+    ``None`` (and a warning, once) where it cannot be built: no C compiler
+    (``$CC``, else ``cc`` / ``gcc``), or ``PRUNEDYN_NATIVE=0``. Callers then
+    take :func:`reference_decisions`, which gives the same decisions, slower.
+    The library's name holds a hash of the source, the flags, the compiler
+    and the CPU's flags; it is written under a temporary name and renamed,
+    so concurrent runs never load a half-written file.
+    """
+    global _library, _library_error
+    if _library is not None or _library_error is not None:
+        return _library
+    with _lock:
+        if _library is not None or _library_error is not None:
+            return _library
+        try:
+            _library = _build()
+        except (OSError, subprocess.SubprocessError, RuntimeError) as err:
+            _library_error = str(err)
+            warnings.warn(f"prunedyn: the fused CPU kernel is unavailable ({err}); the counter stream falls back to NumPy",
+                          RuntimeWarning, stacklevel=3)
+        return _library
+
+
+def _private_dir(folder: Path) -> Path:
+    """``folder``, created 0700; refused unless it is a real folder of this user that no one else can write."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise RuntimeError(f"kernel cache {folder} is not a folder owned by this user")
+    if st.st_mode & 0o077:
+        os.chmod(folder, 0o700)
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trusted(path: Path, digest: Path) -> bool:
+    """Whether the cached library is this user's, writable by no one else, and has the recorded hash."""
+    try:
+        for f in (path, digest):
+            st = os.lstat(f)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return False
+        return digest.read_text().strip() == _sha256(path)
+    except OSError:
+        return False
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    lib.prunedyn_swp_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float,
+                                     ctypes.c_int, ctypes.c_int]
+    lib.prunedyn_swp_f32.restype = None
+    return lib
+
+
+def _build() -> ctypes.CDLL:
+    """Compile (or reuse) the CPU kernel. The cache folder is private (0700, this user's); a cached
+    library is loaded only with the SHA-256 recorded beside it when it was built, and one that fails
+    that check or fails to load is compiled again."""
+    if os.environ.get("PRUNEDYN_NATIVE", "1") == "0":
+        raise RuntimeError("PRUNEDYN_NATIVE=0")
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler found (set CC)")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    tag = hashlib.sha256("\0".join([C_SOURCE, " ".join(C_FLAGS), repr(C_TARGET_FLAGS), version, _machine_tag()]).encode()).hexdigest()[:16]
+    folder = _private_dir(_cache_dir())
+    path, digest = folder / f"swp-{tag}.so", folder / f"swp-{tag}.so.sha256"
+    if _trusted(path, digest):
+        try:
+            return _load(path)
+        except OSError:  # a corrupt library with a matching hash cannot happen; a failed load rebuilds anyway
+            pass
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        src = Path(tmp) / "swp.c"
+        src.write_text(C_SOURCE)
+        out = Path(tmp) / "swp.so"
+        for target in C_TARGET_FLAGS:
+            done = subprocess.run([cc, *C_FLAGS, *target, str(src), "-o", str(out)], capture_output=True, text=True, timeout=300)
+            if done.returncode == 0:
+                break
+        else:
+            raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
+        os.chmod(out, 0o700)
+        sha = Path(tmp) / "swp.so.sha256"
+        sha.write_text(_sha256(out) + "\n")
+        os.replace(out, path)  # the library first: a reader that finds the new hash finds the new library
+        os.replace(sha, digest)
+    return _load(path)
+
+
+# ----------------------------------------------------------------------------- the GPU kernel (Triton)
+_triton_kernel = None
+
+
+def triton_kernel():
+    """The Triton kernel (compiled per device on first launch), or ``None`` without Triton.
+
+    One launch prunes a whole group of float32 tensors: each program handles
+    ``BLOCK`` blocks of four weights of one tensor, found through tables of
+    data pointers, sizes, keys and first blocks (:class:`TritonGroup`), so a
+    step costs one launch however many layers the model has (sixteen
+    launches cost more than the work on a large GPU).
+    """
+    global _triton_kernel
+    if _triton_kernel is not None:
+        return _triton_kernel
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+
+    @triton.jit
+    def swp_group_kernel(ptrs, mptrs, ns, keys, prog_tensor, prog_block0, c, LAPLACE: tl.constexpr,
+                         HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        j = tl.load(prog_tensor + pid)
+        w_ptr = tl.load(ptrs + j).to(tl.pointer_type(tl.float32))
+        n = tl.load(ns + j)
+        key = tl.load(keys + j).to(tl.uint64, bitcast=True)
+        nb = n // 4
+        # block indices b in [0, nb]; block nb holds the last n % 4 elements
+        bi = tl.load(prog_block0 + pid) + tl.arange(0, BLOCK)
+        b = bi.to(tl.uint64)
+        z0 = key + (2 * b + 1) * 0x9E3779B97F4A7C15
+        z1 = key + (2 * b + 2) * 0x9E3779B97F4A7C15
+        z0 = (z0 ^ (z0 >> 30)) * 0xBF58476D1CE4E5B9
+        z0 = (z0 ^ (z0 >> 27)) * 0x94D049BB133111EB
+        z0 = z0 ^ (z0 >> 31)
+        z1 = (z1 ^ (z1 >> 30)) * 0xBF58476D1CE4E5B9
+        z1 = (z1 ^ (z1 >> 27)) * 0x94D049BB133111EB
+        z1 = z1 ^ (z1 >> 31)
+        for m in tl.static_range(4):
+            if m == 0:
+                x = (z0 & 0xFFFFFFFF).to(tl.uint32)
+            elif m == 1:
+                x = (z0 >> 32).to(tl.uint32)
+            elif m == 2:
+                x = (z1 & 0xFFFFFFFF).to(tl.uint32)
+            else:
+                x = (z1 >> 32).to(tl.uint32)
+            i = tl.where(bi < nb, m * nb + bi, 4 * nb + m)
+            valid = (bi <= nb) & (i < n)
+            w32 = tl.load(w_ptr + i, mask=valid, other=1.0)
+            if LAPLACE:
+                a = tl.abs(w32) * c
+            else:
+                a = w32 * w32 * c
+            a = tl.where(a < -20.0, -20.0, a)
+            nn_ = (a * 1.44269504 + 12582912.0) - 12582912.0
+            r = a - nn_ * 0.693359375
+            r = r - nn_ * -2.12194440e-4
+            p = r * 1.9875691500e-4 + 1.3981999507e-3
+            p = p * r + 8.3334519073e-3
+            p = p * r + 4.1665795894e-2
+            p = p * r + 1.6666665459e-1
+            p = p * r + 5.0000001201e-1
+            p = p * r * r + r + 1.0
+            s = ((nn_.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)
+            u = ((x >> 9) * 2 + 1).to(tl.float32) * 5.9604644775390625e-8
+            prune = u < p * s
+            tl.store(w_ptr + i, tl.where(prune, 0.0, w32), mask=valid)
+            if HAS_MASK:
+                m_ptr = tl.load(mptrs + j).to(tl.pointer_type(tl.uint8))
+                mv = tl.load(m_ptr + i, mask=valid, other=0)
+                tl.store(m_ptr + i, tl.where(prune, 0, mv).to(tl.uint8), mask=valid)
+
+    _triton_kernel = swp_group_kernel
+    return _triton_kernel
+
+
+#: blocks (of four weights) per Triton program
+TRITON_BLOCK = 1024
+
+
+def _signed64(k: int) -> int:
+    return k - (1 << 64) if k >= (1 << 63) else k
+
+
+class TritonGroup:
+    """Tables for one launch of the Triton kernel over contiguous float32 tensors of one device.
+
+    ``weights``: the tensors (each contiguous, in the order the kernel numbers
+    its elements); ``masks``: ``None`` or one contiguous bool tensor per weight.
+    The tables hold data pointers: a group is valid while the tensors keep
+    their storage (:meth:`matches`).
+    """
+
+    def __init__(self, weights, masks=None):
+        self.device = weights[0].device
+        self.signature = self._signature(weights, masks)
+        self.has_mask = masks is not None
+        long = dict(dtype=torch.int64, device=self.device)
+        self.ptrs = torch.tensor([w.data_ptr() for w in weights], **long)
+        self.mptrs = torch.tensor([m.data_ptr() for m in masks], **long) if masks is not None else self.ptrs
+        self.ns = torch.tensor([w.numel() for w in weights], **long)
+        prog_tensor, prog_block0 = [], []
+        for j, w in enumerate(weights):
+            blocks = w.numel() // 4 + 1
+            starts = range(0, blocks, TRITON_BLOCK)
+            prog_tensor += [j] * len(starts)
+            prog_block0 += list(starts)
+        self.prog_tensor = torch.tensor(prog_tensor, dtype=torch.int32, device=self.device)
+        self.prog_block0 = torch.tensor(prog_block0, **long)
+
+    @staticmethod
+    def _signature(weights, masks):
+        return (tuple((w.data_ptr(), w.numel()) for w in weights),
+                None if masks is None else tuple(m.data_ptr() for m in masks))
+
+    def matches(self, weights, masks=None) -> bool:
+        return self.signature == self._signature(weights, masks)
+
+    def launch(self, keys, kernel: str, scale: float) -> None:
+        """Prune every tensor of the group in place: tensor ``j`` with stream ``keys[j]``, one ``scale`` for all."""
+        table = torch.tensor([_signed64(k) for k in keys], dtype=torch.int64)
+        if self.device.type == "cuda":
+            table = table.pin_memory().to(self.device, non_blocking=True)
+        grid = (self.prog_tensor.numel(),)
+        triton_kernel()[grid](self.ptrs, self.mptrs, self.ns, table, self.prog_tensor, self.prog_block0,
+                              float(fused_scale(kernel, scale)), LAPLACE=FUSED_KERNELS[kernel], HAS_MASK=self.has_mask,
+                              BLOCK=TRITON_BLOCK, enable_fp_fusion=False)
+
+
+def triton_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel: str, scale: float) -> None:
+    """The Triton kernel on one contiguous float32 ``w`` (and its contiguous bool ``mask``), in place."""
+    TritonGroup([w], None if mask is None else [mask.view(torch.uint8)]).launch([key], kernel, scale)
+
+
+# ----------------------------------------------------------------------------- dispatch
+def fused_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel: str, scale: float) -> str:
+    """Zero ``w`` in place where the stream ``key`` decides so (module notes); returns the backend used.
+
+    ``mask``: ``None`` or a bool tensor of ``w``'s shape and device, closed
+    (set False) where a weight is pruned. ``kernel`` must be in
+    :data:`FUSED_KERNELS`. Backends: ``"c"`` (contiguous float32 on the CPU
+    with the compiled kernel), ``"triton"`` (contiguous weights on a GPU with
+    Triton; :class:`TritonGroup` prunes many tensors in one launch), else
+    ``"reference"`` (NumPy on a CPU copy; the same decisions).
+    """
+    if kernel not in FUSED_KERNELS:
+        raise ValueError(f"kernel {kernel!r} has no fused form; allowed: {', '.join(FUSED_KERNELS)}")
+    order = storage_order(w)
+    view = w.permute(order)  # contiguous for a dense w: the kernels run on its memory as it lies
+    if view.is_contiguous() and w.numel():
+        backend = None
+        # a mask in another memory format than its weights (made before a format change) goes via a copy
+        mview = None if mask is None else mask.permute(order)
+        mwork = None if mview is None or mview.is_contiguous() else mview.contiguous()
+        m = mwork if mwork is not None else mview
+        if w.device.type == "cpu" and w.dtype == torch.float32 and cpu_library() is not None:
+            cpu_library().prunedyn_swp_f32(view.data_ptr(), None if m is None else m.data_ptr(), w.numel(), key,
+                                           float(fused_scale(kernel, scale)), FUSED_KERNELS[kernel], torch.get_num_threads())
+            backend = "c"
+        elif w.device.type == "cuda" and w.dtype == torch.float32 and triton_kernel() is not None:
+            triton_prune_(view, m, key, kernel, scale)
+            backend = "triton"
+        if backend is not None:
+            if mwork is not None:
+                mview.copy_(mwork)
+            _bump_version(w)
+            return backend
+    drop = reference_decisions(w, key, kernel, scale).to(w.device)
+    w.masked_fill_(drop, 0.0)
+    if mask is not None:
+        mask &= ~drop
+    return "reference"
+
+
+def _bump_version(w: torch.Tensor) -> None:
+    # a write through a raw pointer does not move autograd's version counter, which guards
+    # tensors saved for backward against in-place changes; move it as masked_fill_ would
+    torch.autograd.graph.increment_version(w)

@@ -1,0 +1,838 @@
+"""Weight pruners: operators applied in place after every optimiser step.
+
+Two pruners share one interface (:class:`WeightPruner`): construct it on a
+model, call :meth:`~WeightPruner.step` right after ``optimizer.step()``, and
+save / restore it with ``state_dict`` / ``load_state_dict`` so that resumed
+runs repeat exactly.
+
+Only the weights of ``Linear`` and convolution layers are pruned
+(:func:`prunable_weights`); biases and normalisation parameters never are.
+
+Stochastic weight pruning (SWP), for every prunable weight tensor ``W``::
+
+    s_t = sigma * f(t)                      (absolute sigma, schedule f)
+    s_t = sigma * f(t) * rms(W)             (sigma relative to the layer's RMS)
+    u ~ Uniform(0, 1)  elementwise, from the pruner's own torch.Generator
+    W <- 0  where  u < kappa(W; s_t)
+
+so a weight is zeroed with probability ``kappa`` (:mod:`prunedyn.core.kernels`),
+higher the smaller it is. Zeroed weights are free to regrow through their
+gradient unless ``sticky=True``, which keeps a boolean mask per tensor and
+re-applies it after every step.
+
+Magnitude pruning (the classic baseline, Han et al. 2015) zeroes the
+fraction ``sparsity * f(t)`` of smallest-magnitude weights (per layer or
+globally) and keeps them at zero: one-shot with the ``constant`` schedule,
+gradual (Zhu & Gupta's AGP) with ``cubic``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, Optional, Type
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunedyn.core.kernels import (
+    DETERMINISTIC,
+    EXPONENTIAL_FORMS,
+    KERNELS,
+    NEGLIGIBLE_BEYOND,
+    clamped_kappa,
+    draw_digits,
+    fast_decision,
+    get_kernel,
+)
+from prunedyn.core.fused import FUSED_KERNELS, TritonGroup, fused_prune_, reference_draws, storage_order, stream_key, triton_kernel
+from prunedyn.core.registry import Registry
+from prunedyn.core.schedules import get_schedule
+from prunedyn.structure.layers import PRUNABLE_TYPES, prunable_weights, weight_sparsity  # noqa: F401 (re-exported)
+from prunedyn.structure.nodes import node_layers
+
+#: Pruners by name (``pruner.kind`` of a run config, the ``pruner`` argument of
+#: :func:`prunedyn.attach`). Adding a pruner takes one class in one file:
+#: subclass :class:`WeightPruner`, decorate it with ``@register_pruner("name")``
+#: and, if its constructor needs more than the model, override :meth:`WeightPruner.from_config`.
+PRUNERS: Registry[Type["WeightPruner"]] = Registry("pruner")
+
+
+def register_pruner(name: str):
+    """Class decorator: register a :class:`WeightPruner` subclass as pruner ``name``."""
+
+    def decorator(cls):
+        cls.kind = name
+        return PRUNERS.register(name)(cls)
+
+    return decorator
+
+
+class WeightPruner:
+    """Base class: holds the prunable weights, a step counter and optional masks.
+
+    Subclasses implement :meth:`_prune` which receives the 0-based index of the
+    optimiser step that just finished.
+    """
+
+    kind = "base"
+
+    @classmethod
+    def from_config(cls, p, model: nn.Module, *, ramp_steps: int, start_step: int, seed: int, last_step: int) -> "WeightPruner":
+        """The pruner a run's ``pruner`` config section ``p`` asks for.
+
+        ``ramp_steps`` and ``start_step`` are ``p.ramp_epochs`` and
+        ``p.start_epoch`` converted to optimiser steps; ``seed`` is the pruner's
+        own stream; ``last_step`` the 0-based index of the run's last step.
+        """
+        return cls(model)
+
+    def __init__(self, model: nn.Module, *, sticky: bool = False, start_step: int = 0):
+        self.weights = prunable_weights(model)
+        if not self.weights:
+            raise ValueError("the model has no Linear or Conv weights to prune")
+        self.sticky = sticky
+        self.start_step = int(start_step)
+        self.steps_done = 0
+        self.masks: Dict[str, torch.Tensor] = {}
+        if sticky:
+            self.masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in self.weights.items()}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Apply the pruner after one optimiser step."""
+        t = self.steps_done
+        self.steps_done += 1
+        if self.sticky:
+            # the optimiser may have moved masked weights (momentum, decay): re-zero first
+            for name, w in self.weights.items():
+                w.mul_(self.masks[name])
+        if t < self.start_step:
+            return
+        self._prune(t - self.start_step)
+
+    def before_forward(self) -> None:
+        """Hook before each training forward pass (train-time masks such as targeted dropout)."""
+
+    def before_step(self) -> None:
+        """Hook between ``loss.backward()`` and ``optimizer.step()``."""
+
+    def _prune(self, t: int) -> None:
+        raise NotImplementedError
+
+    def _zero(self, name: str, w: torch.Tensor, drop: torch.Tensor) -> None:
+        w.masked_fill_(drop, 0.0)
+        if self.sticky:
+            self.masks[name] &= ~drop
+
+    def state_dict(self) -> dict:
+        return {"steps_done": self.steps_done, "masks": {k: v.clone() for k, v in self.masks.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps_done = int(state["steps_done"])
+        if self.sticky:
+            for k, v in state["masks"].items():
+                self.masks[k] = v.to(self.weights[k].device).clone()
+
+
+@register_pruner("none")
+class NoPruner(WeightPruner):
+    """Leaves the weights alone (the dense baseline), with the same interface."""
+
+    def __init__(self, model: nn.Module):
+        self.weights = prunable_weights(model)
+        self.sticky = False
+        self.start_step = 0
+        self.steps_done = 0
+        self.masks = {}
+
+    def _prune(self, t: int) -> None:
+        pass
+
+
+#: random streams of :class:`StochasticWeightPruner` (``pruner.stream`` of a run config)
+STREAMS = ("torch", "counter")
+
+
+@register_pruner("stochastic")
+class StochasticWeightPruner(WeightPruner):
+    """Zero each weight ``w`` independently with probability ``kappa(w; s_t)``.
+
+    Args:
+        model: the network; its Linear/Conv weights are pruned in place.
+        kernel: name in :data:`prunedyn.core.kernels.KERNELS` (gaussian, laplace, hard, ...).
+        sigma: scale ``> 0``; absolute, or a multiple of the layer's weight RMS
+            when ``sigma_mode="relative"``.
+        schedule: name in :data:`prunedyn.core.schedules.SCHEDULES`; multiplies sigma.
+        ramp_steps: ramp length of the schedule, in optimiser steps.
+        start_step: no pruning before this optimiser step.
+        sticky: keep pruned weights at zero for good.
+        seed: seeds the pruner's own ``torch.Generator``, so the pruning noise
+            neither disturbs nor depends on the global RNG.
+        fused: on a GPU, apply the Gaussian kernel to all tensors at once with
+            PyTorch's multi-tensor (``_foreach``) ops: about ten kernel launches
+            per step instead of about seven per tensor, the same decisions
+            (``w <- 0`` where ``u < kappa``). The CPU always takes the per-tensor path.
+        fast: on the CPU, draw from a faster source (NumPy's PCG64, seeded
+            with ``seed``) and only for the weights whose ``kappa`` is not
+            negligible (:meth:`_prune_candidates`): the same probability of
+            pruning for every weight (exactly, see :mod:`prunedyn.core.kernels`),
+            but another random stream, so a seeded run repeats itself yet
+            differs from a ``fast=False`` run of the same seed. Off by default
+            (``pruner.fast`` in a run config), which keeps the *exact stream*:
+            one ``torch.rand`` draw per weight, tensor after tensor, the
+            numbers of every earlier run. Ignored on a GPU and with ``stream="counter"``.
+        stream: ``"torch"`` (default): the draws come from the pruner's
+            ``torch.Generator``, one ``torch.rand`` draw per weight (or NumPy's
+            with ``fast``). ``"counter"``: the counter-based stream of
+            :mod:`prunedyn.core.fused`, a function of ``(seed, step, tensor,
+            element)``, applied in one fused pass per tensor (a compiled C
+            kernel on the CPU, a Triton kernel on a GPU, NumPy elsewhere; the
+            same decisions on every device and thread count). Its probability
+            of pruning is ``kappa`` rounded to the nearest multiple of
+            ``2**-23`` (0 below ``2**-24``); the ``torch`` stream's is ``kappa``
+            rounded up to a multiple of ``2**-24``. Kernels without a fused form
+            draw from the same stream and compare with ``kernel(w, s)``.
+
+    The exact stream itself is computed faster than it used to be on the
+    CPU (:func:`prunedyn.core.kernels.fast_decision`: the same decisions,
+    tested), drawing tensor by tensor into one reused buffer, which on the
+    CPU gives the same numbers as one draw for all weights.
+    """
+
+    #: the fast path selects candidates in a tensor while at most this fraction of its weights are
+    DENSE_ABOVE = 0.4
+    #: elements per slice of the exact stream on the CPU (256 KiB of float32: its temporaries stay in cache)
+    SLICE = 1 << 16
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, kernel=p.kernel, sigma=p.sigma, sigma_mode=p.sigma_mode, schedule=p.schedule,
+                   ramp_steps=ramp_steps, start_step=start_step, sticky=p.sticky, seed=seed,
+                   fast=bool(getattr(p, "fast", False)), stream=getattr(p, "stream", "torch"))
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        kernel: str = "gaussian",
+        sigma: float = 0.003,
+        sigma_mode: str = "absolute",
+        schedule: str = "constant",
+        ramp_steps: int = 0,
+        start_step: int = 0,
+        sticky: bool = False,
+        seed: int = 0,
+        fused: bool = True,
+        fast: bool = False,
+        stream: str = "torch",
+    ):
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+        if sigma_mode not in ("absolute", "relative"):
+            raise ValueError(f"sigma_mode must be 'absolute' or 'relative', got {sigma_mode!r}")
+        super().__init__(model, sticky=sticky, start_step=start_step)
+        self.kernel_name = kernel
+        self.kernel = get_kernel(kernel)
+        self.sigma = float(sigma)
+        self.sigma_mode = sigma_mode
+        self.schedule = get_schedule(schedule)
+        self.ramp_steps = int(ramp_steps)
+        device = next(iter(self.weights.values())).device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(int(seed))
+        self.fused = fused
+        self.fast = bool(fast)
+        self.stream = stream
+        self.seed = int(seed)
+        #: backend of the counter stream's last step per tensor (c, triton, reference): benchmarks report it
+        self.backends: Dict[str, str] = {}
+        self._group: Optional[TritonGroup] = None  # the GPU's one-launch tables, rebuilt when the weights move
+        #: each tensor's index in the counter stream's key: its position among the prunable weights
+        self._stream_index = {name: j for j, name in enumerate(self.weights)}
+        self._np_rng: Optional[np.random.Generator] = None  # the fast path's stream, made on first use
+        self._buffer: Optional[torch.Tensor] = None  # the exact stream's draws, reused across steps
+
+    def sigma_at(self, t: Optional[int] = None) -> float:
+        """The (absolute-mode) sigma in force at pruning step ``t`` (default: the next one)."""
+        if t is None:
+            t = max(0, self.steps_done - self.start_step)
+        return self.sigma * self.schedule(t, self.ramp_steps)
+
+    def _prune(self, t: int) -> None:
+        s = self.sigma_at(t)
+        if s <= 0:
+            return
+        todo = []
+        for name, w in self.weights.items():
+            scale = s
+            if self.sigma_mode == "relative":
+                scale = s * float(w.pow(2).mean().sqrt())
+                if scale <= 0:
+                    continue
+            todo.append((name, w, scale))
+        if not todo:
+            return
+        if self.stream == "counter":
+            self._prune_counter(todo)
+            return
+        first = todo[0][1]
+        if first.device.type == "cpu":
+            if self.fast:
+                for name, w, scale in todo:
+                    self._prune_candidates(name, w, scale)
+                return
+            # The exact stream: slice after slice of tensor after tensor into one
+            # small buffer (cache-resident, as are the temporaries of each slice),
+            # the same numbers as one draw for all tensors on the CPU (tested).
+            buffer = self._draw_buffer(min(self.SLICE, max(w.numel() for _, w, _ in todo)), first)
+            for name, w, scale in todo:
+                if not w.is_contiguous():
+                    u = torch.empty(w.shape, dtype=first.dtype).uniform_(generator=self.generator)
+                    self._zero_exact(name, w, u, scale, self.masks.get(name))
+                    continue
+                flat = w.view(-1)
+                mask = self.masks[name].view(-1) if self.sticky else None
+                for start in range(0, flat.numel(), self.SLICE):
+                    part = flat[start : start + self.SLICE]
+                    u = buffer[: part.numel()].uniform_(generator=self.generator)
+                    self._zero_exact(name, part, u, scale, None if mask is None else mask[start : start + self.SLICE])
+            return
+        # One draw for all tensors: one launch instead of many on a GPU.
+        u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=self.generator, device=first.device, dtype=first.dtype)
+        us, offset = [], 0
+        for _, w, _ in todo:
+            us.append(u_all[offset : offset + w.numel()].view_as(w))
+            offset += w.numel()
+        if self._fused(todo):
+            _gaussian_zero_foreach([w for _, w, _ in todo], us, todo[0][2])
+            return
+        for (name, w, scale), u in zip(todo, us):
+            self._zero(name, w, u < self.kernel(w, scale))
+
+    def _prune_counter(self, todo) -> None:
+        """One fused pass per tensor on the counter stream (:mod:`prunedyn.core.fused`).
+
+        The stream's step is the optimiser step's 0-based index (``steps_done - 1``),
+        its tensor index the position in :attr:`weights`: a resumed run draws the
+        same numbers with no generator state to restore.
+        """
+        step = self.steps_done - 1
+        index = self._stream_index
+        fused_form = self.kernel_name in FUSED_KERNELS and dict.get(KERNELS, self.kernel_name) is EXPONENTIAL_FORMS[self.kernel_name][0]
+        if fused_form and self._prune_group(todo, step, index):
+            return
+        for name, w, scale in todo:
+            key = stream_key(self.seed, step, index[name])
+            mask = self.masks.get(name)
+            if fused_form:
+                self.backends[name] = fused_prune_(w, mask, key, self.kernel_name, scale)
+                continue
+            order = storage_order(w)  # numbered in memory order, as the fused kernels number them
+            u = torch.from_numpy(reference_draws(w.numel(), key)).view(w.permute(order).shape)
+            u = u.permute(tuple(int(d) for d in np.argsort(order))).to(device=w.device, dtype=w.dtype)
+            self._zero(name, w, u < self.kernel(w, scale))
+            self.backends[name] = "reference"
+
+    def _prune_group(self, todo, step: int, index) -> bool:
+        """On a GPU, all tensors in one Triton launch (:class:`prunedyn.core.fused.TritonGroup`).
+
+        Taken when every tensor is a dense float32 CUDA tensor, they share one
+        sigma (absolute mode) and any masks lie in their weights' memory order;
+        returns False otherwise (the caller goes tensor by tensor, with the
+        same decisions).
+        """
+        first = todo[0][1]
+        if first.device.type != "cuda" or triton_kernel() is None or len({scale for _, _, scale in todo}) != 1:
+            return False
+        views, masks = [], [] if self.sticky else None
+        for name, w, _ in todo:
+            view = w.permute(storage_order(w))
+            if w.dtype != torch.float32 or not view.is_contiguous():
+                return False
+            views.append(view)
+            if self.sticky:
+                m = self.masks[name].permute(storage_order(w))
+                if not m.is_contiguous():
+                    return False
+                masks.append(m.view(torch.uint8))
+        if self._group is None or not self._group.matches(views, masks):
+            self._group = TritonGroup(views, masks)
+        self._group.launch([stream_key(self.seed, step, index[name]) for name, _, _ in todo], self.kernel_name, todo[0][2])
+        for name, w, _ in todo:
+            torch.autograd.graph.increment_version(w)
+            self.backends[name] = "triton-group"
+        return True
+
+    def _zero_exact(self, name: str, w: torch.Tensor, u: torch.Tensor, scale: float,
+                    mask: Optional[torch.Tensor] = None) -> None:
+        """``w <- 0`` where ``u < kappa(w; scale)``: the decisions of the reference, bit for bit.
+
+        For the exponential kernels, with no boolean tensor (comparisons into
+        ``bool`` and ``masked_fill_`` with a random mask are several times
+        slower on the CPU than float arithmetic): ``kappa`` from
+        :func:`prunedyn.core.kernels.clamped_kappa`, then the keep factor
+        ``1 - max(sign(kappa - u), 0)`` (1 where kept, 0 where pruned) as in
+        the multi-tensor GPU path, ``w *= keep`` and ``w += 0`` (a pruned
+        negative weight becomes +0.0, as ``masked_fill_`` writes). ``w`` may be
+        a slice of a weight tensor and ``mask`` the same slice of its sticky mask.
+
+        Slicing changes no number: the elementwise operations are exact
+        (IEEE) or, for ``exp``, give the same result wherever an element
+        falls in a tensor (the vectorised kernel handles tails too; a test
+        compares strided, contiguous and short inputs).
+        """
+        kappa = clamped_kappa(w, u, self.kernel_name, scale)
+        if kappa is None:
+            drop = u < self.kernel(w, scale)
+            w.masked_fill_(drop, 0.0)
+            if self.sticky:
+                mask &= ~drop
+            return
+        keep = kappa.sub_(u).sign_().clamp_min_(0.0)  # 1 where pruned
+        if self.sticky:
+            mask &= (keep > 0).logical_not_()  # a NaN weight (keep NaN) stays unmasked, as in the reference
+        keep.neg_().add_(1.0)
+        w.mul_(keep).add_(0.0)
+
+    def _draw_buffer(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        b = self._buffer
+        if b is None or b.numel() < n or b.dtype != like.dtype or b.device != like.device:
+            b = self._buffer = torch.empty(n, dtype=like.dtype, device=like.device)
+        return b
+
+    def _prune_candidates(self, name: str, w: torch.Tensor, scale: float) -> None:
+        """The fast path (``fast=True``): the exact rule's probabilities, cheaper draws.
+
+        Draws come from the pruner's own NumPy ``PCG64`` stream (``float32``
+        draws on the same ``k * 2**-24`` lattice as ``torch.rand``, about
+        twice as fast here), and only where needed. The weights of ``w``
+        fall in three sets, by ``a = |w|`` and the cut-off ``c`` of
+        :data:`prunedyn.core.kernels.NEGLIGIBLE_BEYOND` (``kappa <= 2**-d`` for
+        ``a >= c * scale``, ``d`` the draws' digits):
+
+        - ``a == 0``: ``kappa = 1`` for the built-in kernels, pruned for sure
+          (zero already; with ``sticky`` their masks close);
+        - candidates, ``0 < a < c * scale``: one draw each, ``u < kappa`` as in
+          the exact stream (:func:`prunedyn.core.kernels.fast_decision`);
+        - the tail, ``a >= c * scale``: pruned with probability exactly
+          ``2**-d`` where ``kappa > 0`` (never where ``kappa == 0``), as the
+          exact stream does. Hits at that rate are spread over all of ``w``
+          by geometric gaps (about one draw per tensor and step) and a hit
+          prunes only a tail weight with ``kappa > 0``: each tail weight is
+          pruned independently with probability ``2**-d``.
+
+        Selecting the candidates costs more per weight than a draw saves
+        when most weights are candidates: above ``DENSE_ABOVE`` of them a
+        slice gets one draw per weight (the same stream, the exact rule).
+        Slices of ``SLICE`` weights, in order, keep the temporaries in cache.
+        The hard kernel (``kappa`` 0 or 1) needs no draws; another kernel, a
+        dtype other than float32/float64, or a non-contiguous tensor takes
+        one draw per weight.
+        """
+        if self.kernel_name in DETERMINISTIC and dict.get(KERNELS, self.kernel_name) is DETERMINISTIC[self.kernel_name]:
+            self._zero(name, w, self.kernel(w, scale) > 0)
+            return
+        rng = self._numpy_rng()
+        if w.dtype not in (torch.float32, torch.float64) or not w.is_contiguous():
+            u = torch.rand(w.shape, generator=self.generator, dtype=w.dtype)
+            self._zero_exact(name, w, u, scale, self.masks.get(name))
+            return
+        wn = w.detach().numpy().reshape(-1)  # shares memory with w
+        flat = w.view(-1)
+        mask = self.masks[name].view(-1) if self.sticky else None
+        cutoff = NEGLIGIBLE_BEYOND.get(self.kernel_name)
+        if cutoff is None or dict.get(KERNELS, self.kernel_name) is not EXPONENTIAL_FORMS[self.kernel_name][0]:
+            cutoff = None
+        digits = draw_digits(w.dtype)
+        bound = None if cutoff is None else cutoff(digits) * scale
+        ubuf = np.empty(min(self.SLICE, wn.size), dtype=wn.dtype)
+        for start in range(0, wn.size, self.SLICE):
+            stop = min(start + self.SLICE, wn.size)
+            part, m = wn[start:stop], stop - start
+            part_mask = None if mask is None else mask[start:stop]
+            if bound is not None:
+                a = np.abs(part)
+                cand = a < bound
+                cand &= a > 0
+                k = int(np.count_nonzero(cand))
+                if k <= self.DENSE_ABOVE * m:
+                    idx = np.flatnonzero(cand)
+                    u = torch.from_numpy(rng.random(out=ubuf[:k], dtype=wn.dtype))
+                    hits = [idx[fast_decision(torch.from_numpy(part[idx]), u, self.kernel_name, scale).numpy()]]
+                    # the tail: hits at rate 2**-d over the slice, kept where a >= bound and kappa > 0
+                    tail = _bernoulli_positions(m, 2.0**-digits, rng)
+                    if tail.size:
+                        v = torch.from_numpy(part[tail])
+                        keep = ((v.abs() >= bound) & (self.kernel(v, scale) > 0)).numpy()
+                        hits.append(tail[keep])
+                    # zeroed through torch, so that autograd's version counter of w moves as with masked_fill_
+                    flat[start:stop].index_fill_(0, torch.from_numpy(np.concatenate(hits)), 0.0)
+                    if part_mask is not None:
+                        # every weight now zero was pruned or was zero (kappa = 1): the mask closes over exactly those
+                        part_mask &= flat[start:stop] != 0
+                    continue
+            u = torch.from_numpy(rng.random(out=ubuf[:m], dtype=wn.dtype))
+            self._zero_exact(name, flat[start:stop], u, scale, part_mask)
+
+    def _numpy_rng(self) -> np.random.Generator:
+        if self._np_rng is None:
+            self._np_rng = np.random.Generator(np.random.PCG64(self.seed))
+        return self._np_rng
+
+    def _fused(self, todo) -> bool:
+        """The multi-tensor path: CUDA, Gaussian kernel, one sigma for all tensors, no masks."""
+        return (
+            self.fused
+            and todo[0][1].is_cuda
+            and self.kernel_name == "gaussian"
+            and self.sigma_mode == "absolute"
+            and not self.sticky
+        )
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["generator"] = self.generator.get_state()
+        if self._np_rng is not None:
+            # JSON: PCG64's 128-bit integers survive any checkpoint loader as a string
+            state["numpy_generator"] = json.dumps(self._np_rng.bit_generator.state)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.generator.set_state(state["generator"])
+        if "numpy_generator" in state:
+            self._numpy_rng().bit_generator.state = json.loads(state["numpy_generator"])
+        else:
+            self._np_rng = None  # a fresh stream from the seed, as at construction
+
+
+def _bernoulli_positions(n: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices in ``0 .. n-1``, each present independently with probability ``p``.
+
+    Geometric gaps between successive hits: about ``n p + 1`` draws instead of ``n``.
+    """
+    out, last = [], -1
+    batch = max(1, int(n * p + 4.0 * math.sqrt(n * p) + 1))
+    while True:
+        pos = last + np.cumsum(rng.geometric(p, size=batch))
+        inside = pos[pos < n]
+        out.append(inside)
+        if inside.size < batch:
+            return np.concatenate(out).astype(np.int64)
+        last = int(pos[-1])
+
+
+@torch.no_grad()
+def _gaussian_zero_foreach(weights, us, sigma: float) -> None:
+    """``w <- 0`` where ``u < exp(-w^2 / (2 sigma^2))`` for every pair, with multi-tensor ops.
+
+    ``u < p`` is decided as ``sign(p - u) == 1``: on a GPU, with no flushing of
+    denormals, ``p - u > 0`` exactly when ``p > u``.
+    """
+    p = torch._foreach_mul(weights, weights)
+    torch._foreach_neg_(p)
+    torch._foreach_div_(p, 2.0 * sigma * sigma)
+    torch._foreach_exp_(p)
+    torch._foreach_sub_(p, us)
+    torch._foreach_sign_(p)  # 1 where u < p (prune), 0 or -1 elsewhere
+    torch._foreach_clamp_min_(p, 0.0)
+    torch._foreach_neg_(p)
+    torch._foreach_add_(p, 1.0)  # keep factor: 0 where pruned, 1 elsewhere
+    torch._foreach_mul_(weights, p)
+
+
+def _smallest(values: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Boolean mask of the ``floor(fraction * n)`` smallest entries of a 1-D tensor (stable on ties)."""
+    k = int(fraction * values.numel())
+    mask = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
+    if k > 0:
+        mask[torch.argsort(values, stable=True)[:k]] = True
+    return mask
+
+
+@register_pruner("magnitude")
+class MagnitudePruner(WeightPruner):
+    """Zero the smallest-magnitude weights up to ``sparsity * f(t)`` and keep them zero.
+
+    With the ``constant`` schedule this is one-shot magnitude pruning at
+    ``start_step`` followed by masked fine-tuning; with ``cubic`` and
+    ``ramp_steps > 0`` it is gradual magnitude pruning (AGP). The masks only
+    ever shrink, so a weight once pruned stays pruned.
+
+    Args:
+        sparsity: target fraction of zeros in ``[0, 1)``.
+        scope: ``"layer"`` (each tensor reaches the target) or ``"global"``
+            (one threshold over all prunable weights).
+        every: re-threshold every this many steps during a ramp.
+    """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, sparsity=p.sparsity, scope=p.scope, schedule=p.schedule, ramp_steps=ramp_steps,
+                   start_step=start_step)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        sparsity: float = 0.9,
+        scope: str = "layer",
+        schedule: str = "constant",
+        ramp_steps: int = 0,
+        start_step: int = 0,
+        every: int = 100,
+    ):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+        super().__init__(model, sticky=True, start_step=start_step)
+        self.sparsity = float(sparsity)
+        self.scope = scope
+        self.schedule = get_schedule(schedule)
+        self.ramp_steps = int(ramp_steps)
+        self.every = max(1, int(every))
+        self.applied = 0.0
+
+    def target_at(self, t: int) -> float:
+        return self.sparsity * self.schedule(t, self.ramp_steps)
+
+    def _prune(self, t: int) -> None:
+        target = self.target_at(t)
+        ramping = t < self.ramp_steps
+        if target <= self.applied or (ramping and t % self.every and t != 0):
+            return
+        self.prune_to(target)
+
+    @torch.no_grad()
+    def prune_to(self, sparsity: float) -> None:
+        """Zero the smallest weights now so that the pruned fraction reaches ``sparsity``."""
+        if self.scope == "global":
+            # rank, not threshold: ties at the k-th magnitude must not overshoot the target
+            drop = _smallest(torch.cat([w.detach().abs().flatten() for w in self.weights.values()]), sparsity)
+            for (name, w), part in zip(self.weights.items(), drop.split([w.numel() for w in self.weights.values()])):
+                self._zero(name, w, part.view_as(w))
+        else:
+            for name, w in self.weights.items():
+                self._zero(name, w, _smallest(w.detach().abs().flatten(), sparsity).view_as(w))
+        self.applied = sparsity
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["applied"] = self.applied
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.applied = float(state["applied"])
+
+
+@register_pruner("random")
+class RandomPruner(WeightPruner):
+    """Zero a uniformly random fraction ``sparsity * f(t)`` of each weight tensor, for good.
+
+    The control for every magnitude-aware method: the same sparsity with no
+    preference for small weights. Masks only shrink, like :class:`MagnitudePruner`.
+    """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, sparsity=p.sparsity, schedule=p.schedule, ramp_steps=ramp_steps, start_step=start_step,
+                   seed=seed)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        sparsity: float = 0.9,
+        schedule: str = "constant",
+        ramp_steps: int = 0,
+        start_step: int = 0,
+        every: int = 100,
+        seed: int = 0,
+    ):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        super().__init__(model, sticky=True, start_step=start_step)
+        self.sparsity = float(sparsity)
+        self.schedule = get_schedule(schedule)
+        self.ramp_steps = int(ramp_steps)
+        self.every = max(1, int(every))
+        self.applied = 0.0
+        device = next(iter(self.weights.values())).device
+        # one fixed random priority per weight: raising the sparsity prunes further down the same order
+        self.generator = torch.Generator(device=device).manual_seed(int(seed))
+        self.priority = {
+            n: torch.rand(w.shape, generator=self.generator, device=device) for n, w in self.weights.items()
+        }
+
+    def _prune(self, t: int) -> None:
+        target = self.sparsity * self.schedule(t, self.ramp_steps)
+        if target <= self.applied or (t < self.ramp_steps and t % self.every and t != 0):
+            return
+        for name, w in self.weights.items():
+            k = int(target * w.numel())
+            if k > 0:
+                threshold = torch.kthvalue(self.priority[name].flatten(), k).values
+                self._zero(name, w, self.priority[name] <= threshold)
+        self.applied = target
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "applied": self.applied, "priority": self.priority}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.applied = float(state["applied"])
+        self.priority = {k: v.clone() for k, v in state["priority"].items()}
+
+
+@register_pruner("slimming")
+class BatchNormScalePruner(WeightPruner):
+    """Network slimming's channel removal (Liu et al., 2017), applied during training.
+
+    Every BatchNorm scale ``gamma_j`` with ``|gamma_j| < threshold`` is set to
+    zero after the optimiser step and kept zero (the removal is permanent, as
+    in slimming's prune step). A channel with ``gamma_j = 0`` emits the
+    constant ``act(beta_j)``: it is in-dead (:mod:`prunedyn.structure.nodes`)
+    and compaction folds the constant into the next layer. Pair it with
+    ``regularizer.kind=l1, scope=bn`` (the sparsity term on the scales) to get
+    slimming; the Linear/Conv weights are not touched.
+
+    ``self.weights`` maps each BatchNorm module's name to its scale (shape
+    ``(C,)``); the masks are boolean of the same shapes.
+    """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        return cls(model, threshold=p.threshold, start_step=start_step)
+
+    def __init__(self, model: nn.Module, *, threshold: float = 0.01, start_step: int = 0):
+        if not threshold >= 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+        self.weights = {
+            name: m.weight
+            for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+        }
+        if not self.weights:
+            raise ValueError("pruner 'slimming' needs BatchNorm layers with a scale (affine=True); the model has none")
+        self.sticky = True
+        self.start_step = int(start_step)
+        self.steps_done = 0
+        self.masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in self.weights.items()}
+        self.threshold = float(threshold)
+
+    def _prune(self, t: int) -> None:
+        for name, w in self.weights.items():
+            self._zero(name, w, w.detach().abs() < self.threshold)
+
+
+@register_pruner("targeted_dropout")
+class TargetedDropout(WeightPruner):
+    """Targeted dropout (Gomez et al. 2019), then magnitude pruning at the end of training.
+
+    During training, in each layer the fraction ``gamma`` of candidates with
+    the smallest magnitude is *targeted*, and each targeted candidate is
+    dropped for this forward pass with probability ``alpha``:
+
+    - ``unit=False`` (weight variant): candidates are single weights, ``|w|``;
+    - ``unit=True`` (unit variant): candidates are the nodes of
+      :mod:`prunedyn.structure.nodes` (rows / filters of every layer but the output
+      layer), ranked by the L2 norm of their incoming weights, with one
+      Bernoulli draw per unit.
+
+    The drop is a train-time mask ``m``: the forward pass sees ``W * m`` and the
+    gradient is ``m * dL/d(W m)``, exactly as ``weight = W * m`` under autograd
+    (``before_forward`` applies it, ``before_step`` masks the gradient and
+    restores ``W``). At step ``end_step`` the targeted fraction is pruned for
+    good (weights or whole units), which is what the method trains the network
+    to survive.
+    """
+
+    @classmethod
+    def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
+        # the targeted fraction is pruned for good after the run's last step
+        return cls(model, gamma=p.gamma, alpha=p.alpha, unit=p.unit, end_step=last_step, seed=seed)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        gamma: float = 0.5,
+        alpha: float = 0.5,
+        unit: bool = False,
+        end_step: int = 0,
+        seed: int = 0,
+    ):
+        for name, v in (("gamma", gamma), ("alpha", alpha)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+        super().__init__(model, sticky=True)
+        if unit:
+            # units are nodes: the output layer's rows are classes and are never targeted
+            producers = {id(layer.producer) for layer in node_layers(model)}
+            names = {n for n, m in model.named_modules() if id(m) in producers}
+            self.weights = {n: w for n, w in self.weights.items() if n in names}
+            self.masks = {n: m for n, m in self.masks.items() if n in names}
+        self.gamma, self.alpha, self.unit = float(gamma), float(alpha), bool(unit)
+        self.end_step = int(end_step)
+        self.pruned = False
+        device = next(iter(self.weights.values())).device
+        self.generator = torch.Generator(device=device).manual_seed(int(seed))
+        self._stash: Dict[str, torch.Tensor] = {}
+        self._drop: Dict[str, torch.Tensor] = {}
+
+    def _targeted(self, w: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the targeted candidates of ``w`` (shape of ``w``)."""
+        if self.unit:
+            target = _smallest(w.detach().reshape(w.shape[0], -1).norm(dim=1), self.gamma)
+            return target.view(-1, *([1] * (w.dim() - 1))).expand_as(w)
+        return _smallest(w.detach().abs().flatten(), self.gamma).view_as(w)
+
+    @torch.no_grad()
+    def before_forward(self) -> None:
+        if self.pruned or self.alpha == 0 or self.gamma == 0:
+            return
+        for name, w in self.weights.items():
+            target = self._targeted(w)
+            if self.unit:
+                coin = torch.rand(w.shape[0], generator=self.generator, device=w.device) < self.alpha
+                coin = coin.view(-1, *([1] * (w.dim() - 1))).expand_as(w)
+            else:
+                coin = torch.rand(w.shape, generator=self.generator, device=w.device) < self.alpha
+            drop = target & coin
+            self._stash[name] = w.detach().clone()
+            self._drop[name] = drop
+            w.masked_fill_(drop, 0.0)
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        for name, w in self.weights.items():
+            if name in self._stash:
+                if w.grad is not None:
+                    w.grad.masked_fill_(self._drop[name], 0.0)
+                w.copy_(self._stash[name])
+        self._stash.clear()
+        self._drop.clear()
+
+    def _prune(self, t: int) -> None:
+        if t >= self.end_step and not self.pruned:
+            self.prune_targeted()
+
+    @torch.no_grad()
+    def prune_targeted(self) -> None:
+        """Zero the targeted fraction for good (weights or whole units)."""
+        for name, w in self.weights.items():
+            self._zero(name, w, self._targeted(w))
+        self.pruned = True
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "pruned": self.pruned, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.pruned = bool(state["pruned"])
+        self.generator.set_state(state["generator"])

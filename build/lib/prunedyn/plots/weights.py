@@ -1,0 +1,891 @@
+"""Figures and small analyses of weights: pruning kernels on real weight
+distributions, and how regularizers reshape the weight-magnitude distribution.
+
+Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure` built
+without pyplot (so nothing is shown twice in a notebook and nothing leaks);
+display it by leaving it as a cell's last expression, with
+``IPython.display.display``, or turn a series of them into a static slider
+with :func:`prunedyn.plots.static_slider`.
+
+Tidy tables (as written by :mod:`prunedyn.run.records`), with an extra ``run``
+column when several runs are stacked by :func:`stack_runs`:
+
+- histograms: ``run, epoch, layer, bin, lo, hi, count``; ``bin == -1`` holds
+  the exact zeros (``lo == hi == 0``), bins ``0..`` are log-spaced magnitude
+  bins ``[lo, hi)``;
+- metrics: ``run, epoch, test_accuracy, weight_sparsity, dead_node_fraction, ...``.
+
+Helpers for chapter 1 work on weight tensors directly: the expected pruning
+rate of a kernel over a layer (:func:`pruning_rate_table`), the sigma that
+matches a target rate (:func:`matched_sigma`), one sampled pruning mask
+(:func:`sample_prune_mask`) and how it differs from a magnitude threshold
+(:func:`compare_with_threshold`), and SWP applied to a trained network with
+no further training (:func:`prune_without_training`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, PercentFormatter
+
+from prunedyn.core.kernels import expected_pruning_rate, get_kernel
+
+#: Fixed colours so that a run / kernel keeps its colour across every figure.
+RUN_COLORS = {"none": "#7f7f7f", "l1": "#1f77b4", "l2": "#d62728", "l2_decoupled": "#ff7f0e", "dense": "#000000"}
+KERNEL_COLORS = {"gaussian": "#d62728", "laplace": "#9467bd", "hard": "#2ca02c"}
+RUN_LABELS = {"none": "SWP, no regularizer", "l1": "SWP + L1", "l2": "SWP + L2", "dense": "dense (no pruning)"}
+
+
+def _color(mapping: Mapping[str, str], key, i: int) -> str:
+    return mapping.get(str(key), f"C{i % 10}")
+
+
+def _flat(w) -> torch.Tensor:
+    if isinstance(w, np.ndarray):
+        w = torch.from_numpy(w)
+    return w.detach().flatten().double().cpu()
+
+
+def _short(layer: str) -> str:
+    return str(layer).split(".")[-1]
+
+
+# ---------------------------------------------------------------------------
+# Chapter 1: kernels on real weights
+# ---------------------------------------------------------------------------
+
+
+def kernel_reach(kernel: str, sigma: float, p: float = 0.01) -> float:
+    """The magnitude below which one pruning step zeroes a weight with probability ``>= p``.
+
+    Solved by bisection on ``kappa(r; sigma) = p`` (kernels are non-increasing
+    in ``|w|``). Gaussian: ``sigma * sqrt(2 ln(1/p))``; laplace:
+    ``sigma * ln(1/p)``; hard: ``sigma``.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p!r}")
+    k = get_kernel(kernel)
+    f = lambda r: float(k(torch.tensor([r], dtype=torch.float64), sigma)[0])
+    lo, hi = 0.0, sigma
+    while f(hi) >= p:
+        hi *= 2.0
+        if hi > 1e6 * sigma:
+            return math.inf
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if f(mid) >= p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def pruning_rate_table(
+    weights: Mapping[str, torch.Tensor], kernels: Sequence[str] = ("gaussian", "laplace", "hard"), sigmas: Iterable[float] = ()
+) -> pd.DataFrame:
+    """Expected fraction of weights one SWP step zeroes, ``E[kappa(w; sigma)]``.
+
+    Returns a tidy table with columns ``weights, kernel, sigma, rate``: one row
+    per named weight tensor x kernel x sigma (computed with
+    :func:`prunedyn.core.kernels.expected_pruning_rate`).
+    """
+    rows = []
+    for name, w in weights.items():
+        flat = _flat(w)
+        for kernel in kernels:
+            for s in sigmas:
+                rows.append({"weights": name, "kernel": kernel, "sigma": float(s), "rate": expected_pruning_rate(flat, kernel, float(s))})
+    return pd.DataFrame(rows, columns=["weights", "kernel", "sigma", "rate"])
+
+
+def matched_sigma(w: torch.Tensor, kernel: str, rate: float, lo: float = 1e-9, hi: float = 1e3) -> float:
+    """The sigma at which ``kernel`` has expected pruning rate ``rate`` on ``w``.
+
+    ``E[kappa(w; sigma)]`` is non-decreasing in sigma; bisection in log-space.
+    """
+    flat = _flat(w)
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in (0, 1), got {rate!r}")
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(64):  # the log-range shrinks 2**64-fold: far below float precision in sigma
+        m = 0.5 * (a + b)
+        if expected_pruning_rate(flat, kernel, math.exp(m)) < rate:
+            a = m
+        else:
+            b = m
+    return math.exp(0.5 * (a + b))
+
+
+def sample_prune_mask(w: torch.Tensor, kernel: str, sigma: float, seed: int = 1) -> torch.Tensor:
+    """One SWP draw: a boolean tensor, True where ``u < kappa(w; sigma)`` (the weight is zeroed).
+
+    Uses its own seeded generator, like :class:`prunedyn.StochasticWeightPruner`.
+    Do not pass the seed that initialised the model: the uniforms would replay
+    the stream the initial weights were drawn from and correlate with them
+    (the experiments seed their pruner with ``seed + 1`` for this reason).
+    """
+    w = w.detach()
+    g = torch.Generator(device=w.device).manual_seed(int(seed))
+    p = get_kernel(kernel)(w, sigma)
+    u = torch.rand(w.shape, generator=g, device=w.device, dtype=w.dtype)
+    return u < p
+
+
+def compare_with_threshold(w: torch.Tensor, threshold: float, drop: torch.Tensor) -> Dict[str, float]:
+    """How a pruning mask ``drop`` differs from the magnitude threshold ``|w| < threshold``.
+
+    Returns a dict:
+
+    - ``threshold_rate``: fraction of weights below the threshold (what the hard kernel prunes);
+    - ``rate``: fraction pruned by ``drop``;
+    - ``jaccard``: |A & B| / |A | B| of the two pruned sets;
+    - ``spared_below``: fraction of the below-threshold weights that ``drop`` keeps;
+    - ``pruned_above``: fraction of ``drop``'s pruned weights with ``|w| >= threshold``;
+    - ``max_pruned``: the largest ``|w|`` that ``drop`` prunes (0 if none).
+    """
+    a = w.detach().abs().flatten().double().cpu()
+    d = drop.detach().flatten().bool().cpu()
+    below = a < threshold
+    inter = int((below & d).sum())
+    union = int((below | d).sum())
+    n_below, n_drop = int(below.sum()), int(d.sum())
+    return {
+        "threshold_rate": n_below / a.numel(),
+        "rate": n_drop / a.numel(),
+        "jaccard": inter / union if union else 1.0,
+        "spared_below": (n_below - inter) / n_below if n_below else 0.0,
+        "pruned_above": (n_drop - inter) / n_drop if n_drop else 0.0,
+        "max_pruned": float(a[d].max()) if n_drop else 0.0,
+    }
+
+
+def prune_without_training(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    kernel: str = "gaussian",
+    sigmas: Iterable[float] = (0.003,),
+    applications: Sequence[int] = (1,),
+    seed: int = 1,
+) -> pd.DataFrame:
+    """Apply SWP to copies of a trained ``model`` with no training in between, and evaluate.
+
+    For every sigma, a fresh copy of ``model`` gets :class:`prunedyn.StochasticWeightPruner`
+    steps (constant schedule, absolute sigma, own generator seeded ``seed``,
+    which should differ from the seed that initialised the model, see
+    :func:`sample_prune_mask`);
+    after each count in ``applications`` (increasing) the copy is evaluated on
+    ``(x, y)``. ``model`` itself is never modified.
+
+    Returns columns ``kernel, sigma, applications, weight_sparsity, test_accuracy,
+    test_loss`` (sparsity over all prunable weights).
+    """
+    from prunedyn.core.pruning import StochasticWeightPruner, weight_sparsity
+    from prunedyn.run.experiments import evaluate
+
+    device = next(model.parameters()).device
+    counts = sorted(set(int(a) for a in applications))
+    rows = []
+    for s in sigmas:
+        m = copy.deepcopy(model)
+        pruner = StochasticWeightPruner(m, kernel=kernel, sigma=float(s), seed=seed)
+        done = 0
+        for k in counts:
+            while done < k:
+                pruner.step()
+                done += 1
+            loss, acc = evaluate(m, x, y, device)
+            rows.append(
+                {"kernel": kernel, "sigma": float(s), "applications": k, "weight_sparsity": weight_sparsity(m), "test_accuracy": acc, "test_loss": loss}
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_kernels(sigma: float = 0.003, kernels: Sequence[str] = ("gaussian", "laplace", "hard"), wmax: Optional[float] = None) -> Figure:
+    """``kappa(w; sigma)`` against ``w`` for each kernel, and against ``|w|/sigma`` on a log axis.
+
+    Left panel: the pruning probability of one step for signed ``w`` in
+    ``[-wmax, wmax]`` (default ``5 sigma``). Right panel: the same curves
+    against ``|w| / sigma`` (log axis), which is the same for every sigma.
+    """
+    wmax = wmax or 5 * sigma
+    fig = Figure(figsize=(9.5, 3.4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    w = torch.linspace(-wmax, wmax, 2001, dtype=torch.float64)
+    r = torch.logspace(-2, 1.5, 800, dtype=torch.float64)
+    for i, name in enumerate(kernels):
+        c = _color(KERNEL_COLORS, name, i)
+        k = get_kernel(name)
+        ax1.plot(w.numpy(), k(w, sigma).numpy(), color=c, lw=2, label=name)
+        ax2.plot(r.numpy(), k(r, 1.0).numpy(), color=c, lw=2, label=name)
+    for ax in (ax1, ax2):
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_ylabel(r"$\kappa$ = P(zeroed in one step)")
+        ax.grid(alpha=0.3)
+    ax1.axvline(-sigma, color="0.5", ls=":", lw=1)
+    ax1.axvline(sigma, color="0.5", ls=":", lw=1)
+    ax1.set_xlabel(f"weight w  (sigma = {sigma:g})")
+    ax1.set_title("pruning probability of a weight")
+    ax1.legend(frameon=False)
+    ax2.set_xscale("log")
+    ax2.axvline(1.0, color="0.5", ls=":", lw=1)
+    ax2.set_xlabel(r"$|w| \,/\, \sigma$")
+    ax2.set_title("the same, in units of sigma (log axis)")
+    return fig
+
+
+def plot_kernel_on_weights(
+    w: torch.Tensor,
+    kernel: str = "gaussian",
+    sigma: float = 0.003,
+    *,
+    bins: int = 121,
+    xmax: Optional[float] = None,
+    log_range: Tuple[float, float] = (1e-4, 1.0),
+    title: Optional[str] = None,
+) -> Figure:
+    """A real layer's weights with one kernel's pruning probability overlaid.
+
+    Left: histogram of the signed weights in ``[-xmax, xmax]`` (default: the
+    99.5% quantile of ``|w|``), the expected number of weights one SWP step
+    zeroes in each bin (``sum of kappa`` over the bin, red), and
+    ``kappa(w; sigma)`` on the right-hand axis. Right: the same for ``|w|`` on
+    log-spaced bins over ``log_range``, which shows how far into the
+    distribution the kernel reaches. The title gives ``E[kappa]`` over all
+    weights (the expected pruned fraction; exact zeros count with
+    ``kappa(0) = 1``) and the expected count. Exact zeros are left out of both
+    histograms and their number is given in the title.
+    """
+    flat = _flat(w)
+    k = get_kernel(kernel)
+    kap = k(flat, sigma)
+    rate = float(kap.mean())
+    xmax = xmax or float(torch.quantile(flat.abs(), 0.995))
+    color = _color(KERNEL_COLORS, kernel, 0)
+
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+
+    edges = np.linspace(-xmax, xmax, bins + 1)
+    nonzero = (flat != 0).numpy()
+    vals, kv = flat.numpy()[nonzero], kap.numpy()[nonzero]
+    counts, _ = np.histogram(vals, bins=edges)
+    pruned, _ = np.histogram(vals, bins=edges, weights=kv)
+    ax1.stairs(counts, edges, fill=True, color="0.75", label="weights")
+    ax1.stairs(pruned, edges, fill=True, color=color, alpha=0.8, label="expected zeroed (one step)")
+    ax1.set_xlim(-xmax, xmax)
+    ax1.set_xlabel("weight w")
+    ax1.set_ylabel("number of weights")
+    t1 = ax1.twinx()
+    grid = torch.linspace(-xmax, xmax, 1501, dtype=torch.float64)
+    t1.plot(grid.numpy(), k(grid, sigma).numpy(), color=color, lw=1.5, ls="--", label=r"$\kappa(w;\sigma)$")
+    t1.set_ylim(0, 1.05)
+    t1.set_ylabel(r"$\kappa(w;\sigma)$", color=color)
+    h1, l1 = ax1.get_legend_handles_labels()
+    h2, l2 = t1.get_legend_handles_labels()
+    fig.legend(h1 + h2, l1 + l2, loc="outside lower center", ncol=3, frameon=False, fontsize=9)
+
+    ledges = np.logspace(math.log10(log_range[0]), math.log10(log_range[1]), 8 * int(round(math.log10(log_range[1] / log_range[0]))) + 1)
+    a = np.abs(vals)
+    lc, _ = np.histogram(a, bins=ledges)
+    lp, _ = np.histogram(a, bins=ledges, weights=kv)
+    ax2.stairs(lc, ledges, fill=True, color="0.75")
+    ax2.stairs(lp, ledges, fill=True, color=color, alpha=0.8)
+    ax2.set_xscale("log")
+    ax2.set_xlim(*log_range)
+    ax2.set_xlabel("|w|  (log axis)")
+    ax2.set_ylabel("number of weights")
+    t2 = ax2.twinx()
+    lgrid = torch.logspace(math.log10(log_range[0]), math.log10(log_range[1]), 800, dtype=torch.float64)
+    t2.plot(lgrid.numpy(), k(lgrid, sigma).numpy(), color=color, lw=1.5, ls="--")
+    t2.set_ylim(0, 1.05)
+    t2.set_ylabel(r"$\kappa$", color=color)
+    ax2.axvline(sigma, color="k", ls=":", lw=1)
+    ax2.text(sigma, 0.97, r" $\sigma$", transform=ax2.get_xaxis_transform(), va="top", fontsize=9)
+    zeros = int((~nonzero).sum())
+    head = title + ": " if title else ""
+    tail = f"; {zeros:,} exact zeros not drawn" if zeros else ""
+    fig.suptitle(
+        f"{head}{kernel} kernel, sigma = {sigma:g}:  E[kappa] = {rate:.4f}  "
+        f"(~{rate * flat.numel():,.0f} of {flat.numel():,} weights zeroed per step{tail})",
+        fontsize=11,
+    )
+    return fig
+
+
+def plot_pruning_rate(rates: pd.DataFrame, mark_sigma: Optional[float] = None) -> Figure:
+    """Expected pruning rate ``E[kappa]`` against sigma (log axis), one panel per weight set.
+
+    ``rates``: columns ``weights, kernel, sigma, rate`` (from
+    :func:`pruning_rate_table`); one line per kernel in each panel. A dotted
+    vertical line marks ``mark_sigma``.
+    """
+    sets = list(dict.fromkeys(rates["weights"]))
+    fig = Figure(figsize=(4.6 * len(sets), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(sets), sharey=True))
+    for ax, name in zip(axes, sets):
+        sub = rates[rates["weights"] == name]
+        for i, (kernel, g) in enumerate(sub.groupby("kernel", sort=False)):
+            g = g.sort_values("sigma")
+            ax.plot(g["sigma"], g["rate"], color=_color(KERNEL_COLORS, kernel, i), lw=2, label=kernel)
+        if mark_sigma is not None:
+            ax.axvline(mark_sigma, color="k", ls=":", lw=1)
+            ax.text(mark_sigma, 0.98, f" sigma={mark_sigma:g}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel("sigma (absolute)")
+        ax.set_title(str(name))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("expected share zeroed per step")
+    axes[0].legend(frameon=False)
+    return fig
+
+
+def plot_prune_probability(
+    w: torch.Tensor,
+    masks: Mapping[str, torch.Tensor],
+    curves: Mapping[str, Tuple[str, float]],
+    *,
+    log_range: Tuple[float, float] = (1e-4, 1.0),
+    per_decade: int = 8,
+) -> Figure:
+    """Which weights a pruning rule removes, as a function of their magnitude.
+
+    For each label in ``masks`` (boolean tensors shaped like ``w``, True =
+    pruned) the markers give the fraction of weights pruned in each log-spaced
+    ``|w|`` bin; ``curves[label] = (kernel, sigma)`` draws the kernel's
+    probability as a line of the same colour. Grey bars (right axis): how many
+    weights each bin holds.
+    """
+    a = _flat(w).abs().numpy()
+    n_dec = int(round(math.log10(log_range[1] / log_range[0])))
+    edges = np.logspace(math.log10(log_range[0]), math.log10(log_range[1]), per_decade * n_dec + 1)
+    centers = np.sqrt(edges[:-1] * edges[1:])
+    idx = np.digitize(a, edges) - 1
+    inside = (idx >= 0) & (idx < len(centers))
+    total = np.bincount(idx[inside], minlength=len(centers))
+
+    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    tw = ax.twinx()
+    tw.stairs(total, edges, fill=True, color="0.85", zorder=0)
+    tw.set_ylabel("weights per bin", color="0.45")
+    ax.set_zorder(tw.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    grid = torch.logspace(math.log10(log_range[0]), math.log10(log_range[1]), 800, dtype=torch.float64)
+    for i, (label, m) in enumerate(masks.items()):
+        kname = curves.get(label, (label, None))[0]
+        c = _color(KERNEL_COLORS, kname, i)
+        d = m.detach().flatten().bool().cpu().numpy()
+        hit = np.bincount(idx[inside], weights=d[inside].astype(float), minlength=len(centers))
+        ok = total > 0
+        ax.plot(centers[ok], hit[ok] / total[ok], "o", ms=4, color=c, label=f"{label}: sampled")
+        if label in curves:
+            kernel, s = curves[label]
+            ax.plot(grid.numpy(), get_kernel(kernel)(grid, s).numpy(), color=c, lw=1.5, label=f"{label}: kappa")
+    ax.set_xscale("log")
+    ax.set_xlim(*log_range)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("|w|  (log axis)")
+    ax.set_ylabel("share of the bin zeroed")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=True, fontsize=8, loc="center left")
+    return fig
+
+
+def plot_accuracy_vs_sparsity(
+    table: pd.DataFrame, hue: str = "kernel", reference: Optional[float] = None, annotate: Optional[str] = None, title: str = ""
+) -> Figure:
+    """Test accuracy against weight sparsity, one line per value of ``hue``.
+
+    ``table``: columns ``weight_sparsity, test_accuracy`` and ``hue`` (e.g. the
+    output of :func:`prune_without_training`, several kernels concatenated).
+    Points of a line are joined in order of sparsity; ``annotate`` names a
+    column whose value is written next to each point; ``reference`` draws a
+    horizontal line (e.g. the unpruned accuracy).
+    """
+    fig = Figure(figsize=(6.8, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for i, (key, g) in enumerate(table.groupby(hue, sort=False)):
+        g = g.sort_values("weight_sparsity")
+        c = _color(KERNEL_COLORS, key, i) if hue == "kernel" else f"C{i % 10}"
+        label = f"{hue} = {key:g}" if isinstance(key, float) else str(key)
+        ax.plot(g["weight_sparsity"], g["test_accuracy"], "o-", color=c, ms=4, lw=1.5, label=label)
+        if annotate:
+            for _, r in g.iterrows():
+                v = r[annotate]
+                ax.annotate(f"{v:.2g}", (r["weight_sparsity"], r["test_accuracy"]), textcoords="offset points", xytext=(3, 3), fontsize=7, color=c)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls=":", lw=1, label=f"unpruned ({reference:.4f})")
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("weight sparsity (all layers)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Chapter 2: regularizers and the weight-magnitude distribution
+# ---------------------------------------------------------------------------
+
+
+def stack_runs(runs: Mapping[str, object], table: str) -> pd.DataFrame:
+    """One table of several runs, with a leading ``run`` column.
+
+    ``runs``: ``{name: RunResult}`` (anything with the table as an attribute,
+    or a dict of DataFrames); ``table``: ``"metrics"``, ``"layers"``,
+    ``"nodes"`` or ``"histograms"``.
+    """
+    frames = []
+    for name, r in runs.items():
+        df = r[table] if isinstance(r, Mapping) else getattr(r, table)
+        frames.append(df.assign(run=name)[["run", *df.columns]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def sparsity_drops(
+    metrics: pd.DataFrame,
+    column: str = "weight_sparsity",
+    min_drop: float = 0.02,
+    also: Sequence[str] = ("train_loss", "test_accuracy"),
+) -> pd.DataFrame:
+    """Epochs at which ``column`` fell by more than ``min_drop`` from the epoch before.
+
+    ``metrics``: a metrics table (stacked with a ``run`` column, or one run's).
+    One row per such epoch: ``[run,] epoch``, then ``<col> before`` and
+    ``<col> after`` for ``column`` and each of ``also``. Weights revived in
+    bulk (pruned weights regrowing out of the kernel's reach) show up here.
+    """
+    groups = metrics.groupby("run", sort=False) if "run" in metrics.columns else [(None, metrics)]
+    rows = []
+    for run, g in groups:
+        g = g.sort_values("epoch").reset_index(drop=True)
+        for i in range(1, len(g)):
+            prev, cur = g.iloc[i - 1], g.iloc[i]
+            if prev[column] - cur[column] > min_drop:
+                row = {} if run is None else {"run": run}
+                row["epoch"] = int(cur["epoch"])
+                for col in (column, *also):
+                    row[f"{col} before"] = prev[col]
+                    row[f"{col} after"] = cur[col]
+                rows.append(row)
+    cols = (["run"] if "run" in metrics.columns else []) + ["epoch"] + [f"{c} {w}" for c in (column, *also) for w in ("before", "after")]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _keys(df: pd.DataFrame) -> list:
+    return [c for c in ("run", "epoch", "layer") if c in df.columns]
+
+
+def magnitude_fractions(hist: pd.DataFrame) -> pd.DataFrame:
+    """The histogram bins as fractions of their layer's weights.
+
+    Adds ``total`` (the layer's number of weights, zeros included),
+    ``fraction = count / total``, ``nonzero_fraction = count / (number of
+    non-zero weights)`` (NaN for the zero bin, and where every weight is
+    zero) and ``center`` (geometric bin centre, 0 for the zero bin) to a
+    histogram table.
+    """
+    keys = _keys(hist)
+    out = hist.copy()
+    out["total"] = out.groupby(keys)["count"].transform("sum")
+    out["fraction"] = out["count"] / out["total"]
+    nonzero = out["count"].where(out["bin"] >= 0, 0).groupby([out[k] for k in keys]).transform("sum")
+    out["nonzero_fraction"] = (out["count"] / nonzero.where(nonzero > 0)).where(out["bin"] >= 0)
+    out["center"] = np.where(out["bin"] < 0, 0.0, np.sqrt(out["lo"].clip(lower=1e-300) * out["hi"].clip(lower=1e-300)))
+    return out
+
+
+def zero_fractions(hist: pd.DataFrame) -> pd.DataFrame:
+    """Fraction of exact zeros per (run,) epoch and layer: columns ``[run,] epoch, layer, zero_fraction``."""
+    f = magnitude_fractions(hist)
+    z = f[f["bin"] < 0][_keys(f) + ["fraction"]].rename(columns={"fraction": "zero_fraction"})
+    return z.reset_index(drop=True)
+
+
+def magnitude_quantiles(hist: pd.DataFrame, qs: Sequence[float] = (0.1, 0.5, 0.9)) -> pd.DataFrame:
+    """Quantiles of the *non-zero* magnitudes, read off the binned histogram.
+
+    Returns columns ``[run,] epoch, layer, q, magnitude`` where ``magnitude``
+    is the geometric centre of the first bin whose cumulative share of the
+    non-zero weights reaches ``q`` (so it is exact to within one bin, a
+    factor ``10**(1/8)``). Layers with no non-zero weights get NaN.
+    """
+    keys = _keys(hist)
+    f = magnitude_fractions(hist)
+    f = f[f["bin"] >= 0].sort_values(keys + ["bin"])
+    rows = []
+    for key, g in f.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        c = g["count"].to_numpy(dtype=float)
+        cum = np.cumsum(c) / c.sum() if c.sum() else None
+        for q in qs:
+            if cum is None:
+                m = float("nan")
+            else:
+                i = int(np.searchsorted(cum, q - 1e-12))
+                m = float(g["center"].iloc[min(i, len(c) - 1)])
+            rows.append({**dict(zip(keys, key)), "q": q, "magnitude": m})
+    return pd.DataFrame(rows)
+
+
+def _auto_xlim(f: pd.DataFrame, q: float = 0.002, pad: float = 2.0) -> Tuple[float, float]:
+    """An x-range that holds all but the smallest ``q`` of every histogram's non-zero weights."""
+    nz = f[(f["bin"] >= 0) & (f["count"] > 0)]
+    if nz.empty:
+        return 1e-4, 1.0
+    lows = []
+    for _, g in nz.sort_values("bin").groupby(_keys(nz), sort=False):
+        cum = np.cumsum(g["count"].to_numpy(dtype=float))
+        lows.append(float(g["lo"].iloc[int(np.searchsorted(cum, q * cum[-1], side="right"))]))
+    return min(lows) / pad, float(nz["hi"].max()) * pad
+
+
+def _hist_arrays(g: pd.DataFrame, column: str = "nonzero_fraction"):
+    g = g[g["bin"] >= 0].sort_values("bin")
+    edges = np.append(g["lo"].to_numpy(), g["hi"].to_numpy()[-1])
+    return np.nan_to_num(g[column].to_numpy()), edges
+
+
+def _zero_label(ax, x, zero, horizontal=False):
+    """Write the zero share on (or next to) its bar."""
+    if zero != zero:
+        return
+    inside = zero > 0.75
+    pos = zero - 0.04 if inside else zero + 0.03
+    kw = dict(fontsize=7, color="white" if inside else "black")
+    if horizontal:
+        ax.text(pos, x, f"{zero:.0%}", va="center", ha="right" if inside else "left", **kw)
+    else:
+        ax.text(x, pos, f"{zero:.0%}", ha="center", va="top" if inside else "bottom", **kw)
+
+
+def plot_magnitude_grid(
+    hist: pd.DataFrame,
+    epoch: int,
+    *,
+    runs: Optional[Sequence[str]] = None,
+    layers: Optional[Sequence[str]] = None,
+    reference_epoch=0,
+    reference_run: Optional[str] = None,
+    sigma: Optional[float] = None,
+    kernel: str = "gaussian",
+    reach_p: float = 0.01,
+    xlim: Optional[Tuple[float, float]] = None,
+) -> Figure:
+    """Weight-magnitude histograms at one epoch: rows = layers, columns = runs.
+
+    ``hist``: stacked histogram table (``run, epoch, layer, bin, lo, hi,
+    count``). Each panel has two parts: a narrow bar on the left with the
+    share of *exact zeros* (a log axis cannot show 0), and on the right the
+    distribution of the *non-zero* magnitudes: the share of the non-zero
+    weights in each log-spaced ``|w|`` bin (so that shapes compare even when
+    95% of a layer is zero). Dashed grey: a reference histogram of the same
+    layer, from ``reference_run`` (default: the panel's own run) at
+    ``reference_epoch`` (default 0, the initialisation; ``"same"``: the
+    displayed epoch; ``None``: no reference). With ``sigma``,
+    the red band marks the kernel's reach, the magnitudes that one pruning
+    step zeroes with probability ``>= reach_p``. The x-range is fixed over
+    all epochs (``xlim``, default: every non-empty bin of the table) so that
+    frames of a slider compare.
+    """
+    full = magnitude_fractions(hist)
+    runs = list(runs) if runs is not None else list(dict.fromkeys(full["run"]))
+    layers = list(layers) if layers is not None else list(dict.fromkeys(full["layer"]))
+    f = full[full["run"].isin(runs) & full["layer"].isin(layers)]
+    xlim = xlim or _auto_xlim(f)
+    shown = full[full["run"].isin(runs + ([reference_run] if reference_run else []))]
+    ymax = {lay: 1.08 * float(shown[(shown["layer"] == lay) & (shown["bin"] >= 0)]["nonzero_fraction"].max() or 1.0) for lay in layers}
+    reach = kernel_reach(kernel, sigma, reach_p) if sigma else None
+
+    fig = Figure(figsize=(3.3 * len(runs) + 0.6, 2.1 * len(layers) + 0.8), layout="constrained")
+    grid = fig.add_gridspec(len(layers), 2 * len(runs), width_ratios=[1, 6] * len(runs))
+    for c, run in enumerate(runs):
+        for r, lay in enumerate(layers):
+            zax = fig.add_subplot(grid[r, 2 * c])
+            hax = fig.add_subplot(grid[r, 2 * c + 1])
+            g = f[(f["run"] == run) & (f["layer"] == lay) & (f["epoch"] == epoch)]
+            color = _color(RUN_COLORS, run, c)
+            zero = float(g.loc[g["bin"] < 0, "fraction"].sum()) if len(g) else float("nan")
+            zax.bar([0], [zero], color=color, width=0.8)
+            zax.set_ylim(0, 1)
+            zax.set_xlim(-0.6, 0.6)
+            zax.set_xticks([0])
+            zax.set_xticklabels(["0"])
+            zax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            zax.tick_params(axis="y", labelsize=7)
+            _zero_label(zax, 0, zero)
+            if c == 0:
+                zax.set_ylabel(f"{_short(lay)}: share of all weights", fontsize=8)
+            if c == len(runs) - 1:
+                hax.yaxis.set_label_position("right")
+                hax.set_ylabel("share of non-zero", fontsize=8)
+            ref_epoch = epoch if reference_epoch == "same" else reference_epoch
+            ref_run = reference_run or run
+            if ref_epoch is not None and (ref_epoch, ref_run) != (epoch, run):
+                ref = full[(full["run"] == ref_run) & (full["layer"] == lay) & (full["epoch"] == ref_epoch)]
+                if len(ref):
+                    v, e = _hist_arrays(ref)
+                    name = f"{RUN_LABELS.get(ref_run, ref_run).split(' (')[0]}, " if reference_run else ""
+                    hax.stairs(v, e, color="0.3", ls="--", lw=1, label=f"{name}epoch {ref_epoch}")
+            if len(g):
+                v, e = _hist_arrays(g)
+                hax.stairs(v, e, fill=True, color=color, alpha=0.75, label=f"epoch {epoch}")
+            if reach is not None:
+                hax.axvspan(xlim[0], reach, color="#d62728", alpha=0.08, lw=0)
+                hax.axvline(sigma, color="#d62728", lw=0.8, ls=":")
+            hax.set_xscale("log")
+            hax.set_xlim(*xlim)
+            hax.set_ylim(0, ymax[lay])
+            hax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            hax.tick_params(axis="both", labelsize=7)
+            hax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+            if r == 0:
+                hax.set_title(RUN_LABELS.get(run, run), fontsize=10, color=color)
+            if r == len(layers) - 1:
+                hax.set_xlabel("|w|  (log axis)", fontsize=8)
+            if r == 0 and c == len(runs) - 1:
+                hax.legend(fontsize=7, frameon=False, loc="upper right")
+    note = f"\nred band: kernel reach, P(zeroed) >= {reach_p:g} per step for |w| < {reach:.3g}" if reach else ""
+    fig.suptitle(f"weight magnitudes at epoch {epoch}; narrow bars: exact zeros; histograms: non-zero |w|{note}", fontsize=10)
+    return fig
+
+
+def plot_magnitude_ridgeline(
+    hist: pd.DataFrame,
+    run: str,
+    layer: str,
+    epochs: Optional[Sequence[int]] = None,
+    *,
+    sigma: Optional[float] = None,
+    kernel: str = "gaussian",
+    reach_p: float = 0.01,
+    xlim: Optional[Tuple[float, float]] = None,
+    overlap: float = 1.6,
+) -> Figure:
+    """How one layer's weight-magnitude histogram evolves: one ridge per epoch.
+
+    ``hist``: histogram table (stacked with a ``run`` column, or a single
+    run's table; ``run`` is then only used in the title). Left: horizontal
+    bars with the share of exact zeros at each epoch. Right: the
+    distribution of the non-zero magnitudes (share of the non-zero weights per
+    log-spaced ``|w|`` bin), epochs stacked top (early) to bottom (late); all
+    ridges share one height scale. With ``sigma``, the red band
+    is the kernel's reach as in :func:`plot_magnitude_grid`.
+    """
+    f = magnitude_fractions(hist)
+    if "run" in f.columns:
+        f = f[f["run"] == run]
+    f = f[f["layer"] == layer]
+    epochs = list(epochs) if epochs is not None else sorted(f["epoch"].unique())
+    f = f[f["epoch"].isin(epochs)]
+    xlim = xlim or _auto_xlim(f)
+    peak = float(f[f["bin"] >= 0]["nonzero_fraction"].max() or 1.0)
+    color = _color(RUN_COLORS, run, 0)
+
+    fig = Figure(figsize=(7.5, 0.42 * len(epochs) + 1.4), layout="constrained")
+    zax, hax = fig.subplots(1, 2, sharey=True, width_ratios=[1, 5])
+    for i, ep in enumerate(epochs):
+        g = f[f["epoch"] == ep]
+        base = -float(i)
+        zero = float(g.loc[g["bin"] < 0, "fraction"].sum())
+        zax.barh(base, zero, height=0.7, color=color, alpha=0.8)
+        _zero_label(zax, base, zero, horizontal=True)
+        v, e = _hist_arrays(g)
+        top = base + overlap * v / peak
+        hax.stairs(top, e, baseline=base, fill=True, color=color, alpha=0.55, lw=0)
+        hax.stairs(top, e, baseline=None, color="k", lw=0.6)
+    if sigma:
+        reach = kernel_reach(kernel, sigma, reach_p)
+        hax.axvspan(xlim[0], reach, color="#d62728", alpha=0.08, lw=0)
+        hax.axvline(sigma, color="#d62728", lw=0.8, ls=":")
+        hax.text(reach, 1.0, f" kernel reach\n |w| < {reach:.3g}", transform=hax.get_xaxis_transform(), va="bottom", fontsize=7, color="#d62728")
+    zax.set_yticks([-float(i) for i in range(len(epochs))])
+    zax.set_yticklabels([f"epoch {ep}" for ep in epochs], fontsize=8)
+    zax.set_xlim(0, 1)
+    zax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    zax.set_xlabel("exact zeros", fontsize=8)
+    zax.tick_params(axis="x", labelsize=7)
+    zax.set_ylim(-len(epochs) + 0.5, overlap + 0.3)
+    hax.set_xscale("log")
+    hax.set_xlim(*xlim)
+    hax.set_xlabel("|w|  (log axis)", fontsize=9)
+    hax.tick_params(axis="both", labelsize=8)
+    hax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{RUN_LABELS.get(run, run)}: {_short(layer)} weight magnitudes over training", fontsize=10)
+    return fig
+
+
+def plot_metric_curves(
+    metrics: pd.DataFrame,
+    columns: Sequence[str] = ("test_accuracy", "weight_sparsity", "dead_node_fraction"),
+    runs: Optional[Sequence[str]] = None,
+    ylims: Optional[Mapping[str, Tuple[float, float]]] = None,
+) -> Figure:
+    """Per-epoch curves of several metrics, one panel per column, one line per run.
+
+    ``metrics``: stacked metrics table (``run, epoch`` and the ``columns``).
+    Epoch 0 (initialisation) is included. ``ylims``: optional y-limits by column.
+    """
+    runs = list(runs) if runs is not None else list(dict.fromkeys(metrics["run"]))
+    fig = Figure(figsize=(3.6 * len(columns), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(columns)))
+    for ax, col in zip(axes, columns):
+        for i, run in enumerate(runs):
+            g = metrics[metrics["run"] == run].sort_values("epoch")
+            ax.plot(g["epoch"], g[col], color=_color(RUN_COLORS, run, i), lw=1.8, label=RUN_LABELS.get(run, run))
+        ax.set_xlabel("epoch")
+        ax.set_title(col.replace("_", " "), fontsize=10)
+        if ylims and col in ylims:
+            ax.set_ylim(*ylims[col])
+        ax.grid(alpha=0.3)
+    axes[0].legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_layer_sparsity(hist: pd.DataFrame, runs: Optional[Sequence[str]] = None) -> Figure:
+    """Share of exact zeros per layer over epochs: one panel per layer, one line per run.
+
+    Read from the histogram table's zero bin, so it covers every prunable
+    layer (the output layer too).
+    """
+    z = zero_fractions(hist)
+    runs = list(runs) if runs is not None else list(dict.fromkeys(z["run"]))
+    layers = list(dict.fromkeys(z["layer"]))
+    fig = Figure(figsize=(3.4 * len(layers), 3.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(layers), sharey=True))
+    for ax, lay in zip(axes, layers):
+        for i, run in enumerate(runs):
+            g = z[(z["run"] == run) & (z["layer"] == lay)].sort_values("epoch")
+            ax.plot(g["epoch"], g["zero_fraction"], color=_color(RUN_COLORS, run, i), lw=1.8, label=RUN_LABELS.get(run, run))
+        ax.set_title(_short(lay), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("weights exactly zero")
+    axes[0].legend(frameon=False, fontsize=8)
+    return fig
+
+
+def final_numbers(metrics: pd.DataFrame, hist: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """The last epoch of each run: one row per run.
+
+    Columns ``epoch, test_accuracy, weight_sparsity, dead_node_fraction,
+    nodes_alive`` from the stacked metrics table, plus ``zeros <layer>`` per
+    layer from the histogram table when given.
+    """
+    last = metrics.sort_values("epoch").groupby("run", sort=False).tail(1)
+    cols = ["run", "epoch", "test_accuracy", "weight_sparsity", "dead_node_fraction", "nodes_alive"]
+    out = last[[c for c in cols if c in last.columns]].set_index("run")
+    out = out.loc[list(dict.fromkeys(metrics["run"]))]
+    if hist is not None:
+        z = zero_fractions(hist)
+        for lay in dict.fromkeys(z["layer"]):
+            zl = z[z["layer"] == lay].set_index(["run", "epoch"])["zero_fraction"]
+            out[f"zeros {_short(lay)}"] = [zl.get((run, ep), float("nan")) for run, ep in zip(out.index, out["epoch"])]
+    return out
+
+
+def _shrink_steps(w0: float, kind: str, lam: float, lr: float, momentum: float):
+    """Yield ``w`` after 1, 2, ... steps of SGD (heavy-ball momentum) on the regularizer alone."""
+    if kind not in ("l1", "l2"):
+        raise ValueError(f"kind must be 'l1' or 'l2', got {kind!r}")
+    w, b = float(w0), 0.0
+    while True:
+        g = lam * (math.copysign(1.0, w) if w != 0 else 0.0) if kind == "l1" else lam * w
+        b = momentum * b + g  # torch.optim.SGD: the first step's buffer is g itself
+        w = w - lr * b
+        yield w
+
+
+def shrinkage_path(
+    w0: float, kind: str, lam: float, lr: float, steps: int, momentum: float = 0.0
+) -> np.ndarray:
+    """A weight's path under the regularizer alone (no loss gradient, no pruning).
+
+    SGD with heavy-ball momentum as in ``torch.optim.SGD`` (``b <- m b + g``,
+    ``w <- w - lr b``) and ``g = lam * sign(w)`` (``"l1"``) or ``g = lam * w``
+    (``"l2"``). Returns ``w`` after ``0..steps`` steps (length ``steps + 1``).
+    Without momentum, L2 gives exactly ``w0 (1 - lr lam)^t`` and L1
+    ``w0 - lr lam t`` until the weight reaches zero (then it chatters around
+    zero with amplitude about ``lr lam``). With momentum ``m`` the steady
+    drift is ``1 / (1 - m)`` times faster.
+    """
+    gen = _shrink_steps(w0, kind, lam, lr, momentum)
+    return np.array([float(w0)] + [next(gen) for _ in range(steps)])
+
+
+def steps_to_reach(
+    w0: float, kind: str, lam: float, lr: float, level: float, momentum: float = 0.0, max_steps: int = 10_000_000
+) -> Optional[int]:
+    """The first step at which the path of :func:`shrinkage_path` has ``|w| < level`` (None if never)."""
+    if abs(w0) < level:
+        return 0
+    for t, w in enumerate(_shrink_steps(w0, kind, lam, lr, momentum), start=1):
+        if abs(w) < level:
+            return t
+        if t >= max_steps:
+            return None
+
+
+def plot_shrinkage_paths(
+    w0s: Sequence[float],
+    regs: Mapping[str, float],
+    lr: float,
+    momentum: float,
+    steps: int,
+    steps_per_epoch: int,
+    *,
+    sigma: Optional[float] = None,
+    kernel: str = "gaussian",
+    reach_p: float = 0.01,
+    ylim: Tuple[float, float] = (1e-4, 0.5),
+) -> Figure:
+    """``|w(t)|`` under each regularizer alone, for several starting values (log y axis).
+
+    ``regs``: ``{"l1": lam1, "l2": lam2}``; paths from :func:`shrinkage_path`.
+    On a log axis L2 decay is a straight line (a constant shift of ``log|w|``
+    per step) and L1 a curve that plunges to zero in finite time (drawn down
+    to the axis at its first sign change; after it the weight only chatters
+    around zero). With ``sigma`` the red band marks the kernel's reach.
+    """
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    t = np.arange(steps + 1) / steps_per_epoch
+    styles = ["-", "--", ":", "-."]
+    for i, (kind, lam) in enumerate(regs.items()):
+        c = _color(RUN_COLORS, kind, i)
+        for j, w0 in enumerate(w0s):
+            path = shrinkage_path(w0, kind, lam, lr, steps, momentum)
+            # from its first sign change on, the weight only chatters around 0: draw it as reaching 0
+            flip = np.nonzero(np.sign(path[1:]) != np.sign(path[0]))[0]
+            p = np.abs(path)
+            if len(flip):
+                p[flip[0] + 1 :] = np.nan
+                p[flip[0] + 1] = ylim[0]
+            p = np.where((p > 0) | np.isnan(p), p, ylim[0])
+            ax.plot(t, p, color=c, ls=styles[j % len(styles)], lw=1.6, label=f"{kind.upper()} (lam={lam:g}), w0={w0:g}")
+    if sigma:
+        reach = kernel_reach(kernel, sigma, reach_p)
+        ax.axhspan(ylim[0], reach, color="#d62728", alpha=0.08, lw=0)
+        ax.text(t[-1], reach, f"kernel reach |w| < {reach:.3g} ", ha="right", va="bottom", fontsize=8, color="#d62728")
+    ax.set_yscale("log")
+    ax.set_ylim(*ylim)
+    ax.set_xlim(0, t[-1])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("|w|  (log axis)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, loc="lower left", ncol=2)
+    ax.set_title(f"the regularizer alone: SGD lr={lr:g}, momentum={momentum:g}", fontsize=10)
+    return fig

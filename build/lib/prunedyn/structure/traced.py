@@ -1,0 +1,247 @@
+"""Node wiring read off torch-pruning's traced dependency graph.
+
+A model that is not a chain (residual blocks, inverted residuals, depthwise
+convolutions, skip concatenations) and that provides no ``node_layers()`` of
+its own is wired here from a forward pass on an example input:
+``torch_pruning.DependencyGraph`` traces it, and each of its pruning groups
+(every channel that must go together with output channel ``j`` of a layer) is
+one node layer. :func:`read_wiring` returns plain :class:`TracedGroup`
+records; :func:`prunedyn.structure.nodes.traced_node_layers` turns them into
+the :class:`~prunedyn.structure.nodes.NodeLayer` objects the rest of the
+package uses.
+
+A group has
+
+- one or more **producers** (Linear / Conv layers whose output channel ``j``
+  is node ``j``), each with the BatchNorm that directly follows it. Several
+  producers share a node index when their outputs are summed (a ResNet block's
+  last conv and its shortcut / downsample conv, the projections of
+  MobileNetV2's inverted residuals, the stem conv whose output is the identity
+  shortcut of the first blocks) or when a depthwise convolution
+  (``groups == in_channels == out_channels``) reads channel ``j`` and writes
+  channel ``j``: its input and output channels are tied;
+- **consumers**: the non-depthwise Linear / Conv layers that read the group's
+  channels, at an ``offset`` and ``repeat`` (see
+  :class:`~prunedyn.structure.nodes.Consumer`), each with its **sources**: the
+  producers upstream of what it reads, walking back through element-wise ops,
+  norms, pooling, reshapes and sums and stopping at the first Linear / Conv
+  (a depthwise conv stops the walk: its output is constant when its own
+  filter is zero, whatever it reads). What a consumer reads at channel ``j`` is
+  constant when all its sources' node ``j`` are in-dead. An element-wise op
+  with an operand that is not traced (the model input, a buffer) makes the
+  consumer's sources empty: never constant. Compaction also checks every
+  constant it relies on, on its example input.
+
+Layers whose output reaches the model output without passing through another
+Linear / Conv are output layers: they, and every group they belong to, have no
+nodes; neither has a group tied to a tensor that cannot shrink (summed with
+the model input or a buffer, or read by a depthwise conv straight from the
+input). Structures that cannot be wired exactly (grouped non-depthwise
+convolutions, a depthwise multiplier, a norm that does not directly follow a
+producer, other layers with per-channel parameters in a group, a consumer
+reading a group at non-contiguous positions) raise :class:`WiringError`
+naming the layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from prunedyn.modes import eval_mode
+from prunedyn.structure.layers import PRUNABLE_TYPES
+
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+class WiringError(ValueError):
+    """A model's node wiring cannot be read, or two readings of it disagree."""
+
+
+@dataclass
+class TracedConsumer:
+    module: nn.Module
+    offset: int
+    repeat: int
+    # indices into TracedGroup.producers; () when the input also carries
+    # something that no producer of the group controls
+    sources: Tuple[int, ...]
+
+
+@dataclass
+class TracedGroup:
+    """One pruning group: producers (with norms) sharing node index ``j``, and their consumers."""
+
+    name: str
+    producers: List[Tuple[nn.Module, Optional[nn.Module]]]
+    consumers: List[TracedConsumer] = field(default_factory=list)
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A convolution whose every output channel reads exactly its own input channel."""
+    return (
+        isinstance(module, nn.modules.conv._ConvNd)
+        and module.groups > 1
+        and module.groups == module.in_channels == module.out_channels
+    )
+
+
+def _check_grouping(module: nn.Module, names: Dict[nn.Module, str]) -> None:
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups != 1 and not is_depthwise(module):
+        raise WiringError(
+            f"{names.get(module, module)}: grouped convolution (groups={module.groups}, "
+            f"{module.in_channels} -> {module.out_channels} channels) is not supported; only groups=1 "
+            "and depthwise (groups == in_channels == out_channels)"
+        )
+
+
+def build_graph(model: nn.Module, example: torch.Tensor):
+    """torch-pruning's dependency graph of ``model`` traced on ``example`` (eval mode; the mode is restored)."""
+    import torch_pruning as tp
+
+    with eval_mode(model), torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+
+
+def output_layers(graph, model: nn.Module) -> List[nn.Module]:
+    """Prunable layers whose output reaches the model output without passing another Linear / Conv."""
+    outs = []
+    for module, node in graph.module2node.items():
+        if not isinstance(module, PRUNABLE_TYPES):
+            continue
+        stack, seen = list(node.outputs), set()
+        if not stack:
+            outs.append(module)
+            continue
+        while stack:
+            nd = stack.pop()
+            if id(nd) in seen:
+                continue
+            seen.add(id(nd))
+            if isinstance(nd.module, PRUNABLE_TYPES):
+                continue
+            if not nd.outputs:
+                outs.append(module)
+                break
+            stack.extend(nd.outputs)
+    return outs
+
+
+def _sources(graph, consumer: nn.Module, members: Dict[int, int]) -> Tuple[int, ...]:
+    """Indices of the group producers upstream of ``consumer``'s input; () if something else also feeds it.
+
+    Past a concatenation, producers outside the group are other channels of the
+    concatenated tensor and are ignored.
+    """
+    from torch_pruning.ops import OPTYPE
+
+    found, unknown = set(), False
+    stack = [(nd, False) for nd in graph.module2node[consumer].inputs]
+    seen = set()
+    while stack:
+        nd, via_cat = stack.pop()
+        if (id(nd), via_cat) in seen:
+            continue
+        seen.add((id(nd), via_cat))
+        m = nd.module
+        if isinstance(m, PRUNABLE_TYPES):
+            if id(m) in members:
+                found.add(members[id(m)])
+            elif not via_cat:
+                unknown = True
+            continue
+        if not nd.inputs:  # an op on a parameter (a Linear's transposed weight): not data
+            continue
+        grad_fn = getattr(nd, "grad_fn", None)
+        if nd.type == OPTYPE.ELEMENTWISE and grad_fn is not None and not via_cat:
+            # an operand outside the traced graph (the model input, a buffer) enters here
+            if any(f is None for f, _ in getattr(grad_fn, "next_functions", ())):
+                unknown = True
+        cat = via_cat or nd.type == OPTYPE.CONCAT
+        stack.extend((i, cat) for i in nd.inputs)
+    return () if unknown or not found else tuple(sorted(found))
+
+
+def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[TracedGroup]:
+    """The node groups of ``model`` from a trace on ``example``, in module registration order."""
+    from torch_pruning.ops import OPTYPE
+
+    graph = graph if graph is not None else build_graph(model, example)
+    names = {m: n for n, m in model.named_modules()}
+    order = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
+    for m in graph.module2node:
+        if isinstance(m, PRUNABLE_TYPES):
+            _check_grouping(m, names)
+    outputs = output_layers(graph, model)
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=outputs, root_module_types=PRUNABLE_TYPES):
+        producers, norms, consumers = [], [], []
+        n = None
+        pinned = False  # tied to a tensor that cannot shrink (the model input, a buffer)
+        for item in group.items:
+            dep, idxs = item.dep, list(item.idxs)
+            roots = list(item.root_idxs) if item.root_idxs is not None else idxs
+            module = dep.target.module
+            out = graph.is_out_channel_pruning_fn(dep.handler)
+            label = names.get(module, type(module).__name__)
+            if isinstance(module, PRUNABLE_TYPES) and (out or is_depthwise(module)):
+                if sorted(zip(roots, idxs)) != [(j, j) for j in range(len(idxs))]:
+                    raise WiringError(f"{label}: its output channels are tied to the group out of order")
+                if n is not None and n != len(idxs):
+                    raise WiringError(f"{label}: {len(idxs)} channels tied to a group of {n}")
+                n = len(idxs)
+                if module not in producers:
+                    producers.append(module)
+            elif isinstance(module, PRUNABLE_TYPES):
+                consumers.append((module, idxs, roots))
+            elif isinstance(module, NORM_TYPES):
+                norms.append(module)
+            elif dep.target.type == OPTYPE.ELEMENTWISE:
+                grad_fn = getattr(dep.target, "grad_fn", None)
+                if any(f is None for f, _ in getattr(grad_fn, "next_functions", ())):
+                    pinned = True
+            elif dep.target.type == OPTYPE.OUTPUT:
+                raise WiringError(f"{label}: a node group reaches the model output")
+            elif not isinstance(module, nn.Module) or any(True for _ in module.parameters(recurse=False)):
+                raise WiringError(
+                    f"{label} ({type(module).__name__}) has per-channel parameters tied to a node group; "
+                    "only Linear / Conv / BatchNorm are supported"
+                )
+        if not producers or pinned:
+            continue
+        producers.sort(key=lambda m: order.get(id(m), 1 << 30))
+        norm_of: Dict[int, nn.Module] = {}
+        for bn in norms:
+            inputs = graph.module2node[bn].inputs
+            src = inputs[0].module if len(inputs) == 1 else None
+            if src is None or all(src is not p for p in producers) or len(graph.module2node[src].outputs) != 1:
+                raise WiringError(
+                    f"{names.get(bn, bn)}: a norm that does not directly (and alone) follow a producer of its group"
+                )
+            norm_of[id(src)] = bn
+        members = {id(p): i for i, p in enumerate(producers)}
+        if any(is_depthwise(p) and not _sources(graph, p, members) for p in producers):
+            continue  # a depthwise conv reading the model input: its input channels cannot go
+        traced = TracedGroup(names[producers[0]], [(p, norm_of.get(id(p))) for p in producers])
+        for module, idxs, roots in consumers:
+            label = names.get(module, type(module).__name__)
+            by_root: Dict[int, List[int]] = {}
+            for i, r in zip(idxs, roots):
+                by_root.setdefault(r, []).append(i)
+            rep = len(idxs) // n if n else 0
+            off = min(idxs) if idxs else 0
+            ok = rep > 0 and sorted(by_root) == list(range(n)) and all(
+                sorted(by_root[j]) == list(range(off + j * rep, off + (j + 1) * rep)) for j in range(n)
+            )
+            if not ok:
+                raise WiringError(
+                    f"{label} reads the {n} channels of {traced.name} at positions that are not "
+                    "contiguous blocks (offset + j * repeat + r): not supported"
+                )
+            traced.consumers.append(TracedConsumer(module, off, rep, _sources(graph, module, members)))
+        traced.consumers.sort(key=lambda c: order.get(id(c.module), 1 << 30))
+        groups.append(traced)
+    groups.sort(key=lambda g: order.get(id(g.producers[0][0]), 1 << 30))
+    return groups
