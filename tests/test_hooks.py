@@ -430,3 +430,25 @@ def test_decoupled_decay_uses_each_param_groups_lr():
     torch.testing.assert_close(after["net.fc1.weight"], before["net.fc1.weight"] * (1 - 0.1 * 2.0))
     assert torch.equal(after["net.fc1.bias"], before["net.fc1.bias"])  # scope: weights only
     assert torch.equal(after["net.fc2.weight"], before["net.fc2.weight"])  # lr 0 in its group
+
+
+def test_attach_names_the_weight_matrices_it_never_prunes():
+    import warnings
+
+    import prunedyn
+
+    from torch import nn
+
+    model = nn.Sequential(nn.Embedding(10, 8), nn.LSTM(8, 8, batch_first=True))
+    head = nn.Linear(8, 2)
+    both = nn.ModuleDict({"body": model, "head": head})
+    opt = torch.optim.SGD(both.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prunedyn.attach(opt, both, "stochastic", sigma=0.01)
+    text = " ".join(str(c.message) for c in caught)
+    assert "are never pruned" in text and "body.0.weight" in text and "body.1.weight_ih_l0" in text
+    assert "head.weight" not in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plain MLP: nothing to say
+        prunedyn.attach(torch.optim.SGD(head.parameters(), lr=0.1), head, "stochastic", sigma=0.01)

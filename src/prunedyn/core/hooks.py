@@ -49,7 +49,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from torch import nn
 
-from prunedyn.core.pruning import PRUNERS, WeightPruner
+from prunedyn.core.pruning import PRUNERS, WeightPruner, prunable_weights
 from prunedyn.core.regularization import (
     L2Decoupled,
     Regularizer,
@@ -243,6 +243,13 @@ class PruningHooks:
         return f"PruningHooks(pruner={pr}, regularizer={reg}, steps={self.steps}{', removed' if self.removed else ''})"
 
 
+def unprunable_matrices(model: nn.Module) -> List[str]:
+    """Names of the parameters of two or more dimensions that are not a Linear / Conv weight (which
+    :func:`prunable_weights` covers): what a pruner attached to ``model`` leaves alone."""
+    covered = {id(w) for w in prunable_weights(model).values()}
+    return [n for n, p in model.named_parameters() if p.dim() >= 2 and id(p) not in covered]
+
+
 def attach(
     optimizer: torch.optim.Optimizer,
     model: nn.Module,
@@ -322,6 +329,11 @@ def attach(
         outside = [n for n, w in pruner.weights.items() if id(w) not in held]
         if outside:
             warnings.warn(f"attach: the optimizer does not hold {outside}; they are pruned but never trained", stacklevel=2)
+        unpruned = unprunable_matrices(model)
+        if unpruned:
+            warnings.warn(f"attach: {len(unpruned)} weight matrices are not Linear/Conv weights and are never pruned: "
+                          f"{', '.join(unpruned[:6])}{', ...' if len(unpruned) > 6 else ''} "
+                          "(attention in-projections, recurrent weights, embeddings)", stacklevel=2)
     weights = [w for w in regularized_tensors(model, scope) if id(w) in held]
     if regularizer is not None and regularizer.lam and not weights:
         warnings.warn(f"attach: scope {scope!r} selects no parameter the optimizer holds; the regularizer does nothing", stacklevel=2)
