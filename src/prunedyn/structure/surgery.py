@@ -79,8 +79,9 @@ class CompactionReport:
 
     @property
     def rel_diff(self) -> float:
-        """``max_abs_diff / output_scale``: float32 reordering gives ~1e-7 per rounding, a few 1e-6 at most."""
-        return self.max_abs_diff / self.output_scale if self.output_scale > 0 else self.max_abs_diff
+        """``max_abs_diff / max(1, output_scale)``: relative where outputs exceed 1, absolute below; float32
+        reordering gives ~1e-7 per rounding, a few 1e-6 at most."""
+        return self.max_abs_diff / max(1.0, self.output_scale)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -345,7 +346,7 @@ def compact(
         kept_for_alignment=kept_align,
         align=int(align),
     )
-    if not report.max_abs_diff <= rtol * max(1.0, report.output_scale):  # outputs below 1: absolute
+    if not report.rel_diff <= rtol:
         raise CompactionError(f"compaction changed the outputs by {report.rel_diff:.2e} of their scale "
                               f"({report.max_abs_diff:.2e} of {report.output_scale:.2e}; tolerance {rtol:g}): "
                               "this model has a structure compact does not handle exactly")
