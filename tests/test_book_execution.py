@@ -200,3 +200,44 @@ def test_the_test_command_runs_the_chosen_chapters_on_the_emulated_path(tmp_path
     assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout[-3000:]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)  # no chapter emulated
     assert "1 failed, 1 passed" in out.stdout, out.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_chapters_run_in_parallel_and_a_failure_stops_the_others(tmp_path):
+    # three chapters of a tiny book: two that sleep, executed two at a time, take about one sleep
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: chapters/a\nchapters:\n"
+                                       "  - file: chapters/b\n  - file: chapters/c\n")
+    notebook(chapters / "a.ipynb", "import time, os\ntime.sleep(8)\nprint(os.environ['OMP_NUM_THREADS'])")
+    notebook(chapters / "b.ipynb", "import time\ntime.sleep(8)\nprint('b done')")
+    notebook(chapters / "c.ipynb", "print('c done')")
+    tic = time.perf_counter()
+    seconds = B.execute_chapters(tmp_path, jobs=2)
+    wall = time.perf_counter() - tic
+    assert list(seconds) == ["chapters/a.ipynb", "chapters/b.ipynb", "chapters/c.ipynb"]
+    assert wall < seconds["chapters/a.ipynb"] + seconds["chapters/b.ipynb"]  # a and b overlapped
+    outputs = {p.stem: nbformat.read(p, as_version=4).cells[-1].outputs for p in chapters.glob("*.ipynb")}
+    assert outputs["c"][0]["text"].strip() == "c done"
+    assert "injected-parameters" not in str(nbformat.read(chapters / "a.ipynb", as_version=4).cells)
+
+    # a fails at once: b (started beside it) is stopped, c never starts
+    notebook(chapters / "a.ipynb", "raise ValueError('broken chapter')")
+    notebook(chapters / "b.ipynb", "import time, pathlib\ntime.sleep(60)\npathlib.Path('b-finished').touch()")
+    notebook(chapters / "c.ipynb", "import pathlib\npathlib.Path('c-ran').touch()")
+    (tmp_path / "_build").mkdir(exist_ok=True)
+    (tmp_path / "_build" / "timings.json").unlink(missing_ok=True)
+    tic = time.perf_counter()
+    with pytest.raises(B.ChapterFailed, match="a.ipynb"):
+        B.execute_chapters(tmp_path, jobs=2)
+    assert time.perf_counter() - tic < 50
+    assert not (chapters / "b-finished").exists() and not (chapters / "c-ran").exists()
+
+
+def test_parallel_order_puts_the_longest_chapters_of_the_last_build_first(tmp_path):
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: a\nchapters:\n  - file: b\n  - file: c\n")
+    nbs = [tmp_path / f"{s}.ipynb" for s in "abc"]
+    assert B._book_order(tmp_path, nbs) == nbs  # nothing recorded: book order
+    (tmp_path / "_build").mkdir()
+    (tmp_path / "_build" / "timings.json").write_text(json.dumps({"chapters_seconds": {"b.ipynb": 50, "c.ipynb": 9}}))
+    assert [p.stem for p in B._book_order(tmp_path, nbs)] == ["b", "c", "a"]

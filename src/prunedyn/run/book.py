@@ -4,7 +4,8 @@
 checkout it is run from (see :func:`prunedyn.run.study.repo_root`):
 
 1. executes each notebook listed in ``_toc.yml`` in place with papermill
-   (cwd = its folder; ``profile`` parameter), stopping at the first error.
+   (cwd = its folder; ``profile`` parameter), one chapter per CPU core at once
+   (``--jobs``, :func:`execute_chapters`), stopping at the first error.
    The kernels run headless (``PRUNEDYN_HEADLESS=1``: widgets get a comm that
    sends nothing, see ``chapters/_book.py``) and log their claim checks to
    ``_build/checks/<chapter>.jsonl`` (``PRUNEDYN_CHECKS_LOG``). A failed claim
@@ -207,25 +208,93 @@ def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retr
                   file=sys.stderr, flush=True)
 
 
-def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[List[str]] = None) -> Dict[str, float]:
-    """Execute the chapters in place; returns seconds per chapter."""
+def default_jobs() -> int:
+    """Chapters executed at once by default: one per CPU core this process may use, at most
+    :data:`MAX_JOBS` (each chapter's kernel holds its data and models in memory)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_JOBS))
+
+
+def execute_chapter(root: Path, nb: Path, profile: str = DEFAULT_PROFILE) -> None:
+    """Execute one chapter in place (its checks logged to :func:`checks_log`), then strip its timing
+    metadata."""
+    _drop_injected(nb)
+    params = {} if profile == DEFAULT_PROFILE else {"profile": profile}
+    log = checks_log(root, nb)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    with environment({"PRUNEDYN_CHECKS_LOG": str(log)}):
+        execute_notebook(nb, params)
+    strip_timing(nb)
+
+
+def _book_order(root: Path, nbs: List[Path]) -> List[Path]:
+    """The longest chapters of the last build first (``_build/timings.json``), so that parallel
+    execution ends sooner; book order where no timing was recorded."""
+    try:
+        last = json.loads((root / "_build" / "timings.json").read_text())["chapters_seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return list(nbs)
+    return sorted(nbs, key=lambda nb: -float(last.get(str(nb.relative_to(root)), 0) or 0))
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's execution failed (its error was printed by the process that executed it)."""
+
+
+def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[List[str]] = None,
+                     jobs: Optional[int] = None) -> Dict[str, float]:
+    """Execute the chapters in place, ``jobs`` at a time (default :func:`default_jobs`); returns
+    seconds per chapter, in book order.
+
+    With ``jobs`` > 1 each chapter runs in its own process (its own kernel), with
+    ``OMP_NUM_THREADS`` = cores // jobs unless the caller set it; the chapters train their live runs
+    at one thread either way, so the numbers are the same as a one-at-a-time build on this CPU. Runs
+    two chapters share are trained once (the second waits on the run folder's lock, then reads the
+    cache). On the first failure the chapters still running are stopped and no other is started."""
     check_profile(profile)
+    nbs = [nb for nb in chapter_notebooks(root) if not only or any(s in nb.name for s in only)]
+    jobs = default_jobs() if jobs is None else max(1, int(jobs))
     timings: Dict[str, float] = {}
-    for nb in chapter_notebooks(root):
-        if only and not any(s in nb.name for s in only):
-            continue
-        _drop_injected(nb)
-        params = {} if profile == DEFAULT_PROFILE else {"profile": profile}
-        print(f"executing {nb.relative_to(root)} (profile {profile})", file=sys.stderr, flush=True)
-        log = checks_log(root, nb)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.unlink(missing_ok=True)
-        tic = time.perf_counter()
-        with environment({"PRUNEDYN_CHECKS_LOG": str(log)}):
-            execute_notebook(nb, params)
-        timings[str(nb.relative_to(root))] = round(time.perf_counter() - tic, 1)
-        strip_timing(nb)
-    return timings
+    if jobs == 1 or len(nbs) <= 1:
+        for nb in nbs:
+            print(f"executing {nb.relative_to(root)} (profile {profile})", file=sys.stderr, flush=True)
+            tic = time.perf_counter()
+            execute_chapter(root, nb, profile)
+            timings[str(nb.relative_to(root))] = round(time.perf_counter() - tic, 1)
+        return timings
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    queue = _book_order(root, nbs)
+    running: Dict[subprocess.Popen, Tuple[Path, float]] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                nb = queue.pop(0)
+                print(f"executing {nb.relative_to(root)} (profile {profile}; {len(running) + 1} of {jobs} at once)",
+                      file=sys.stderr, flush=True)
+                proc = subprocess.Popen([sys.executable, "-m", "prunedyn.run.book", str(root), str(nb), profile],
+                                        cwd=str(root), env=env)
+                running[proc] = (nb, time.perf_counter())
+            time.sleep(0.5)
+            for proc in [p for p in running if p.poll() is not None]:
+                nb, tic = running.pop(proc)
+                if proc.returncode != 0:
+                    raise ChapterFailed(f"{nb.relative_to(root)}: execution failed (exit {proc.returncode}; "
+                                        f"its error is printed above)")
+                timings[str(nb.relative_to(root))] = round(time.perf_counter() - tic, 1)
+                print(f"executed {nb.relative_to(root)} in {timings[str(nb.relative_to(root))]:.0f} s "
+                      f"({len(timings)} of {len(nbs)})", file=sys.stderr, flush=True)
+    finally:
+        for proc in running:  # a failure, or an interrupt: stop the others (their kernels follow them)
+            proc.terminate()
+        for proc in running:
+            proc.wait()
+    return {str(nb.relative_to(root)): timings[str(nb.relative_to(root))] for nb in nbs}
 
 
 def checks_log(root: Path, nb: Path) -> Path:
@@ -274,13 +343,17 @@ def build_html(root: Path) -> None:
     subprocess.run([str(jb), "build", str(root), "--warningiserror", "--keep-going"], check=True)
 
 
-def main(profile: str = DEFAULT_PROFILE, execute: bool = True, only: Optional[List[str]] = None) -> Dict[str, float]:
+def main(profile: str = DEFAULT_PROFILE, execute: bool = True, only: Optional[List[str]] = None,
+         jobs: Optional[int] = None) -> Dict[str, float]:
     root = repo_root()
-    timings = execute_chapters(root, profile, only) if execute else {}
+    started = time.perf_counter()
+    timings = execute_chapters(root, profile, only, jobs) if execute else {}
     tic = time.perf_counter()
     build_html(root)
-    report = {"profile": profile, "chapters_seconds": timings, "html_seconds": round(time.perf_counter() - tic, 1)}
-    report["total_seconds"] = round(sum(timings.values()) + report["html_seconds"], 1)
+    report = {"profile": profile, "jobs": (default_jobs() if jobs is None else jobs) if execute else 0,
+              "chapters_seconds": timings, "html_seconds": round(time.perf_counter() - tic, 1)}
+    report["chapters_seconds_sum"] = round(sum(timings.values()), 1)
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
     rows = read_checks(root) if execute else {}
     checks = tally(rows)
     report["checks"] = {ch: {"run": n, "failed": len(bad),
@@ -292,3 +365,12 @@ def main(profile: str = DEFAULT_PROFILE, execute: bool = True, only: Optional[Li
     if checks:
         print(checks_summary(checks, rows), flush=True)
     return report
+
+
+if __name__ == "__main__":  # one chapter, for execute_chapters' parallel build: ROOT NOTEBOOK PROFILE
+    _root, _nb, _profile = sys.argv[1:4]
+    try:
+        execute_chapter(Path(_root), Path(_nb), _profile)
+    except Exception as e:  # papermill's error names the cell; the traceback is in the notebook
+        print(f"{Path(_nb).name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="quick", help="quick (default: embedded data, CPU, minutes) or full (paper scale)")
     b.add_argument("--no-execute", action="store_true", help="build HTML from the committed notebooks without executing them")
     b.add_argument("--only", action="append", help="execute only chapters whose file name contains this (repeatable)")
+    b.add_argument("--jobs", type=int, default=None,
+                   help="chapters executed at once, each its own kernel (default: one per CPU core, at most 4)")
 
     sub.add_parser("presets", help="list the presets shipped with the package")
     return p
@@ -177,12 +179,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             from prunedyn.run.study import check_profile
 
             check_profile(args.profile)
+            if args.jobs is not None and args.jobs < 1:
+                return _fail(f"--jobs: {args.jobs} must be >= 1")
             try:
-                build_book(args.profile, not args.no_execute, args.only)
+                build_book(args.profile, not args.no_execute, args.only, args.jobs)
             except subprocess.CalledProcessError as e:
                 return _fail(f"book build failed: {e}", 1)
             except Exception as e:  # papermill's execution errors name the cell
-                if type(e).__name__ != "PapermillExecutionError":
+                if type(e).__name__ not in ("PapermillExecutionError", "ChapterFailed"):
                     raise
                 return _fail(f"chapter execution failed: {e}", 1)
             return 0
