@@ -241,3 +241,7 @@ def test_parallel_order_puts_the_longest_chapters_of_the_last_build_first(tmp_pa
     (tmp_path / "_build").mkdir()
     (tmp_path / "_build" / "timings.json").write_text(json.dumps({"chapters_seconds": {"b.ipynb": 50, "c.ipynb": 9}}))
     assert [p.stem for p in B._book_order(tmp_path, nbs)] == ["b", "c", "a"]
+
+
+def test_default_jobs_is_one_per_usable_core_at_most_four():
+    assert 1 <= B.default_jobs() <= min(B.MAX_JOBS, os.cpu_count() or 1)

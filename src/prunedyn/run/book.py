@@ -50,6 +50,8 @@ CELL_TIMEOUT = 2700
 #: Seconds to wait for a cell's execute reply once the kernel has reported idle for it (it normally
 #: follows within milliseconds); after that the reply is taken as lost.
 REPLY_GRACE = 60.0
+#: Most chapters executed at once by default (each kernel holds its data and models in memory).
+MAX_JOBS = 4
 #: Every lost reply the watchdog detected in this process: (cell id, seconds waited).
 LOST_REPLIES: List[Tuple[str, float]] = []
 
