@@ -134,12 +134,15 @@ def compacted_sparsity(source: RunResult, data) -> Dict[str, float]:
 
 def staged_requests(sources: Mapping[int, RunResult], dense: Mapping[int, RunResult], compacted: Mapping[int, dict],
                     levels: Sequence[float], epochs: int) -> List[tuple]:
-    """The second stage of the node-then-weight experiment, and its dense control, per seed.
+    """The second stage of the node-then-weight experiment, and its two controls, per seed.
 
     Staged: the compacted SWP network, global magnitude pruning of the share ``f`` of its
     remaining weights at the first step (its zeros kept), no regularizer, ``epochs`` epochs.
-    Control: the dense network of the same seed trained ``epochs`` more epochs the same way
-    (restarted optimizer, no pruning, no regularizer), so both arms have the same total epochs.
+    Control (same epochs): the dense network of the same seed trained ``epochs`` more epochs the
+    same way (restarted optimizer, no pruning, no regularizer), so both arms have the same total
+    epochs. Control (same sparsity, per ``f``): the same dense network, global magnitude pruning
+    at the first step to the staged network's total sparsity (:func:`matched_sparsity`), the
+    same ``epochs`` of fine-tuning.
     """
     reqs = []
     for seed, src in sources.items():
@@ -152,7 +155,21 @@ def staged_requests(sources: Mapping[int, RunResult], dense: Mapping[int, RunRes
         reqs.append(("mlp-mnist", [
             f"init.run={dense[seed].folder}", "init.compact=false", "pruner.kind=none",
             "regularizer.kind=none", "regularizer.lam=0", f"epochs={epochs}", f"seed={seed}"]))
+        for f in levels:
+            reqs.append(("mlp-mnist", [
+                f"init.run={dense[seed].folder}", "init.compact=false", "pruner.kind=magnitude", "pruner.scope=global",
+                f"pruner.sparsity={matched_sparsity(compacted[seed], f)!r}", "pruner.start_epoch=0",
+                "regularizer.kind=none", "regularizer.lam=0", f"epochs={epochs}", f"seed={seed}"]))
     return reqs
+
+
+def matched_sparsity(compacted: dict, f: float) -> float:
+    """The total weight sparsity (against the dense network's weights) of the compacted network
+    ``compacted`` (:func:`compacted_sparsity`) after the share ``f`` of its nonzero weights is removed."""
+    return 1 - compacted["nonzero"] * (1 - f) / DENSE_WEIGHTS
+
+
+MATCHED = "dense, magnitude to f = {f}'s sparsity"
 
 
 def staged_table(sources, dense, compacted, levels, results: Sequence[RunResult]) -> pd.DataFrame:
@@ -165,6 +182,10 @@ def staged_table(sources, dense, compacted, levels, results: Sequence[RunResult]
             i += 1
         control = results[i]
         i += 1
+        matched = {}
+        for f in levels:
+            matched[f] = results[i]
+            i += 1
         acc_long = control.summary["test_accuracy"]
         acc_40 = dense[seed].summary["test_accuracy"]
         rows.append({"seed": seed, "arm": "source (40 epochs)", "f": np.nan,
@@ -182,6 +203,12 @@ def staged_table(sources, dense, compacted, levels, results: Sequence[RunResult]
         rows.append({"seed": seed, "arm": "dense (40 + more epochs)", "f": np.nan,
                      "nonzero weights": DENSE_WEIGHTS, "total sparsity": 0.0, "nodes alive": 400,
                      "accuracy": acc_long, "gap to dense, same epochs": 0.0})
+        for f, r in matched.items():
+            c = T.weight_counts(r.folder)
+            rows.append({"seed": seed, "arm": MATCHED.format(f=f), "f": np.nan, "nonzero weights": c["nonzero"],
+                         "total sparsity": T.total_weight_sparsity(c["nonzero"], DENSE_WEIGHTS),
+                         "nodes alive": r.summary["nodes_alive"], "accuracy": r.summary["test_accuracy"],
+                         "gap to dense, same epochs": acc_long - r.summary["test_accuracy"]})
     return pd.DataFrame(rows)
 
 

@@ -250,3 +250,11 @@ def test_overwrite_validates_before_it_deletes_and_resume_checks_before_it_write
     other = run_cli("run", "mlp-mnist", *sets, "--set", "epochs=2", "--out", out, "--resume", "--quiet")
     assert other.returncode == 2 and "the config changed" in other.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_book_refuses_a_job_count_below_one_before_building_anything(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["book", "--jobs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--jobs" in err[0]
+    assert not (tmp_path / "_build").exists()

@@ -58,7 +58,7 @@ def test_the_package_declares_what_it_imports_and_the_pins_meet_its_bounds():
     declared = [Requirement(r) for r in project["dependencies"]]
     extras = {k: [Requirement(r) for r in v] for k, v in project["optional-dependencies"].items()}
     names = {r.name.lower() for r in declared} | {r.name.lower() for rs in extras.values() for r in rs}
-    dist = {"yaml": "pyyaml", "PIL": "pillow", "torch_pruning": "torch-pruning"}
+    dist = {"yaml": "pyyaml", "PIL": "pillow", "torch_pruning": "torch-pruning", "sklearn": "scikit-learn"}
     optional = {"triton"}  # a GPU-only kernel, imported where present
     imported = set()
     for f in (ROOT / "src" / "prunedyn").rglob("*.py"):

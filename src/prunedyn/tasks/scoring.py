@@ -36,28 +36,24 @@ from prunedyn.data.datasets import DatasetBundle, augment_batch, crop_flip, crop
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` (N,) for boolean labels ``positive`` (N,).
+    """Area under the ROC curve of ``scores`` (N,) for boolean labels ``positive`` (N,)
+    (scikit-learn's ``roc_auc_score``: the Mann-Whitney statistic, ties counted half); NaN when
+    one class is absent."""
+    from sklearn.metrics import roc_auc_score
 
-    The Mann-Whitney statistic with mid-ranks for ties; NaN when one class is absent.
-    """
-    pos = positive.astype(bool)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    pos = np.asarray(positive).astype(bool)
+    if pos.all() or not pos.any():
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=float)
-    sorted_scores = scores[order]
-    # mid-ranks: tied scores share the mean of their ranks
-    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    mid = start + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(mid, counts)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(pos, scores))
 
 
 def balanced_accuracy(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-    """Mean over the classes present in ``y`` of the recall of that class."""
-    recalls = [float((pred[y == k] == k).mean()) for k in range(num_classes) if (y == k).any()]
-    return float(np.mean(recalls))
+    """Mean over the classes present in ``y`` of the recall of that class (scikit-learn's
+    macro recall over those classes; ``num_classes`` bounds the labels)."""
+    from sklearn.metrics import recall_score
+
+    present = [k for k in range(num_classes) if (y == k).any()]
+    return float(recall_score(y, pred, labels=present, average="macro", zero_division=0))
 
 
 @torch.no_grad()
