@@ -258,3 +258,49 @@ def test_book_refuses_a_job_count_below_one_before_building_anything(capsys, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--jobs" in err[0]
     assert not (tmp_path / "_build").exists()
+
+
+def _small(*extra):
+    return sum((["--set", s] for s in [*SMALL, *extra]), [])
+
+
+def test_a_run_killed_between_its_last_checkpoint_and_its_summary_resumes_to_the_same_bits(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "cut"
+    assert main(["run", "mlp-mnist", "--out", str(ref), "--quiet", *_small()]) == 0
+    assert main(["run", "mlp-mnist", "--out", str(out), "--quiet", *_small()]) == 0
+    (out / "summary.json").unlink()  # as if killed after the final checkpoint, before the summary
+    assert main(["run", "mlp-mnist", "--out", str(out), "--quiet", "--resume", *_small()]) == 0
+    assert (out / "summary.json").read_bytes() == (ref / "summary.json").read_bytes()
+    for table in ("metrics", "layers", "nodes", "histograms"):
+        assert (out / f"{table}.csv").read_bytes() == (ref / f"{table}.csv").read_bytes(), table
+
+
+@pytest.mark.parametrize("table, cut", [("metrics", "last line"), ("nodes", "half a line"), ("layers", "all but the header")])
+def test_resume_refuses_a_truncated_table_and_changes_nothing(tmp_path, capsys, table, cut):
+    out = tmp_path / "run"
+    assert main(["run", "mlp-mnist", "--out", str(out), "--quiet", *_small()]) == 0
+    (out / "summary.json").unlink()
+    lines = (out / f"{table}.csv").read_text().splitlines(keepends=True)
+    kept = {"last line": lines[:-1], "half a line": lines[:-1] + [lines[-1][: len(lines[-1]) // 2]],
+            "all but the header": lines[:1]}[cut]
+    (out / f"{table}.csv").write_text("".join(kept))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["run", "mlp-mnist", "--out", str(out), "--quiet", "--resume", *_small()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{table}.csv" in err[0] and "truncated" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_out_path_that_is_a_file_and_a_model_too_large_for_memory_are_one_line_errors(tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    assert main(["run", "mlp-mnist", "--out", str(afile), "--quiet", *_small()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.txt" in err[0] and "not a folder" in err[0]
+    assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    big = tmp_path / "big"
+    assert main(["run", "mlp-mnist", "--out", str(big), "--quiet", *_small("model.hidden=[1000000000]")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "memory" in err[0] and "model" in err[0]
+    assert not big.exists()

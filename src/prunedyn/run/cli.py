@@ -1,7 +1,8 @@
 """The ``prunedyn`` command line: run experiments, compact finished runs, list presets.
 
 Exit codes: 0 success; 1 training diverged (NaN/inf; the last good checkpoint
-is kept); 2 bad input (config, data, run folder), with a one-line message.
+is kept); 2 bad input (config, data, run folder) or a file system that refuses
+a write (read-only, full), with a one-line message.
 """
 from __future__ import annotations
 
@@ -198,6 +199,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(f"training diverged: {e}", 1)
     except (ConfigError, DataError, RunError, CompactionError, CheckpointError) as e:
         return _fail(str(e))
+    except OSError as e:  # the file system refused: a read-only or full disk, a path that is not a folder
+        return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
     except KeyboardInterrupt:
         return _fail("interrupted; continue with --resume", 130)
 

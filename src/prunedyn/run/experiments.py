@@ -52,6 +52,7 @@ from prunedyn.models import build_model
 from prunedyn.run.backends import WORKER_SLOT
 from prunedyn.run.config import ExperimentConfig, config_hash
 from prunedyn.run.records import (
+    RecordError,
     RunRecord,
     atomic_torch_save,
     atomic_write_json,
@@ -268,7 +269,13 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
     if cfg.init.run:
         model = initial_model_from_run(Path(cfg.init.run), data, cfg.init.compact).to(device)
     else:
-        model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
+        try:
+            model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
+        except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError
+            if not isinstance(e, MemoryError) and "alloc" not in str(e):
+                raise
+            raise RunError(f"model: {cfg.model.name!r} with these widths does not fit in memory "
+                           f"({' '.join(str(e).split())[:160]})") from None
     check_model_fits_data(cfg, model, data, device)
     if cfg.train.channels_last:
         # 4-D parameters (conv kernels) only; a model without any is unchanged
@@ -500,11 +507,14 @@ def prepare_folder(out: Path, cfg_hash: str, resume: bool, overwrite: bool) -> O
     return None
 
 
-def save_checkpoint(t: Trainer, path: Path, epoch: int, h: str, elapsed: float) -> None:
+def save_checkpoint(t: Trainer, path: Path, epoch: int, h: str, elapsed: float,
+                    rows: Optional[Dict[str, List[dict]]] = None) -> None:
     """Everything needed to continue after ``epoch`` exactly as if never interrupted.
 
     Tables are saved before the checkpoint; on resume rows after the
-    checkpoint's epoch are dropped, so the two always agree.
+    checkpoint's epoch are dropped, so the two always agree. ``rows``: the
+    tables' rows of ``epoch`` at full precision (the CSVs keep 9 digits), from
+    which a resumed run rebuilds its summary bit for bit.
     """
     atomic_torch_save(
         {
@@ -514,6 +524,9 @@ def save_checkpoint(t: Trainer, path: Path, epoch: int, h: str, elapsed: float) 
             "optimizer": t.optimizer.state_dict(),
             "pruner": t.pruner.state_dict(),
             "elapsed": elapsed,
+            # plain Python values only: the checkpoint is read back with weights_only=True
+            "rows": {k: [{c: (v.item() if hasattr(v, "item") else v) for c, v in r.items()} for r in rs]
+                     for k, rs in (rows or {}).items()},
         },
         path,
     )
@@ -530,6 +543,8 @@ def run(
 ) -> dict:
     """Train ``cfg`` into folder ``out`` and return its summary (see :mod:`prunedyn.run.records`)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder (the run folder to write; name another)")
     h = config_hash(cfg)
     with folder_lock(out):  # two processes asking for one run: the second waits, then reads it
         finished = prepare_folder(out, h, resume, overwrite)
@@ -613,12 +628,16 @@ def _train(cfg: ExperimentConfig, out: Path, h: str, resume: bool, progress: boo
         trainer.pruner.load_state_dict(ckpt["pruner"])
         start_epoch = ckpt["epoch"]
         elapsed = ckpt.get("elapsed", 0.0)
-        record = RunRecord.load(out, upto_epoch=start_epoch)
+        try:
+            record = RunRecord.load(out, upto_epoch=start_epoch, exact=ckpt.get("rows"))
+        except RecordError as e:
+            raise RunError(str(e)) from None
     else:
-        for table, rows in snapshot(trainer, 0, {}).items():
+        rows0 = snapshot(trainer, 0, {})
+        for table, rows in rows0.items():
             record.add(table, rows)
         record.save(out)
-        save_checkpoint(trainer, ckpt_path, 0, h, elapsed)
+        save_checkpoint(trainer, ckpt_path, 0, h, elapsed, rows0)
     bar = tqdm(
         total=cfg.epochs * trainer.steps_per_epoch,
         initial=start_epoch * trainer.steps_per_epoch,
@@ -639,7 +658,7 @@ def _train(cfg: ExperimentConfig, out: Path, h: str, resume: bool, progress: boo
             m = rows["metrics"][0]
             bar.set_postfix(acc=f"{m['test_accuracy']:.4f}", dead=f"{m['dead_node_fraction']:.2f}")
             record.save(out)
-            save_checkpoint(trainer, ckpt_path, epoch, h, elapsed)
+            save_checkpoint(trainer, ckpt_path, epoch, h, elapsed, rows)
     finally:
         bar.close()
     return finish(trainer, out, record, h, elapsed)

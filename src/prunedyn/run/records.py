@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
@@ -60,16 +60,54 @@ class RunRecord:
             atomic_write_text(Path(folder) / f"{table}.csv", buf.getvalue())
 
     @classmethod
-    def load(cls, folder: Path, upto_epoch: int) -> "RunRecord":
-        """The tables of ``folder`` restricted to epochs ``<= upto_epoch``."""
+    def load(cls, folder: Path, upto_epoch: int, exact: Optional[Dict[str, List[dict]]] = None) -> "RunRecord":
+        """The tables of ``folder`` restricted to epochs ``<= upto_epoch``; ``exact``: the rows of
+        epoch ``upto_epoch`` as the run computed them (the checkpoint keeps them), which replace
+        the CSV's 9-digit copies so that a resumed run's summary has the same bits.
+
+        Raises :class:`RecordError` when a table lacks an epoch ``0..upto_epoch``, has fewer rows
+        for one than for epoch 0, or ends in a cut-off row (a file truncated by hand or by a full
+        disk: the run cannot continue from it)."""
         rec = cls()
         for table in TABLES:
             path = Path(folder) / f"{table}.csv"
-            if path.exists() and path.stat().st_size > 1:
+            if not (path.exists() and path.stat().st_size > 1):
+                if exact is not None and table in exact and not exact[table]:
+                    continue  # a table this run never fills
+                raise RecordError(f"{path}: missing or empty, but the checkpoint is at epoch {upto_epoch}")
+            try:
                 df = pd.read_csv(path)
-                df = df[df["epoch"] <= upto_epoch]
-                rec.rows[table] = df.to_dict("records")
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+                raise RecordError(f"{path}: unreadable ({' '.join(str(e).split())})") from None
+            if "epoch" not in df:
+                raise RecordError(f"{path}: has no epoch column")
+            df = df[df["epoch"] <= upto_epoch]
+            _check_complete(path, df, upto_epoch)
+            rec.rows[table] = df.to_dict("records")
+            if exact and table in exact:
+                rec.rows[table] = [r for r in rec.rows[table] if r["epoch"] != upto_epoch] + list(exact[table])
         return rec
+
+
+class RecordError(ValueError):
+    """A run folder's table does not agree with its checkpoint."""
+
+
+def _check_complete(path: Path, df: pd.DataFrame, upto_epoch: int) -> None:
+    counts = df.groupby("epoch").size()
+    missing = sorted(set(range(upto_epoch + 1)) - set(int(e) for e in counts.index))
+    if missing:
+        raise RecordError(f"{path}: no rows for epoch {missing[0]} (the checkpoint is at epoch {upto_epoch}): "
+                          f"the table is truncated; start the run again with --overwrite")
+    short = [int(e) for e, n in counts.items() if n < counts.iloc[0]]
+    if short:
+        raise RecordError(f"{path}: epoch {short[0]} has {counts.loc[short[0]]} rows, epoch 0 has {counts.iloc[0]}: "
+                          f"the table is truncated; start the run again with --overwrite")
+    first, last = df.iloc[0], df.iloc[-1]
+    cut = [c for c in df.columns if pd.isna(last[c]) and not pd.isna(first[c])]
+    if cut:
+        raise RecordError(f"{path}: its last row has no value for {cut[0]!r}: the table is truncated; "
+                          f"start the run again with --overwrite")
 
 
 def load_tables(folder: Path) -> Dict[str, pd.DataFrame]:
