@@ -1,8 +1,10 @@
 """Sweeps: expansion, validation, parallel runs, kill and restart without redoing work."""
 import json
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -194,3 +196,46 @@ def test_cpu_scale_specs_repeat_the_chapters_live_runs(preset, name):
         first = min(c.epochs for c in cfgs)
         hashes = {config_hash(c) for c in cfgs if c.epochs == first}
         assert len(hashes) == 6 and hashes <= live, (kind, len(hashes & live))
+
+
+def _children(pid):
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killing_a_sweep_kills_its_pool_workers(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import SMALL
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: orphans\nbase: mlp-mnist\nset:\n" + "".join(f"  - '{s}'\n" for s in [*SMALL, "epochs=50"])
+                    + "grid:\n  - {pruner.sigma: [0.01, 0.02]}\nseeds: [0]\nworkers: 2\n")
+    proc = subprocess.Popen([sys.executable, "-m", "prunedyn.run.cli", "sweep", str(spec), "--out", str(tmp_path / "o"),
+                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, workers = time.time() + 120, []
+    while time.time() < deadline and len(workers) < 2:
+        workers = [c for c in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        time.sleep(0.2)
+    assert len(workers) == 2, "the pool did not start"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "pool workers outlived the sweep"

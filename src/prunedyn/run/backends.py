@@ -81,22 +81,50 @@ def _process(fn, jobs: Sequence[Job], workers: int) -> Iterator[Tuple[int, dict]
         for job in jobs:
             yield job.index, fn(*job.args)
         return
+    # spawn: a fresh interpreter per worker (a fork of a process that holds torch threads can hang)
     ctx = get_context("spawn")
     slots = ctx.Value("i", 0)
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                             initializer=take_worker_slot, initargs=(slots,)) as pool:
+                             initializer=init_worker, initargs=(slots, os.getpid())) as pool:
         futures = {pool.submit(fn, *job.args): job.index for job in jobs}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
 
 
+def init_worker(counter, parent: int) -> None:
+    """Pool initializer: :func:`take_worker_slot`, and die with the process that started the
+    pool (a killed sweep leaves no worker training on and holding its memory)."""
+    take_worker_slot(counter)
+    die_with_parent(parent)
+
+
 def take_worker_slot(counter) -> None:
-    """Pool initializer: give this worker process the next number (``$PRUNEDYN_WORKER_SLOT``),
-    which spreads ``device: cuda`` runs over the machine's GPUs."""
+    """Give this worker process the next number (``$PRUNEDYN_WORKER_SLOT``), which spreads
+    ``device: cuda`` runs over the machine's GPUs."""
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
     os.environ[WORKER_SLOT] = str(slot)
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when ``parent`` exits (Linux; a no-op elsewhere). If ``parent`` is
+    already gone, exit now."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def import_ray():

@@ -167,14 +167,14 @@ def run_many(
         for folder, cfg in tqdm(todo, desc="runs", unit="run", disable=not progress):
             run(cfg, Path(folder), resume=True, progress=False)
     elif todo:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from contextlib import closing
 
-        # spawn: a fresh interpreter per worker (fork of a process that holds torch threads can hang)
-        with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_in_worker, cfg.to_dict(), folder) for folder, cfg in todo]
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="runs", unit="run", disable=not progress):
-                fut.result()
+        from prunedyn.run.backends import Job, execute
+
+        jobs = [Job(i, (cfg.to_dict(), folder)) for i, (folder, cfg) in enumerate(todo)]
+        with closing(execute(_run_in_worker, jobs, "process", n)) as finished:  # the sweeps' process pool
+            for _ in tqdm(finished, total=len(jobs), desc="runs", unit="run", disable=not progress):
+                pass
     return [RunResult(c, f, run(c, f, resume=True, progress=False)) for c, f in zip(cfgs, folders)]
 
 
