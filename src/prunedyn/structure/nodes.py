@@ -293,9 +293,11 @@ def node_layers(model: nn.Module, example: Optional[torch.Tensor] = None, use_tr
         chain, chain_error = None, err
     try:
         traced = traced_node_layers(model, example)
-    except Exception as err:  # torch-pruning cannot trace it, or a structure not wired here
+    except WiringError as err:  # the trace shows a structure not wired here: refuse, naming it
+        raise WiringError(str(err)) from None
+    except Exception as err:  # torch-pruning cannot trace it
         if chain is None:
-            raise WiringError(f"{chain_error}; and the traced graph cannot be wired: {err}") from err
+            raise WiringError(f"{chain_error}; and torch-pruning cannot trace the model: {err}") from err
         import warnings
 
         warnings.warn(f"chain node wiring not checked against a trace: {err}", stacklevel=2)

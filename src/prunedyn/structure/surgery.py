@@ -55,7 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunedyn.modes import eval_mode
 from prunedyn.structure.nodes import Consumer, NodeLayer, layer_nodes, node_layers
-from prunedyn.structure.traced import is_depthwise
+from prunedyn.structure.traced import WiringError, is_depthwise
 
 
 @dataclass
@@ -514,6 +514,12 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
             mask = consumer_masks[id(m)][1]
             for j in torch.nonzero(remove).flatten().tolist():
                 mask[c.offset + j * c.repeat : c.offset + (j + 1) * c.repeat] = False
+    names = {id(m): n for n, m in model.named_modules()}
+    for m, mask in consumer_masks.values():  # refused before any surgery, naming the layer
+        if not isinstance(m, nn.Linear) and m.groups != 1 and not bool(mask.all()):
+            raise WiringError(f"{names.get(id(m), type(m).__name__)}: a grouped convolution (groups={m.groups}, "
+                              f"{m.in_channels} -> {m.out_channels} channels) reads nodes that would be removed; "
+                              f"compaction of grouped convolutions is not supported")
     for layer, remove in plans:
         for producer, norm in layer.producers:
             _shrink_outputs(producer, torch.nonzero(~remove).flatten(), norm)

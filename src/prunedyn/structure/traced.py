@@ -171,12 +171,11 @@ def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tra
     graph = graph if graph is not None else build_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
     order = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
-    for m in graph.module2node:
+    for m in sorted(graph.module2node, key=lambda m: order.get(id(m), 1 << 30)):  # the first one refused
         if isinstance(m, PRUNABLE_TYPES):
             _check_grouping(m, names)
     outputs = output_layers(graph, model)
-    groups = []
-    for group in graph.get_all_groups(ignored_layers=outputs, root_module_types=PRUNABLE_TYPES):
+    def read(group) -> Optional[TracedGroup]:
         producers, norms, consumers = [], [], []
         n = None
         pinned = False  # tied to a tensor that cannot shrink (the model input, a buffer)
@@ -206,11 +205,11 @@ def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tra
                 raise WiringError(f"{label}: a node group reaches the model output")
             elif not isinstance(module, nn.Module) or any(True for _ in module.parameters(recurse=False)):
                 raise WiringError(
-                    f"{label} ({type(module).__name__}) has per-channel parameters tied to a node group; "
+                    f"{label}: a {type(module).__name__} with per-channel parameters tied to a node group; "
                     "only Linear / Conv / BatchNorm are supported"
                 )
         if not producers or pinned:
-            continue
+            return None
         producers.sort(key=lambda m: order.get(id(m), 1 << 30))
         norm_of: Dict[int, nn.Module] = {}
         for bn in norms:
@@ -223,7 +222,7 @@ def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tra
             norm_of[id(src)] = bn
         members = {id(p): i for i, p in enumerate(producers)}
         if any(is_depthwise(p) and not _sources(graph, p, members) for p in producers):
-            continue  # a depthwise conv reading the model input: its input channels cannot go
+            return None  # a depthwise conv reading the model input: its input channels cannot go
         traced = TracedGroup(names[producers[0]], [(p, norm_of.get(id(p))) for p in producers])
         for module, idxs, roots in consumers:
             label = names.get(module, type(module).__name__)
@@ -237,11 +236,24 @@ def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tra
             )
             if not ok:
                 raise WiringError(
-                    f"{label} reads the {n} channels of {traced.name} at positions that are not "
+                    f"{label}: reads the {n} channels of {traced.name} at positions that are not "
                     "contiguous blocks (offset + j * repeat + r): not supported"
                 )
             traced.consumers.append(TracedConsumer(module, off, rep, _sources(graph, module, members)))
         traced.consumers.sort(key=lambda c: order.get(id(c.module), 1 << 30))
-        groups.append(traced)
+        return traced
+
+    groups, errors = [], []
+    for group in graph.get_all_groups(ignored_layers=outputs, root_module_types=PRUNABLE_TYPES):
+        try:
+            traced = read(group)
+        except WiringError as err:  # kept: the refusal names the first layer in registration order
+            first = min((order.get(id(item.dep.target.module), 1 << 30) for item in group.items), default=1 << 30)
+            errors.append((first, str(err)))
+            continue
+        if traced is not None:
+            groups.append(traced)
+    if errors:
+        raise WiringError(min(errors)[1])
     groups.sort(key=lambda g: order.get(id(g.producers[0][0]), 1 << 30))
     return groups
