@@ -68,3 +68,25 @@ def test_unsupported_architectures_are_refused_naming_the_first_layer(name):
         compact(model, x)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(layer + ":") and why in msg, msg
+
+
+def test_a_trace_that_runs_too_long_is_refused_in_time(monkeypatch):
+    import time
+
+    import torch_pruning as tp
+
+    from prunedyn.structure import traced
+
+    slow = tp.DependencyGraph.build_dependency
+
+    def hang(self, *a, **k):
+        time.sleep(30)
+        return slow(self, *a, **k)
+
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", hang)
+    monkeypatch.setattr(traced, "TRACE_SECONDS", 1.0)
+    model = tvm.resnet18(num_classes=10).eval()
+    tic = time.perf_counter()
+    with pytest.raises(WiringError, match="took over 1 s"):
+        model_nodes(model, torch.randn(1, 3, 32, 32))
+    assert time.perf_counter() - tic < 10

@@ -44,6 +44,7 @@ naming the layer.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -164,8 +165,44 @@ def _sources(graph, consumer: nn.Module, members: Dict[int, int]) -> Tuple[int, 
     return () if unknown or not found else tuple(sorted(found))
 
 
+#: Seconds the trace and grouping of one model may take before :func:`read_wiring` gives up
+#: (torch-pruning's grouping can run for a very long time on some graphs, e.g. Swin transformers).
+TRACE_SECONDS = 120.0
+
+
+@contextmanager
+def time_limit(seconds: float, what: str):
+    """Raise :class:`WiringError` if the block runs longer than ``seconds`` (SIGALRM: only in the
+    main thread of a POSIX process; elsewhere the block runs without a limit)."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        yield
+        return
+
+    def expired(signum, frame):
+        raise WiringError(f"{what} took over {seconds:g} s; prunedyn cannot wire this model "
+                          f"(give it a node_layers() method, or raise prunedyn.structure.traced.TRACE_SECONDS)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[TracedGroup]:
-    """The node groups of ``model`` from a trace on ``example``, in module registration order."""
+    """The node groups of ``model`` from a trace on ``example``, in module registration order.
+    Tracing and grouping together may take :data:`TRACE_SECONDS`; beyond that a
+    :class:`WiringError` says so."""
+    with time_limit(TRACE_SECONDS, f"tracing {type(model).__name__} with torch-pruning"):
+        return _read_wiring(model, example, graph)
+
+
+def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[TracedGroup]:
     from torch_pruning.ops import OPTYPE
 
     graph = graph if graph is not None else build_graph(model, example)
