@@ -14,8 +14,8 @@ the same device and in the same process, round-robin:
   bf16 instructions, which the output names);
 - the SWP step that follows (``StochasticWeightPruner.step``), Gaussian
   kernel, absolute sigma 0.002 as in the vgg16-cifar10 preset, along its
-  paths: ``per_tensor`` (the default torch stream), ``fast`` (CPU,
-  ``fast=True``) or ``multi_tensor`` (GPU, the ``_foreach`` path), and
+  paths: ``per_tensor`` (the default torch stream), ``multi_tensor`` (GPU,
+  the ``_foreach`` path), and
   ``counter`` (``stream="counter"``: the fused kernel of prunedyn.core.fused);
 
 and prints the median of each over ``--steps`` repetitions (after two
@@ -74,8 +74,6 @@ def measure(width: float, batch: int, steps: int, device: torch.device) -> list:
     pruners = {"per_tensor": StochasticWeightPruner(model, sigma=0.002, seed=1, fused=False)}
     if device.type == "cuda":
         pruners["multi_tensor"] = StochasticWeightPruner(model, sigma=0.002, seed=1, fused=True)
-    else:
-        pruners["fast"] = StochasticWeightPruner(model, sigma=0.002, seed=1, fast=True)
     pruners["counter"] = StochasticWeightPruner(model, sigma=0.002, seed=1, stream="counter")
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)

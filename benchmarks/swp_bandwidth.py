@@ -15,8 +15,7 @@ machine hits every entry alike and the ratios hold):
   sigma) along its paths: ``previous`` (the implementation before issue
   #12, kept here verbatim: one ``torch.rand`` for all weights, four
   temporaries, ``masked_fill_``), ``exact`` (the default ``torch`` stream:
-  the same decisions, tested bit for bit in tests/test_swp_fast.py), ``fast``
-  (``fast=True``: NumPy's stream, the same probabilities) and ``counter``
+  the same decisions, tested bit for bit in tests/test_swp_fast.py) and ``counter``
   (``stream="counter"``: the fused one-pass kernel of prunedyn.core.fused, C
   on the CPU, Triton on a GPU; on a GPU also ``multi_tensor``, the default
   torch stream's ``_foreach`` path). Each timing restores the initial
@@ -73,7 +72,7 @@ def previous_prune(pruner: StochasticWeightPruner) -> None:
 
 
 #: the SWP paths per device type
-PATHS = {"cpu": ("previous", "exact", "fast", "counter"), "cuda": ("previous", "exact", "multi_tensor", "counter")}
+PATHS = {"cpu": ("previous", "exact", "counter"), "cuda": ("previous", "exact", "multi_tensor", "counter")}
 
 #: ``wall``: elapsed time; ``cpu``: this thread's CPU time (with one torch thread all the work runs
 #: in it), far less sensitive to other processes sharing the cores, though not to their use of
@@ -96,7 +95,7 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str, d
         for w, w0 in zip(weights, initial):
             w.copy_(w0)
 
-    options = {"previous": {}, "exact": {"fused": False}, "fast": {"fast": True}, "multi_tensor": {"fused": True},
+    options = {"previous": {}, "exact": {"fused": False}, "multi_tensor": {"fused": True},
                "counter": {"stream": "counter"}}
     pruners = {path: StochasticWeightPruner(model, sigma=sigma, seed=1, **options[path]) for path in PATHS[device.type]}
 

@@ -1,18 +1,14 @@
-"""The faster SWP step: the exact stream's decisions bit for bit, the fast path's probabilities.
+"""The faster SWP step: the exact stream's decisions bit for bit.
 
-- :func:`prunedyn.core.kernels.fast_decision` takes the same draws ``u`` as the
-  reference ``u < kappa(w)`` and must give the same booleans for every ``u``;
+- :func:`prunedyn.core.kernels.fast_decision` (``u < clamped_kappa``) takes the
+  same draws ``u`` as the reference ``u < kappa(w)`` and must give the same
+  booleans for every ``u``;
 - the default (exact-stream) pruner must zero exactly the weights the
-  previous implementation zeroed, step after step, whatever the options;
-- the fast path (``fast=True``, another stream) must prune each weight with
-  probability ``P = ceil(kappa 2**24) / 2**24`` (statistical tests, fixed
-  seeds, tolerance from the binomial standard deviation), never where
-  ``kappa == 0``, and keep sticky masks, relative sigma, schedules and resumes.
+  previous implementation zeroed, step after step, whatever the options.
 """
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -20,7 +16,7 @@ from torch import nn
 from prunedyn.core import kernels
 from prunedyn.core import pruning
 from prunedyn.core.kernels import KERNELS, clamped_kappa, fast_decision, get_kernel, prune_decision, register_kernel
-from prunedyn.core.pruning import StochasticWeightPruner, _bernoulli_positions, prunable_weights
+from prunedyn.core.pruning import StochasticWeightPruner, prunable_weights
 
 
 @pytest.fixture(params=[True, False], ids=["flush", "denormals"])
@@ -131,9 +127,6 @@ def test_draws_lie_on_the_2_to_minus_24_lattice():
     """The premise of P = ceil(kappa 2^24) / 2^24: both sources draw k * 2^-24."""
     u = torch.rand(1 << 20, generator=torch.Generator().manual_seed(0))
     assert torch.equal(u * 2.0**24, (u * 2.0**24).floor())
-    v = np.random.Generator(np.random.PCG64(0)).random(1 << 20, dtype=np.float32)
-    assert np.array_equal(v * 2.0**24, np.floor(v * 2.0**24))
-    assert kernels.draw_digits(torch.float32) == 24 and kernels.draw_digits(torch.float64) == 53
 
 
 # ---------------------------------------------------------------- the exact stream: as before, bit for bit
@@ -262,286 +255,20 @@ def test_relu_net_trains_identically_with_the_new_exact_stream():
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-# ---------------------------------------------------------------- the fast path: probabilities
-
-
-def grid_layer(values, repeat):
-    """A bias-free Linear holding every value of ``values`` ``repeat`` times, in a shuffled order."""
-    w = torch.tensor(values, dtype=torch.float32).repeat_interleave(repeat)
-    w = w[torch.randperm(w.numel(), generator=torch.Generator().manual_seed(3))]
-    layer = nn.Linear(repeat, len(values), bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(w.view(len(values), repeat))
-    return layer, w
-
-
-def lattice_probability(kappa: float) -> float:
-    """P(u < kappa) for u = k * 2**-24, k uniform on 0 .. 2**24 - 1."""
-    return min(1.0, math.ceil(kappa * 2**24) / 2**24)
-
-
-@pytest.mark.parametrize("kernel", ["gaussian", "laplace"])
-@pytest.mark.parametrize("dense_above", [1.0, 0.0, 0.4], ids=["candidates", "every-weight", "default"])
-def test_fast_path_prunes_with_probability_kappa(kernel, dense_above, monkeypatch):
-    monkeypatch.setattr(StochasticWeightPruner, "DENSE_ABOVE", dense_above)
-    sigma, repeat = 0.01, 20_000
-    ratios = [0.0, 0.05, 0.3, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 5.5, 8.0, 20.0, 40.0, 200.0]
-    values = [r * sigma * (-1) ** i for i, r in enumerate(ratios)]
-    layer, w0 = grid_layer(values, repeat)
-    pruner = StochasticWeightPruner(layer, kernel=kernel, sigma=sigma, seed=7, fast=True)
-    pruner.step()
-    w = layer.weight.detach().flatten()
-    for v in values:
-        sel = w0 == v
-        kappa = float(get_kernel(kernel)(torch.tensor(v, dtype=torch.float32), sigma))
-        p = lattice_probability(kappa)
-        rate = float((w[sel] == 0).float().mean())
-        se = math.sqrt(max(p * (1 - p), 1e-12) / repeat)
-        assert abs(rate - p) <= 5 * se + 1e-12, (v / sigma, rate, p)
-        if kappa == 0:
-            assert rate == 0.0
-        assert torch.all((w[sel] == 0) | (w[sel] == v))  # survivors untouched
-
-
-def test_fast_path_never_prunes_where_kappa_is_zero():
-    sigma = 0.01
-    layer, w0 = grid_layer([15 * sigma, -20 * sigma, 100 * sigma, 1e3], 50_000)
-    assert (get_kernel("gaussian")(w0, sigma) == 0).all()
-    pruner = StochasticWeightPruner(layer, sigma=sigma, seed=1, fast=True)
-    for _ in range(30):
-        pruner.step()
-    assert torch.equal(layer.weight.detach().flatten().sort().values, w0.sort().values)
-
-
-def test_fast_path_tail_rate_is_the_lattice_step(monkeypatch):
-    """Beyond the cut-off, prunes at exactly 2**-d where kappa > 0: seen with d = 4 (rate 1/16)."""
-    monkeypatch.setattr(pruning, "draw_digits", lambda dtype: 4)
-    sigma, repeat = 0.01, 40_000
-    # cut-off for d = 4: 1.01 sqrt(8 ln 2) sigma = 2.38 sigma
-    values = [1.0 * sigma, 3.0 * sigma, -4.0 * sigma, 20.0 * sigma]  # candidate, tail, tail, kappa == 0
-    layer, w0 = grid_layer(values, repeat)
-    StochasticWeightPruner(layer, sigma=sigma, seed=2, fast=True).step()
-    w = layer.weight.detach().flatten()
-    expected = [lattice_probability(math.exp(-0.5)), 1 / 16, 1 / 16, 0.0]
-    for v, p in zip(values, expected):
-        rate = float((w[w0 == v] == 0).float().mean())
-        se = math.sqrt(max(p * (1 - p), 1e-12) / repeat)
-        assert abs(rate - p) <= 5 * se, (v / sigma, rate, p)
-
-
-def test_bernoulli_positions():
-    rng = np.random.Generator(np.random.PCG64(0))
-    n, p = 1_000_000, 0.003
-    counts = []
-    for _ in range(5):
-        pos = _bernoulli_positions(n, p, rng)
-        assert pos.dtype == np.int64
-        assert (np.diff(pos) > 0).all() and pos.min() >= 0 and pos.max() < n
-        counts.append(pos.size)
-    mean, se = n * p, math.sqrt(n * p * (1 - p))
-    assert all(abs(c - mean) < 5 * se for c in counts)
-    # spread evenly: halves hold about half each
-    pos = _bernoulli_positions(n, 0.01, rng)
-    assert abs((pos < n // 2).mean() - 0.5) < 0.02
-    # a rate far below 1/n: almost always nothing, one geometric draw
-    assert sum(_bernoulli_positions(1000, 2.0**-24, rng).size for _ in range(100)) <= 1
-    a = _bernoulli_positions(n, p, np.random.Generator(np.random.PCG64(3)))
-    b = _bernoulli_positions(n, p, np.random.Generator(np.random.PCG64(3)))
-    assert np.array_equal(a, b)
-
-
-# ---------------------------------------------------------------- the fast path: reproducible, options
-
-
-def fast_masks(seed, steps=3, **kw):
-    model = conv_net(0)
-    pruner = StochasticWeightPruner(model, sigma=0.01, seed=seed, fast=True, **kw)
-    for _ in range(steps):
-        pruner.step()
-    return [w == 0 for w in prunable_weights(model).values()]
-
-
-def test_fast_path_same_seed_same_zeros_other_seed_other_zeros():
-    a, b, c = fast_masks(7), fast_masks(7), fast_masks(8)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert sum(int(x.sum()) for x in a) > 100
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
-
-
-def test_fast_path_leaves_global_rngs_alone():
-    def pruned(disturb):
-        model = conv_net(0)
-        pruner = StochasticWeightPruner(model, sigma=0.01, seed=7, fast=True)
-        torch.manual_seed(1234)
-        np.random.seed(5)
-        state, np_state = torch.random.get_rng_state(), np.random.get_state()[1].copy()
-        for _ in range(3):
-            if disturb:
-                torch.rand(100)
-                np.random.rand(100)
-            pruner.step()
-        if not disturb:
-            assert torch.equal(torch.random.get_rng_state(), state)
-            assert np.array_equal(np.random.get_state()[1], np_state)
-        return [w == 0 for w in prunable_weights(model).values()]
-
-    a, b = pruned(False), pruned(True)
-    assert sum(int(x.sum()) for x in a) > 100
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-
-
-def test_fast_path_differs_from_the_exact_stream_but_not_in_rate():
-    torch.manual_seed(0)
-    base = nn.Linear(1000, 400)
-    with torch.no_grad():
-        base.weight.copy_(0.01 * torch.randn(400, 1000))
-    rates, masks = {}, {}
-    for fast in (False, True):
-        layer = copy.deepcopy(base)
-        StochasticWeightPruner(layer, sigma=0.01, seed=3, fast=fast).step()
-        masks[fast] = layer.weight == 0
-        rates[fast] = float(masks[fast].float().mean())
-    p = float(get_kernel("gaussian")(base.weight.detach(), 0.01).mean())
-    se = math.sqrt(p * (1 - p) / base.weight.numel())
-    assert abs(rates[False] - p) < 5 * se and abs(rates[True] - p) < 5 * se
-    assert not torch.equal(masks[False], masks[True])
-
-
-@pytest.mark.parametrize("kernel", ["gaussian", "laplace", "hard"])
-def test_fast_path_sticky_zeros_stay_zero(kernel):
-    torch.manual_seed(0)
-    model = conv_net(1)
-    pruner = StochasticWeightPruner(model, kernel=kernel, sigma=0.02, sticky=True, seed=4, fast=True)
-    pruner.step()
-    zeroed = [(w == 0).clone() for w in prunable_weights(model).values()]
-    assert sum(int(z.sum()) for z in zeroed) > 0
-    g = torch.Generator().manual_seed(2)
-    for _ in range(4):
-        with torch.no_grad():
-            for w in prunable_weights(model).values():
-                w.add_(0.01 * torch.randn(w.shape, generator=g))
-        pruner.step()
-        now = [w == 0 for w in prunable_weights(model).values()]
-        for before, after, mask in zip(zeroed, now, pruner.masks.values()):
-            assert not (before & ~after).any()
-            assert torch.equal(~mask, after)
-        zeroed = [a.clone() for a in now]
-
-
-def test_fast_path_relative_sigma_scale_invariant():
-    torch.manual_seed(3)
-    base = nn.Linear(400, 500)
-    results = {}
-    for c in (1.0, 4.0, 0.25):
-        layer = copy.deepcopy(base)
-        with torch.no_grad():
-            layer.weight.mul_(c)
-        StochasticWeightPruner(layer, sigma=0.3, sigma_mode="relative", seed=11, fast=True).step()
-        results[c] = layer.weight == 0
-    assert torch.equal(results[1.0], results[4.0]) and torch.equal(results[1.0], results[0.25])
-    w = base.weight.detach()
-    p = float(get_kernel("gaussian")(w, 0.3 * float(w.pow(2).mean().sqrt())).mean())
-    rate = float(results[1.0].float().mean())
-    assert abs(rate - p) <= 5 * math.sqrt(p * (1 - p) / w.numel())
-
-
-def test_fast_path_schedules_and_start_step():
-    layer = nn.Linear(100, 1, bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(torch.linspace(0.005, 0.995, 100).unsqueeze(0))
-    pruner = StochasticWeightPruner(layer, kernel="hard", sigma=1.0, schedule="linear", ramp_steps=10, fast=True,
-                                    start_step=2)
-    for _ in range(2):
-        pruner.step()
-        assert int((layer.weight == 0).sum()) == 0
-    for t in range(11):
-        pruner.step()
-        assert int((layer.weight == 0).sum()) == 10 * t
-    # a linear ramp of the gaussian: nothing at its first step
-    layer = nn.Linear(50, 40)
-    with torch.no_grad():
-        layer.weight.fill_(1e-4)
-    pruner = StochasticWeightPruner(layer, sigma=1.0, schedule="linear", ramp_steps=10, fast=True)
-    pruner.step()
-    assert torch.all(layer.weight == 1e-4)
-    pruner.step()
-    assert float((layer.weight == 0).float().mean()) > 0.99
-
-
-@pytest.mark.parametrize("sticky", [False, True])
-def test_fast_path_resumes_to_the_same_numbers(sticky):
-    def run(steps, state=None):
-        model = conv_net(0)
-        pruner = StochasticWeightPruner(model, sigma=0.01, seed=3, sticky=sticky, fast=True)
-        if state is not None:
-            model.load_state_dict(state[0])
-            pruner.load_state_dict(copy.deepcopy(state[1]))
-        for _ in range(steps):
-            g = torch.Generator().manual_seed(pruner.steps_done)  # the same optimiser moves either way
-            with torch.no_grad():
-                for w in prunable_weights(model).values():
-                    w.add_(0.002 * torch.randn(w.shape, generator=g))
-            pruner.step()
-        return model, pruner
-
-    full, _ = run(6)
-    half, pruner = run(3)
-    assert "numpy_generator" in pruner.state_dict()
-    state = (copy.deepcopy(half.state_dict()), copy.deepcopy(pruner.state_dict()))
-    resumed, _ = run(3, state)
-    for a, b in zip(prunable_weights(full).values(), prunable_weights(resumed).values()):
-        assert torch.equal(a, b)
-
-
-def test_fast_state_survives_torch_save_and_weights_only_load(tmp_path):
-    pruner = StochasticWeightPruner(conv_net(0), sigma=0.01, seed=3, fast=True)
-    pruner.step()
-    torch.save(pruner.state_dict(), tmp_path / "p.pt")
-    state = torch.load(tmp_path / "p.pt", weights_only=True)
-    other = StochasticWeightPruner(conv_net(0), sigma=0.01, seed=99, fast=True)
-    other.load_state_dict(state)
-    assert other._np_rng.bit_generator.state == pruner._np_rng.bit_generator.state
-
-
-def test_fast_path_other_layouts_and_dtypes():
-    torch.manual_seed(0)
-    conv = nn.Conv2d(16, 32, 3).to(memory_format=torch.channels_last)
-    assert not conv.weight.is_contiguous()
-    dbl = nn.Linear(300, 200).double()
-    for layer in (conv, dbl):
-        with torch.no_grad():
-            layer.weight.copy_(0.01 * torch.randn(layer.weight.shape, dtype=layer.weight.dtype))
-        before = layer.weight.detach().clone()
-        StochasticWeightPruner(layer, sigma=0.01, seed=1, fast=True).step()
-        p = float(get_kernel("gaussian")(before, 0.01).mean())
-        rate = float((layer.weight == 0).double().mean())
-        assert abs(rate - p) <= 5 * math.sqrt(p * (1 - p) / before.numel())
-        assert torch.all((layer.weight == 0) | (layer.weight == before))
-
-
-def test_fast_path_unknown_kernel_draws_per_weight(cauchy):
-    layer, w0 = grid_layer([0.01, 0.02], 20_000)
-    StochasticWeightPruner(layer, kernel=cauchy, sigma=0.01, seed=1, fast=True).step()
-    w = layer.weight.detach().flatten()
-    for v, p in ((0.01, 0.5), (0.02, 0.2)):
-        rate = float((w[w0 == v] == 0).float().mean())
-        assert abs(rate - p) <= 5 * math.sqrt(p * (1 - p) / 20_000)
-
-
 # ---------------------------------------------------------------- the run config
 
 
-def test_pruner_fast_in_the_config_keeps_cached_hashes():
-    from prunedyn.models import MLP
-    from prunedyn.run.config import LATER_FIELDS, config_hash, load_config
-    from prunedyn.run.experiments import make_pruner
+def test_the_removed_fast_path_keeps_cached_hashes_and_refuses_to_be_asked_for():
+    """``pruner.fast`` (another random stream for the CPU) is gone: the counter stream serves that
+    need faster. Configs written before keep their hashes; asking for it says what to use instead."""
+    from prunedyn.run.config import ConfigError, config_hash, from_dict, load_config
 
-    assert "pruner.fast" in LATER_FIELDS
-    cfg = load_config("mlp-mnist")
-    assert cfg.pruner.fast is False
-    assert config_hash(cfg) == "489afd58ef3c"  # the hash before the field existed
-    fast = load_config("mlp-mnist", ["pruner.fast=true", "model.hidden=[8]"])
-    assert config_hash(fast) != config_hash(load_config("mlp-mnist", ["model.hidden=[8]"]))
-    pruner = make_pruner(fast, MLP(784, [8], 10), steps_per_epoch=10)
-    assert isinstance(pruner, StochasticWeightPruner) and pruner.fast
-    assert not make_pruner(load_config("mlp-mnist", ["model.hidden=[8]"]), MLP(784, [8], 10), steps_per_epoch=10).fast
+    cfg = load_config("mlp-mnist", ["model.hidden=[8]"])
+    old = cfg.to_dict()
+    old["pruner"]["fast"] = False  # a config.yaml written while the field existed
+    assert config_hash(from_dict(old)) == config_hash(cfg)
+    old["pruner"]["fast"] = True
+    with pytest.raises(ConfigError, match="pruner.stream=counter"):
+        from_dict(old)
+    with pytest.raises(ConfigError, match="pruner.fast"):
+        load_config("mlp-mnist", ["pruner.fast=true"])

@@ -22,7 +22,6 @@ Kernels live in a registry so that a new one is one decorated function::
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -153,22 +152,3 @@ def clamped_kappa(w: torch.Tensor, u: torch.Tensor, kernel, sigma: float):
     x = form[1](w, sigma)
     x.clamp_min_(EXP_FLOOR)
     return x.exp_()
-
-
-#: ``|w| / sigma`` from which ``kappa(w) <= 2**-d``: ``d`` the mantissa digits
-#: of the draws (24 for float32). Beyond it a weight is pruned with
-#: probability exactly ``2**-d`` if ``kappa > 0`` (see the notes above), which
-#: the candidate path of the pruner samples without one draw per weight.
-#: The values carry a 1% margin over ``sqrt(2 d ln 2)`` and ``d ln 2``.
-NEGLIGIBLE_BEYOND = {
-    "gaussian": lambda d: 1.01 * math.sqrt(2.0 * d * math.log(2.0)),
-    "laplace": lambda d: 1.01 * d * math.log(2.0),
-}
-
-#: Kernels whose values are 0 or 1 only (name -> kernel): the decision needs no draw at all.
-DETERMINISTIC = {"hard": hard}
-
-
-def draw_digits(dtype: torch.dtype) -> int:
-    """Mantissa digits ``d`` of ``torch.rand`` draws of ``dtype``: they lie on ``k * 2**-d``."""
-    return 1 - int(math.log2(torch.finfo(dtype).eps))  # eps = 2**(1 - d)

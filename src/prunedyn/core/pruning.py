@@ -27,7 +27,6 @@ gradual (Zhu & Gupta's AGP) with ``cubic``.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Dict, Optional, Type
 
@@ -35,16 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunedyn.core.kernels import (
-    DETERMINISTIC,
-    EXPONENTIAL_FORMS,
-    KERNELS,
-    NEGLIGIBLE_BEYOND,
-    clamped_kappa,
-    draw_digits,
-    fast_decision,
-    get_kernel,
-)
+from prunedyn.core.kernels import EXPONENTIAL_FORMS, KERNELS, clamped_kappa, get_kernel
 from prunedyn.core.fused import FUSED_KERNELS, TritonGroup, fused_prune_, reference_draws, storage_order, stream_key, triton_kernel
 from prunedyn.core.registry import Registry
 from prunedyn.core.schedules import get_schedule
@@ -173,18 +163,10 @@ class StochasticWeightPruner(WeightPruner):
             PyTorch's multi-tensor (``_foreach``) ops: about ten kernel launches
             per step instead of about seven per tensor, the same decisions
             (``w <- 0`` where ``u < kappa``). The CPU always takes the per-tensor path.
-        fast: on the CPU, draw from a faster source (NumPy's PCG64, seeded
-            with ``seed``) and only for the weights whose ``kappa`` is not
-            negligible (:meth:`_prune_candidates`): the same probability of
-            pruning for every weight (exactly, see :mod:`prunedyn.core.kernels`),
-            but another random stream, so a seeded run repeats itself yet
-            differs from a ``fast=False`` run of the same seed. Off by default
-            (``pruner.fast`` in a run config), which keeps the *exact stream*:
-            one ``torch.rand`` draw per weight, tensor after tensor, the
-            numbers of every earlier run. Ignored on a GPU and with ``stream="counter"``.
         stream: ``"torch"`` (default): the draws come from the pruner's
-            ``torch.Generator``, one ``torch.rand`` draw per weight (or NumPy's
-            with ``fast``). ``"counter"``: the counter-based stream of
+            ``torch.Generator``, one ``torch.rand`` draw per weight, tensor
+            after tensor (the *exact stream*: the numbers of every recorded
+            run). ``"counter"``: the counter-based stream of
             :mod:`prunedyn.core.fused`, a function of ``(seed, step, tensor,
             element)``, applied in one fused pass per tensor (a compiled C
             kernel on the CPU, a Triton kernel on a GPU, NumPy elsewhere; the
@@ -195,13 +177,11 @@ class StochasticWeightPruner(WeightPruner):
             draw from the same stream and compare with ``kernel(w, s)``.
 
     The exact stream itself is computed faster than it used to be on the
-    CPU (:func:`prunedyn.core.kernels.fast_decision`: the same decisions,
+    CPU (:func:`prunedyn.core.kernels.clamped_kappa`: the same decisions,
     tested), drawing tensor by tensor into one reused buffer, which on the
     CPU gives the same numbers as one draw for all weights.
     """
 
-    #: the fast path selects candidates in a tensor while at most this fraction of its weights are
-    DENSE_ABOVE = 0.4
     #: elements per slice of the exact stream on the CPU (256 KiB of float32: its temporaries stay in cache)
     SLICE = 1 << 16
 
@@ -209,7 +189,7 @@ class StochasticWeightPruner(WeightPruner):
     def from_config(cls, p, model, *, ramp_steps, start_step, seed, last_step):
         return cls(model, kernel=p.kernel, sigma=p.sigma, sigma_mode=p.sigma_mode, schedule=p.schedule,
                    ramp_steps=ramp_steps, start_step=start_step, sticky=p.sticky, seed=seed,
-                   fast=bool(getattr(p, "fast", False)), stream=getattr(p, "stream", "torch"))
+                   stream=getattr(p, "stream", "torch"))
 
     def __init__(
         self,
@@ -224,7 +204,6 @@ class StochasticWeightPruner(WeightPruner):
         sticky: bool = False,
         seed: int = 0,
         fused: bool = True,
-        fast: bool = False,
         stream: str = "torch",
     ):
         if stream not in STREAMS:
@@ -244,7 +223,6 @@ class StochasticWeightPruner(WeightPruner):
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(seed))
         self.fused = fused
-        self.fast = bool(fast)
         self.stream = stream
         self.seed = int(seed)
         #: backend of the counter stream's last step per tensor (c, triton, reference): benchmarks report it
@@ -252,7 +230,6 @@ class StochasticWeightPruner(WeightPruner):
         self._group: Optional[TritonGroup] = None  # the GPU's one-launch tables, rebuilt when the weights move
         #: each tensor's index in the counter stream's key: its position among the prunable weights
         self._stream_index = {name: j for j, name in enumerate(self.weights)}
-        self._np_rng: Optional[np.random.Generator] = None  # the fast path's stream, made on first use
         self._buffer: Optional[torch.Tensor] = None  # the exact stream's draws, reused across steps
 
     def sigma_at(self, t: Optional[int] = None) -> float:
@@ -280,10 +257,6 @@ class StochasticWeightPruner(WeightPruner):
             return
         first = todo[0][1]
         if first.device.type == "cpu":
-            if self.fast:
-                for name, w, scale in todo:
-                    self._prune_candidates(name, w, scale)
-                return
             # The exact stream: slice after slice of tensor after tensor into one
             # small buffer (cache-resident, as are the temporaries of each slice),
             # the same numbers as one draw for all tensors on the CPU (tested).
@@ -403,85 +376,6 @@ class StochasticWeightPruner(WeightPruner):
             b = self._buffer = torch.empty(n, dtype=like.dtype, device=like.device)
         return b
 
-    def _prune_candidates(self, name: str, w: torch.Tensor, scale: float) -> None:
-        """The fast path (``fast=True``): the exact rule's probabilities, cheaper draws.
-
-        Draws come from the pruner's own NumPy ``PCG64`` stream (``float32``
-        draws on the same ``k * 2**-24`` lattice as ``torch.rand``, about
-        twice as fast here), and only where needed. The weights of ``w``
-        fall in three sets, by ``a = |w|`` and the cut-off ``c`` of
-        :data:`prunedyn.core.kernels.NEGLIGIBLE_BEYOND` (``kappa <= 2**-d`` for
-        ``a >= c * scale``, ``d`` the draws' digits):
-
-        - ``a == 0``: ``kappa = 1`` for the built-in kernels, pruned for sure
-          (zero already; with ``sticky`` their masks close);
-        - candidates, ``0 < a < c * scale``: one draw each, ``u < kappa`` as in
-          the exact stream (:func:`prunedyn.core.kernels.fast_decision`);
-        - the tail, ``a >= c * scale``: pruned with probability exactly
-          ``2**-d`` where ``kappa > 0`` (never where ``kappa == 0``), as the
-          exact stream does. Hits at that rate are spread over all of ``w``
-          by geometric gaps (about one draw per tensor and step) and a hit
-          prunes only a tail weight with ``kappa > 0``: each tail weight is
-          pruned independently with probability ``2**-d``.
-
-        Selecting the candidates costs more per weight than a draw saves
-        when most weights are candidates: above ``DENSE_ABOVE`` of them a
-        slice gets one draw per weight (the same stream, the exact rule).
-        Slices of ``SLICE`` weights, in order, keep the temporaries in cache.
-        The hard kernel (``kappa`` 0 or 1) needs no draws; another kernel, a
-        dtype other than float32/float64, or a non-contiguous tensor takes
-        one draw per weight.
-        """
-        if self.kernel_name in DETERMINISTIC and dict.get(KERNELS, self.kernel_name) is DETERMINISTIC[self.kernel_name]:
-            self._zero(name, w, self.kernel(w, scale) > 0)
-            return
-        rng = self._numpy_rng()
-        if w.dtype not in (torch.float32, torch.float64) or not w.is_contiguous():
-            u = torch.rand(w.shape, generator=self.generator, dtype=w.dtype)
-            self._zero_exact(name, w, u, scale, self.masks.get(name))
-            return
-        wn = w.detach().numpy().reshape(-1)  # shares memory with w
-        flat = w.view(-1)
-        mask = self.masks[name].view(-1) if self.sticky else None
-        cutoff = NEGLIGIBLE_BEYOND.get(self.kernel_name)
-        if cutoff is None or dict.get(KERNELS, self.kernel_name) is not EXPONENTIAL_FORMS[self.kernel_name][0]:
-            cutoff = None
-        digits = draw_digits(w.dtype)
-        bound = None if cutoff is None else cutoff(digits) * scale
-        ubuf = np.empty(min(self.SLICE, wn.size), dtype=wn.dtype)
-        for start in range(0, wn.size, self.SLICE):
-            stop = min(start + self.SLICE, wn.size)
-            part, m = wn[start:stop], stop - start
-            part_mask = None if mask is None else mask[start:stop]
-            if bound is not None:
-                a = np.abs(part)
-                cand = a < bound
-                cand &= a > 0
-                k = int(np.count_nonzero(cand))
-                if k <= self.DENSE_ABOVE * m:
-                    idx = np.flatnonzero(cand)
-                    u = torch.from_numpy(rng.random(out=ubuf[:k], dtype=wn.dtype))
-                    hits = [idx[fast_decision(torch.from_numpy(part[idx]), u, self.kernel_name, scale).numpy()]]
-                    # the tail: hits at rate 2**-d over the slice, kept where a >= bound and kappa > 0
-                    tail = _bernoulli_positions(m, 2.0**-digits, rng)
-                    if tail.size:
-                        v = torch.from_numpy(part[tail])
-                        keep = ((v.abs() >= bound) & (self.kernel(v, scale) > 0)).numpy()
-                        hits.append(tail[keep])
-                    # zeroed through torch, so that autograd's version counter of w moves as with masked_fill_
-                    flat[start:stop].index_fill_(0, torch.from_numpy(np.concatenate(hits)), 0.0)
-                    if part_mask is not None:
-                        # every weight now zero was pruned or was zero (kappa = 1): the mask closes over exactly those
-                        part_mask &= flat[start:stop] != 0
-                    continue
-            u = torch.from_numpy(rng.random(out=ubuf[:m], dtype=wn.dtype))
-            self._zero_exact(name, flat[start:stop], u, scale, part_mask)
-
-    def _numpy_rng(self) -> np.random.Generator:
-        if self._np_rng is None:
-            self._np_rng = np.random.Generator(np.random.PCG64(self.seed))
-        return self._np_rng
-
     def _fused(self, todo) -> bool:
         """The multi-tensor path: CUDA, Gaussian kernel, one sigma for all tensors, no masks."""
         return (
@@ -495,34 +389,11 @@ class StochasticWeightPruner(WeightPruner):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["generator"] = self.generator.get_state()
-        if self._np_rng is not None:
-            # JSON: PCG64's 128-bit integers survive any checkpoint loader as a string
-            state["numpy_generator"] = json.dumps(self._np_rng.bit_generator.state)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.generator.set_state(state["generator"])
-        if "numpy_generator" in state:
-            self._numpy_rng().bit_generator.state = json.loads(state["numpy_generator"])
-        else:
-            self._np_rng = None  # a fresh stream from the seed, as at construction
-
-
-def _bernoulli_positions(n: int, p: float, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices in ``0 .. n-1``, each present independently with probability ``p``.
-
-    Geometric gaps between successive hits: about ``n p + 1`` draws instead of ``n``.
-    """
-    out, last = [], -1
-    batch = max(1, int(n * p + 4.0 * math.sqrt(n * p) + 1))
-    while True:
-        pos = last + np.cumsum(rng.geometric(p, size=batch))
-        inside = pos[pos < n]
-        out.append(inside)
-        if inside.size < batch:
-            return np.concatenate(out).astype(np.int64)
-        last = int(pos[-1])
 
 
 @torch.no_grad()

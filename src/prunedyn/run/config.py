@@ -94,8 +94,6 @@ class PrunerConfig:
     gamma: float = 0.5
     alpha: float = 0.5
     unit: bool = False
-    # stochastic: the fast CPU path (other random stream, same probabilities; core.pruning)
-    fast: bool = False
     # slimming: a channel is removed once its BatchNorm scale's magnitude falls below this
     threshold: float = 0.01
     # stochastic: "torch" (the generator's stream, every earlier run) or "counter" (a stream that is a
@@ -293,6 +291,11 @@ def _build(cls, data: Dict[str, Any], prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in [n for n in data if f"{prefix}{n}" in REMOVED_FIELDS]:
+        old_default, instead = REMOVED_FIELDS[f"{prefix}{name}"]
+        if data[name] != old_default:
+            raise ConfigError(f"{prefix}{name} was removed; {instead}")
+        data = {k: v for k, v in data.items() if k != name}  # a config written while it existed
     unknown = set(data) - set(fields)
     if unknown:
         key = sorted(unknown)[0]
@@ -401,9 +404,17 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
 # Fields added to the config after runs were recorded: left out of the hash
 # while they hold their default, so adding a field does not re-key (and so
 # retrain) every cached run. A new field must be listed here as "section.key".
-LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads", "pruner.fast",
+LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads",
                        "pruner.threshold", "pruner.stream", "train.resident", "train.precision", "train.channels_last", "train.compile",
                        "train.sync_every")
+
+
+# Fields removed from the config: "section.key" -> (the default they had, what to use instead). A
+# config written while one existed (a run folder's config.yaml) still loads when it holds that
+# default, and hashes as before (the field was left out of the hash at its default).
+REMOVED_FIELDS: Dict[str, tuple] = {
+    "pruner.fast": (False, "for a faster CPU stream use pruner.stream=counter (same probabilities, its own stream)"),
+}
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
