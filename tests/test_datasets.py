@@ -235,3 +235,32 @@ def test_subsetting(embedded):
     # larger than available: everything
     big = load_dataset(DataConfig(source="embedded", train_size=10**6))
     assert len(big.y_train) == 10000
+
+
+def test_a_decoded_jpeg_cache_changed_after_it_was_written_is_decoded_again(tmp_path):
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from prunedyn.data.datasets import decode_jpeg_zip
+
+    zpath = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for split, cls, value in (("train", "cat", 10), ("train", "dog", 200), ("test", "cat", 30)):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((4, 4, 3), value, dtype=np.uint8)).save(buf, format="PNG")
+            z.writestr(f"{split}/{cls}/0.png", buf.getvalue())
+    cache = tmp_path / "cache" / "tiny.npz"
+    cache.parent.mkdir()
+    first = decode_jpeg_zip(zpath, cache)
+    assert cache.exists() and cache.with_name("tiny.npz.sha256").exists()
+    # planted: other pixels under the cache's name
+    buf = io.BytesIO()
+    np.savez(buf, train_x=np.zeros_like(first["train"][0]), train_y=first["train"][1],
+             test_x=first["test"][0], test_y=first["test"][1])
+    cache.write_bytes(buf.getvalue())
+    again = decode_jpeg_zip(zpath, cache)
+    assert np.array_equal(again["train"][0], first["train"][0]) and again["train"][0].max() == 200
+    assert decode_jpeg_zip(zpath, cache)["train"][0].max() == 200  # and the rewritten cache is used

@@ -214,10 +214,13 @@ def decode_jpeg_zip(path: Path, cache: Path) -> Dict[str, Tuple[np.ndarray, np.n
     """``{split: (uint8 images (N, H, W, 3), int64 labels)}`` from an ImageFolder-layout zip.
 
     Decoding 12k JPEGs takes seconds, so the arrays are cached in ``cache``
-    (named by the zip's checksum, written atomically) and read from there next time.
+    (named by the zip's checksum, written atomically) and read from there next
+    time, if the cache's own SHA-256 matches the one recorded beside it when it
+    was written (``<cache>.sha256``): a cache changed since is decoded again.
     """
-    if cache.exists():
-        with np.load(cache) as z:
+    stamp = cache.with_name(cache.name + ".sha256")
+    if cache.exists() and stamp.exists() and stamp.read_text().strip() == sha256(cache):
+        with np.load(cache, allow_pickle=False) as z:
             return {s: (z[f"{s}_x"], z[f"{s}_y"]) for s in ("train", "test")}
     import io
     import zipfile
@@ -236,7 +239,9 @@ def decode_jpeg_zip(path: Path, cache: Path) -> Dict[str, Tuple[np.ndarray, np.n
 
     buf = io.BytesIO()
     np.savez(buf, **{f"{s}_{k}": v for s, (x, y) in arrays.items() for k, v in (("x", x), ("y", y))})
-    atomic_write_bytes(cache, buf.getvalue())
+    data = buf.getvalue()
+    atomic_write_bytes(cache, data)
+    atomic_write_bytes(stamp, hashlib.sha256(data).hexdigest().encode() + b"\n")
     return arrays
 
 
