@@ -239,3 +239,20 @@ def test_killing_a_sweep_kills_its_pool_workers(tmp_path):
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive, "pool workers outlived the sweep"
+
+
+@pytest.mark.slow
+def test_a_failing_point_stops_no_other_and_the_summary_keeps_the_finished(tmp_path, capsys):
+    from prunedyn.run.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: partial\nbase: mlp-mnist\nset:\n" + "".join(f"  - '{s}'\n" for s in [*SMALL, "epochs=1"])
+                    + "grid:\n  - {label: [swp], pruner.kind: [stochastic]}\n"
+                    + "  - {label: [slim], pruner.kind: [slimming]}\nseeds: [0]\nworkers: 2\n")
+    code = main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert "1 of 2 runs failed" in err[0] and len(err) == 2 and err[1].strip().startswith("slim (seed 0):"), err
+    assert "Traceback" not in "\n".join(err)
+    table = pd.read_csv(tmp_path / "o" / "summary.csv")
+    assert table["label"].tolist() == ["swp"]

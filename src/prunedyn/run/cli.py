@@ -1,7 +1,8 @@
 """The ``prunedyn`` command line: run experiments, compact finished runs, list presets.
 
 Exit codes: 0 success; 1 training diverged (NaN/inf; the last good checkpoint
-is kept); 2 bad input (config, data, run folder) or a file system that refuses
+is kept), or some runs of a sweep failed (one line each; the others are in its
+summary.csv); 2 bad input (config, data, run folder) or a file system that refuses
 a write (read-only, full), with a one-line message.
 """
 from __future__ import annotations
@@ -163,6 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from prunedyn.data.datasets import DataError
     from prunedyn.run.config import ConfigError
     from prunedyn.run.experiments import RunError, TrainingDiverged
+    from prunedyn.run.sweeps import SweepFailed
     from prunedyn.atomic import CheckpointError
     from prunedyn.structure.surgery import CompactionError
 
@@ -197,6 +199,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     except TrainingDiverged as e:
         return _fail(f"training diverged: {e}", 1)
+    except SweepFailed as e:
+        return _fail(str(e), 1)
     except (ConfigError, DataError, RunError, CompactionError, CheckpointError) as e:
         return _fail(str(e))
     except OSError as e:  # the file system refused: a read-only or full disk, a path that is not a folder

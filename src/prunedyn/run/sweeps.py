@@ -191,7 +191,19 @@ def _run_one(base: str, overrides: List[str], folder: str) -> dict:
     from prunedyn.run.experiments import run
 
     torch.set_num_threads(1)  # one process per core: more threads only contend
-    return run(load_config(base, overrides), Path(folder), resume=True, progress=False)
+    try:
+        return run(load_config(base, overrides), Path(folder), resume=True, progress=False)
+    except Exception as e:  # one point failing stops no other: the sweep reports it (KeyboardInterrupt stops all)
+        return {FAILED: f"{type(e).__name__}: {' '.join(str(e).split())}"}
+
+
+#: The key of the result a failed run returns instead of its summary (the error, one line).
+FAILED = "__failed__"
+
+
+class SweepFailed(RuntimeError):
+    """Some points of a sweep failed; the others finished and are in ``summary.csv``. The message
+    has one line per failed run."""
 
 
 def run_sweep(
@@ -246,8 +258,11 @@ def run_sweep(
                     bar.update(1)
     finally:
         bar.close()
+    failed = {i: results.pop(i)[FAILED] for i in list(results) if FAILED in results[i]}
     rows = []
     for i, (point, overrides, folder) in enumerate(jobs):
+        if i not in results:
+            continue
         s = results[i]
         row = {**{k: format_value(v) if isinstance(v, (list, dict)) else v for k, v in point.items()}, "run": folder.name}
         # sorted as in summary.json: the same columns whether a run was read back or just returned
@@ -255,4 +270,10 @@ def run_sweep(
         rows.append(row)
     table = pd.DataFrame(rows)
     atomic_write_text(out / "summary.csv", table.to_csv(index=False, float_format="%.9g"))
+    if failed:
+        def name(i):
+            point = jobs[i][0]
+            return f"{point.get(LABEL) or ', '.join(f'{k}={v}' for k, v in point.items() if k != 'seed')} (seed {point['seed']})"
+        raise SweepFailed("\n".join([f"{len(failed)} of {len(jobs)} runs failed; the {len(rows)} that finished are in "
+                                      f"{out / 'summary.csv'}:"] + [f"  {name(i)}: {failed[i]}" for i in sorted(failed)]))
     return table
