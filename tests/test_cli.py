@@ -304,3 +304,61 @@ def test_an_out_path_that_is_a_file_and_a_model_too_large_for_memory_are_one_lin
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "memory" in err[0] and "model" in err[0]
     assert not big.exists()
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL right after a file was written (every write is atomic)."""
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_any_write_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    from prunedyn.run import experiments, records
+    from prunedyn.run.config import load_config
+    from prunedyn.run.experiments import run
+
+    cfg = load_config("mlp-mnist", [*SMALL, "epochs=2"])
+    ref = tmp_path / "ref"
+    run(cfg, ref, progress=False)
+    names = sorted(p.name for p in ref.iterdir() if p.name != "timing.json")
+    writes = {"n": 0, "limit": None}
+
+    def counted(fn):
+        def write(*a, **k):
+            fn(*a, **k)
+            writes["n"] += 1
+            if writes["limit"] is not None and writes["n"] >= writes["limit"]:
+                raise _Killed()
+        return write
+
+    for mod in (experiments, records):
+        for attr in ("atomic_write_text", "atomic_write_json", "atomic_torch_save"):
+            if hasattr(mod, attr):
+                monkeypatch.setattr(mod, attr, counted(getattr(mod, attr)))
+    writes["n"] = 0
+    run(cfg, tmp_path / "count", progress=False)
+    total = writes["n"]
+    assert total >= 10
+    for k in range(1, total):
+        out = tmp_path / f"k{k}"
+        writes.update(n=0, limit=k)
+        with pytest.raises(_Killed):
+            run(cfg, out, progress=False)
+        writes.update(n=0, limit=None)
+        run(cfg, out, resume=True, progress=False)
+        for name in names:
+            if name == "checkpoint.pt":  # holds the wall-clock seconds trained: equal but for those
+                a, b = (torch.load(d / name, weights_only=True) for d in (out, ref))
+                a.pop("elapsed"), b.pop("elapsed")
+                assert _same(a, b), (k, name)
+            else:
+                assert (out / name).read_bytes() == (ref / name).read_bytes(), (k, name)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    return a == b
