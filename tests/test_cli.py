@@ -362,3 +362,16 @@ def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
     return a == b
+
+
+def test_version_and_every_key_with_its_default_and_allowed_values_in_run_help(capsys):
+    from prunedyn import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"prunedyn {__version__}"
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "pruner.kernel            default 'gaussian'; one of gaussian, laplace, hard" in out
+    assert "optimizer.lr             default 0.05; > 0" in out

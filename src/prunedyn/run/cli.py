@@ -27,12 +27,14 @@ config keys (--set KEY=VALUE, values parsed as YAML):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from prunedyn.run.config import _all_keys
+    from prunedyn import __version__
+    from prunedyn.run.config import key_help
 
     p = argparse.ArgumentParser(
         prog="prunedyn",
         description="Stochastic weight pruning, L1/L2 regularization and node death: run and inspect experiments.",
     )
+    p.add_argument("--version", action="version", version=f"prunedyn {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser(
@@ -40,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         help="train a preset or YAML config, recording the pruning dynamics",
         description="Train a model with the configured regularizer and pruner; write the resolved config, "
         "per-epoch tables (metrics, layers, nodes, histograms), a checkpoint and summary.json to the run folder.",
-        epilog=EPILOG_RUN.format(keys="\n".join(f"  {k}" for k in _all_keys())),
+        epilog=EPILOG_RUN.format(keys="\n".join(f"  {line}" for line in key_help())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("config", help="a preset name (see `prunedyn presets`) or a path to a .yaml config")

@@ -396,6 +396,23 @@ def _all_keys() -> List[str]:
     return keys
 
 
+def key_help() -> List[str]:
+    """One line per config key: its default and what it accepts (``prunedyn run --help``)."""
+    defaults = ExperimentConfig().to_dict()
+    lines = []
+    for key in _all_keys():
+        section, _, name = key.rpartition(".")
+        default = (defaults[section] if section else defaults)[name]
+        what = ""
+        if key in CHOICES:
+            what = "one of " + ", ".join(str(c) for c in CHOICES[key]())
+        elif key in RANGES:
+            lo, hi, open_lo = RANGES[key]
+            what = f"{'>' if open_lo else '>='} {lo:g}" + (f", <= {hi:g}" if hi is not None else "")
+        lines.append(f"{key:<24} default {default!r}" + (f"; {what}" if what else ""))
+    return lines
+
+
 def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Resolve a preset name or YAML path, apply overrides, validate."""
     return from_dict(apply_overrides(raw_config(source), overrides))
