@@ -238,9 +238,13 @@ def test_parallel_order_puts_the_longest_chapters_of_the_last_build_first(tmp_pa
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: a\nchapters:\n  - file: b\n  - file: c\n")
     nbs = [tmp_path / f"{s}.ipynb" for s in "abc"]
     assert B._book_order(tmp_path, nbs) == nbs  # nothing recorded: book order
+    recorded = tmp_path / B.RECORDED_TIMES
+    recorded.parent.mkdir(parents=True)
+    recorded.write_text(json.dumps({"chapters_seconds": {"a.ipynb": 5, "c.ipynb": 9}}))
+    assert [p.stem for p in B._book_order(tmp_path, nbs)] == ["c", "a", "b"]  # the repository's record
     (tmp_path / "_build").mkdir()
     (tmp_path / "_build" / "timings.json").write_text(json.dumps({"chapters_seconds": {"b.ipynb": 50, "c.ipynb": 9}}))
-    assert [p.stem for p in B._book_order(tmp_path, nbs)] == ["b", "c", "a"]
+    assert [p.stem for p in B._book_order(tmp_path, nbs)] == ["b", "c", "a"]  # this machine's last build
 
 
 def test_default_jobs_is_one_per_usable_core_at_most_four():
