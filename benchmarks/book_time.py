@@ -4,9 +4,12 @@
 
 Re-executes every chapter with papermill (in place, as `make book` does) with
 an empty run cache (a temporary PRUNEDYN_RUNS) so every experiment is
-trained, then builds the HTML. Prints seconds per chapter, the total, and its
-ratio to the 15-minute budget. ``--warm`` keeps the repository's runs/ cache.
-Writes benchmarks/results/book-time.json.
+trained, then builds the HTML, with the chapters executed as ``prunedyn book``
+does (one per core at once, the longest first). Prints seconds per chapter, the
+wall-clock total, and its ratio to the 30-minute budget of a cold two-core build
+(the install, which `make book` adds, is not counted). ``--warm`` keeps the
+repository's runs/ cache. Writes benchmarks/results/book-time.json, whose
+``chapters_seconds`` also order a fresh clone's chapters (prunedyn.run.book).
 """
 import argparse
 import json
@@ -27,14 +30,14 @@ with tempfile.TemporaryDirectory(prefix="prunedyn-runs-") as cache:
     from prunedyn.run.book import main
 
     report = main("quick", execute=True)
-budget = 15 * 60
+budget = 30 * 60
 report.update(
     cache="warm" if args.warm else "cold",
     budget_seconds=budget,
-    fraction_of_budget=round(report["total_seconds"] / budget, 3),
+    fraction_of_budget=round(report["wall_seconds"] / budget, 3),
     machine=f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
 )
-print(f"total {report['total_seconds']:.0f} s = {report['fraction_of_budget']:.2f} of the 15-minute budget ({report['cache']} cache)")
+print(f"wall clock {report['wall_seconds']:.0f} s = {report['fraction_of_budget']:.2f} of the 30-minute budget ({report['cache']} cache)")
 out = Path(__file__).parent / "results" / "book-time.json"
 out.parent.mkdir(exist_ok=True)
 out.write_text(json.dumps(report, indent=2) + "\n")
