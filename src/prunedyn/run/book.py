@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 
 from prunedyn.atomic import atomic_write_json
-from prunedyn.run.study import check_profile, repo_root
+from prunedyn.run.study import check_profile, repo_root, usable_cores
 
 DEFAULT_PROFILE = "quick"
 #: Seconds a cell may run in the book build (the longest, chapter 6's live VGG-16 runs, take about
@@ -213,11 +213,7 @@ def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retr
 def default_jobs() -> int:
     """Chapters executed at once by default: one per CPU core this process may use, at most
     :data:`MAX_JOBS` (each chapter's kernel holds its data and models in memory)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_JOBS))
+    return max(1, min(usable_cores(), MAX_JOBS))
 
 
 def execute_chapter(root: Path, nb: Path, profile: str = DEFAULT_PROFILE) -> None:
@@ -279,7 +275,7 @@ def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[
         return timings
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // jobs))  # the cores jobs was counted from
     queue = _book_order(root, nbs)
     running: Dict[subprocess.Popen, Tuple[Path, float]] = {}
     try:

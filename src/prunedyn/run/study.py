@@ -139,6 +139,12 @@ def _run_in_worker(cfg_dict: dict, folder: str) -> dict:
     return run(from_dict(cfg_dict), Path(folder), resume=True, progress=False)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one: in a
+    container that can be far fewer than ``os.cpu_count()``)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(jobs: int) -> int:
     """Worker processes for ``jobs`` runs: one per core (``$PRUNEDYN_WORKERS`` overrides), at most ``jobs``.
 
@@ -146,7 +152,7 @@ def default_workers(jobs: int) -> int:
     numbers do not depend on how many run at once.
     """
     env = os.environ.get("PRUNEDYN_WORKERS")
-    n = int(env) if env else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = int(env) if env else usable_cores()
     return max(1, min(n, jobs))
 
 
