@@ -27,6 +27,8 @@ BAD_INPUTS = [
     (["mlp-mnist", "--set", "pruner.sigmaa=1"], "pruner.sigmaa", "sigma_mode"),
     (["mlp-mnist", "--set", "bogus=1"], "bogus", "pruner.kernel"),
     (["mlp-mnist", "--set", "pruner.kind"], "key=value", "pruner.sigma"),
+    (["mlp-mnist", "--set", "data.val_size=0"], "data.val_size", ">= 1"),
+    (["mlp-mnist", "--set", "data.val_size=10000"], "data.val_size", "from 1 to 9999"),
 ]
 
 
@@ -375,3 +377,20 @@ def test_version_and_every_key_with_its_default_and_allowed_values_in_run_help(c
     out = capsys.readouterr().out
     assert "pruner.kernel            default 'gaussian'; one of gaussian, laplace, hard" in out
     assert "optimizer.lr             default 0.05; > 0" in out
+
+
+@pytest.mark.slow
+def test_a_validation_split_is_scored_beside_the_test_set_and_trained_on_never(tmp_path):
+    sets = sum((["--set", s] for s in [*SMALL, "data.val_size=300"]), [])
+    out = tmp_path / "v"
+    assert main(["run", "mlp-mnist", "--out", str(out), "--quiet", *sets]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert {"val_loss", "val_accuracy", "test_loss", "test_accuracy"} <= set(metrics.columns)
+    assert round(s["val_accuracy"], 9) == metrics.val_accuracy.iloc[-1] and 0.1 < s["val_accuracy"] <= 1
+    assert "300 validation" in s["data"]
+    # the split's images are not trained on: the same run without it sees other batches
+    plain = tmp_path / "p"
+    assert main(["run", "mlp-mnist", "--out", str(plain), "--quiet", *sum((["--set", x] for x in SMALL), [])]) == 0
+    p = json.loads((plain / "summary.json").read_text())
+    assert "val_accuracy" not in p and p["config_hash"] != s["config_hash"]

@@ -264,3 +264,34 @@ def test_a_decoded_jpeg_cache_changed_after_it_was_written_is_decoded_again(tmp_
     again = decode_jpeg_zip(zpath, cache)
     assert np.array_equal(again["train"][0], first["train"][0]) and again["train"][0].max() == 200
     assert decode_jpeg_zip(zpath, cache)["train"][0].max() == 200  # and the rewritten cache is used
+
+
+def test_validation_split_is_one_seeded_draw_disjoint_from_training(embedded):
+    # examples tagged by their index: which went where
+    n = 1000
+    tagged = datasets.DatasetBundle("t", "test", torch.arange(n).float()[:, None], torch.arange(n) % 10,
+                                    torch.zeros(3, 1), torch.zeros(3, dtype=torch.long), "",
+                                    extras={"train_id": torch.arange(n)})
+    datasets.carve_validation(tagged, 100)
+    val, kept = tagged.x_val[:, 0].long(), tagged.x_train[:, 0].long()
+    assert len(val) == 100 and len(kept) == 900
+    assert not set(val.tolist()) & set(kept.tolist()) and len(set(val.tolist()) | set(kept.tolist())) == n
+    assert kept.tolist() == sorted(kept.tolist())  # the rest keep their order
+    assert torch.equal(tagged.extras["val_id"], val) and torch.equal(tagged.extras["train_id"], kept)
+    assert torch.equal(tagged.y_val, val % 10)
+    b = load_dataset(DataConfig(source="embedded", val_size=500))
+    assert len(b.y_val) == 500 and len(b.y_train) == 9500 and len(b.y_test) == 10000
+    counts = torch.bincount(b.y_val, minlength=10)  # every class, none far from its share
+    assert counts.min() >= 25 and counts.max() <= 80
+    # the same split whatever the training-set size; train_size then keeps a prefix of the rest
+    small = load_dataset(DataConfig(source="embedded", val_size=500, train_size=100))
+    assert torch.equal(small.x_val, b.x_val) and torch.equal(small.x_train, b.x_train[:100])
+    assert "100 train / 500 validation (seeded draw 20200) / 10000 test" in small.description
+    view = b.validation_view()
+    assert view.x_test is b.x_val and view.y_test is b.y_val and view.x_val is None
+
+
+@pytest.mark.parametrize("size", [10000, 10**6])
+def test_validation_split_larger_than_the_training_set_is_refused(size):
+    with pytest.raises(DataError, match=r"data.val_size must be from 1 to 9999 .*got " + str(size)):
+        load_dataset(DataConfig(source="embedded", val_size=size))

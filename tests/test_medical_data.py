@@ -282,3 +282,14 @@ def test_registries_and_class_names():
     b = load_dataset(cfg("mnist", train_size=100, test_size=100))
     assert b.class_names == tuple("0123456789") and b.num_classes == 10 and b.task == "classification"
     assert datasets.CLASS_NAMES["cifar10"] == datasets.CIFAR10_CLASSES
+
+
+def test_validation_split_carries_the_instance_labels(dsb128):
+    b = load_dataset(cfg("dsb2018", image_size=128, val_size=40))
+    assert len(b.x_val) == len(b.y_val) == len(b.extras["val_instances"]) == 40
+    assert len(b.x_train) == len(b.extras["train_instances"]) == len(dsb128.x_train) - 40
+    view = b.validation_view()
+    assert torch.equal(view.extras["test_instances"], b.extras["val_instances"])
+    # the per-pixel classes are the instance labels' (interior 1, edge 2), pixel for pixel
+    assert torch.equal(view.y_test != 0, view.extras["test_instances"] != 0)
+    assert torch.equal(b.y_test, dsb128.y_test)

@@ -41,6 +41,7 @@ and the run records it.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -150,6 +151,17 @@ class DatasetBundle:
     task: str = "classification"
     class_names: Optional[Tuple[str, ...]] = None
     extras: Dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the validation split carved from the training set (``data.val_size``; see :func:`carve_validation`)
+    x_val: Optional[torch.Tensor] = None
+    y_val: Optional[torch.Tensor] = None
+
+    def validation_view(self) -> "DatasetBundle":
+        """This bundle with the validation split in the test set's place (a task's ``evaluate``
+        scores its ``x_test``): how a run scores the split it chooses settings on."""
+        if self.x_val is None:
+            raise ValueError("no validation split: set data.val_size")
+        extras = {f"test_{k[4:]}": v for k, v in self.extras.items() if k.startswith("val_")}
+        return dataclasses.replace(self, x_test=self.x_val, y_test=self.y_val, extras=extras, x_val=None, y_val=None)
 
     @property
     def in_shape(self) -> Tuple[int, ...]:
@@ -405,7 +417,7 @@ def _dsb2018(root: Path, image_size: Optional[int]) -> DatasetBundle:
         ),
         task="segmentation",
         class_names=SEGMENTATION_CLASSES,
-        extras={"test_instances": torch.from_numpy(parts["test"][2])},
+        extras={"test_instances": torch.from_numpy(parts["test"][2]), "train_instances": torch.from_numpy(parts["train"][2])},
     )
 
 
@@ -465,6 +477,9 @@ def load_dataset(cfg) -> DatasetBundle:
             bundle = _embedded(cfg.name, root)
     if bundle.class_names is None:
         bundle.class_names = CLASS_NAMES.get(bundle.name)
+    val_size = getattr(cfg, "val_size", None)
+    if val_size:
+        carve_validation(bundle, val_size)
     if cfg.train_size:
         bundle.x_train, bundle.y_train = bundle.x_train[: cfg.train_size], bundle.y_train[: cfg.train_size]
         for k in [k for k in bundle.extras if k.startswith("train_")]:
@@ -473,8 +488,35 @@ def load_dataset(cfg) -> DatasetBundle:
         bundle.x_test, bundle.y_test = bundle.x_test[: cfg.test_size], bundle.y_test[: cfg.test_size]
         for k in [k for k in bundle.extras if k.startswith("test_")]:
             bundle.extras[k] = bundle.extras[k][: cfg.test_size]
-    bundle.description += f"; used {len(bundle.y_train)} train / {len(bundle.y_test)} test"
+    val = f" / {len(bundle.y_val)} validation (seeded draw {VAL_SEED})" if bundle.y_val is not None else ""
+    bundle.description += f"; used {len(bundle.y_train)} train{val} / {len(bundle.y_test)} test"
     return bundle
+
+
+#: The seed of the validation draw: one validation split per dataset, whatever the run's seed.
+VAL_SEED = 20200
+
+
+def carve_validation(bundle: DatasetBundle, val_size: int) -> None:
+    """Move ``val_size`` training examples, drawn without replacement by a generator seeded
+    with :data:`VAL_SEED`, to ``bundle.x_val / y_val`` (and ``train_*`` extras to ``val_*``).
+
+    The draw is over the whole training set before ``data.train_size`` is applied, so the
+    validation split is the same for every seed and every training-set size and never
+    overlaps the examples trained on; the rest keep their order (a prefix stays
+    class-balanced). Settings are chosen on this split; the test set is never trained on
+    or chosen on.
+    """
+    n = len(bundle.y_train)
+    if not 0 < val_size < n:
+        raise DataError(f"data.val_size must be from 1 to {n - 1} (the {bundle.name} training set has {n}); got {val_size}")
+    pick = torch.zeros(n, dtype=torch.bool)
+    pick[torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))[:val_size]] = True
+    bundle.x_val, bundle.y_val = bundle.x_train[pick], bundle.y_train[pick]
+    bundle.x_train, bundle.y_train = bundle.x_train[~pick], bundle.y_train[~pick]
+    for k in [k for k in bundle.extras if k.startswith("train_")]:
+        bundle.extras[f"val_{k[6:]}"] = bundle.extras[k][pick]
+        bundle.extras[k] = bundle.extras[k][~pick]
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

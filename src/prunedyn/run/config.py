@@ -55,6 +55,9 @@ class DataConfig:
     download: bool = False
     train_size: Optional[int] = None
     test_size: Optional[int] = None
+    # hold out this many training examples (one seeded draw, the same for every seed) as the
+    # validation split settings are chosen on: metrics gain val_* columns (datasets.carve_validation)
+    val_size: Optional[int] = None
     batch_size: int = 64
     augment: bool = False
     # covid_cxr: images resized to this side; dsb2018: tile side (256 / 2^k); None: the dataset's default
@@ -203,6 +206,7 @@ CHOICES = {
 RANGES = {
     "data.train_size": (1, None, False),
     "data.test_size": (1, None, False),
+    "data.val_size": (1, None, False),
     "data.batch_size": (1, None, False),
     "data.image_size": (8, None, False),
     "optimizer.lr": (0, None, True),
@@ -423,7 +427,7 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
 # retrain) every cached run. A new field must be listed here as "section.key".
 LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads",
                        "pruner.threshold", "pruner.stream", "train.resident", "train.precision", "train.channels_last", "train.compile",
-                       "train.sync_every")
+                       "train.sync_every", "data.val_size")
 
 
 # Fields removed from the config: "section.key" -> (the default they had, what to use instead). A

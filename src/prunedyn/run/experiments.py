@@ -399,6 +399,9 @@ def _check_loss_sum(total: torch.Tensor, epoch: int, after: int, upto: int, lr: 
 def snapshot(t: Trainer, epoch: int, train: Dict[str, float]) -> Dict[str, List[dict]]:
     """The rows of every table for the model's state at the end of ``epoch``."""
     scores = t.task.evaluate(t.model, t.data, t.device)
+    if t.data.x_val is not None:  # the validation split's scores, as val_*
+        val = t.task.evaluate(t.model, t.data.validation_view(), t.device)
+        scores.update({f"val_{k[5:]}": v for k, v in val.items()})
     weights = prunable_weights(t.model)
     stats = model_nodes(t.model)
     n_w = sum(w.numel() for w in weights.values())
@@ -677,7 +680,7 @@ def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> 
         "config_hash": h,
         "seed": cfg.seed,
         "epochs_completed": int(last["epoch"]),
-        **{k: v for k, v in last.items() if k.startswith("test_")},
+        **{k: v for k, v in last.items() if k.startswith(("test_", "val_"))},
         "weight_sparsity": last["weight_sparsity"],
         "nodes_total": nodes_total,
         "nodes_alive": sum(r["alive"] for r in layers),
