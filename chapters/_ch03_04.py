@@ -136,6 +136,62 @@ def side_rms_table(result, fans: Dict[str, tuple], epochs: Sequence[int] = (0, 4
     return s.groupby(["layer", "epoch"])[["in_rms", "out_rms", "rms_ratio"]].median().reset_index()
 
 
+def intervention_sides(groups: Mapping[str, Mapping[str, Sequence]], fans: Dict[str, tuple],
+                       keys: Sequence[str]) -> pd.DataFrame:
+    """Per initialisation (``groups``: label -> a seeded comparison), run, layer and seed: how many nodes
+    died incoming side first (``in``), outgoing side first (``out``), in the same epoch (``same``),
+    ``in_share = in / (in + out)``, the median out/in rms ratio of the alive nodes at epochs 0 and 4
+    (``ratio_0``, ``ratio_4``) and the run's test accuracy."""
+    frames = []
+    for label, seeded in groups.items():
+        sides = per_seed(seeded, death_sides, keys)
+        rms = per_seed(seeded, lambda r: side_rms_table(r, fans, epochs=(0, 4)), keys)
+        ratio = rms.pivot_table(index=["run", "seed", "layer"], columns="epoch", values="rms_ratio")
+        ratio.columns = [f"ratio_{e}" for e in ratio.columns]
+        df = sides.merge(ratio.reset_index(), on=["run", "seed", "layer"])
+        df["in_share"] = df["in"] / (df["in"] + df["out"])
+        df["test_acc"] = [next(r.summary["test_accuracy"] for r in seeded[k] if r.config.seed == s)
+                          for k, s in zip(df["run"], df["seed"])]
+        df.insert(0, "init", label)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def intervention_frame(flip: pd.DataFrame) -> pd.DataFrame:
+    """:func:`intervention_sides` as the chapter shows it: per initialisation, run and layer, the
+    counts summed over the seeds and the ratios' ranges over them."""
+    out = []
+    for (init, run, layer), g in flip.groupby(["init", "run", "layer"], sort=False):
+        out.append({"initialisation": init, "run": f"SWP + {run.upper()}", "layer": layer.replace("net.", ""),
+                    "incoming side first": int(g["in"].sum()), "outgoing side first": int(g["out"].sum()),
+                    "same epoch": int(g["same"].sum()), "out/in rms ratio, epoch 0": span(g["ratio_0"], ".2f"),
+                    "epoch 4": span(g["ratio_4"], ".2f")})
+    return pd.DataFrame(out)
+
+
+def follow_table(arms: Mapping[str, Sequence], layer: str) -> pd.DataFrame:
+    """Per arm (label -> runs, one per seed) and seed: of ``layer``'s nodes at the end of training, how
+    many are in-dead, out-dead and dead on both sides; ``both_share``: both over dead; the test accuracy."""
+    rows = []
+    for arm, results in arms.items():
+        for r in results:
+            end = r.layers[(r.layers["layer"] == layer) & (r.layers["epoch"] == r.layers["epoch"].max())].iloc[0]
+            dead = int(end["nodes"] - end["alive"])
+            rows.append({"arm": arm, "seed": int(r.config.seed), "in_dead": int(end["in_dead"]), "out_dead": int(end["out_dead"]),
+                         "both_dead": int(end["both_dead"]), "dead": dead,
+                         "both_share": end["both_dead"] / dead if dead else float("nan"),
+                         "test_acc": r.summary["test_accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def follow_frame(follow: pd.DataFrame) -> pd.DataFrame:
+    """:func:`follow_table` as the chapter shows it: ranges over the seeds."""
+    return pd.DataFrame([{"decay": arm, "fc1 nodes dead": span(g["dead"]), "incoming side dead": span(g["in_dead"]),
+                          "outgoing side dead": span(g["out_dead"]), "both sides dead": span(g["both_dead"]),
+                          "test accuracy (%)": span(100 * g["test_acc"], ".2f")}
+                         for arm, g in follow.groupby("arm", sort=False)])
+
+
 def death_order(result, thresholds=(0.1, 0.25)) -> pd.DataFrame:
     return dep.layer_death_order(result.layers, thresholds=thresholds)
 

@@ -224,24 +224,40 @@ def claim1_row(check: pd.DataFrame, max_z: float = 4.0) -> Row:
 # --------------------------------------------------------------------------
 # claim 2: L1 and L2 shape node death (MLP, SWP alone against SWP + L1 / L2)
 # --------------------------------------------------------------------------
-def claim2_row(table: pd.DataFrame, scale: str, margin: float = 0.05) -> Row:
+def claim2_row(table: pd.DataFrame, scale: str, margin: float = 0.05, front: Optional[pd.DataFrame] = None,
+               chosen: Optional[pd.DataFrame] = None) -> Row:
+    """Claim 2. (a) from the live runs (one lambda each: SWP alone against SWP + L1 and + L2); (b),
+    with ``front`` (the recorded mlp-front table) and ``chosen`` (:func:`front_choices`), along the
+    front: L2 against L1 each at the setting chosen on the validation split at the same tolerance,
+    i.e. at matched accuracy, paired by seed. Without them (b) compares the live runs' lambdas."""
     d = {k: S.paired(table, "dead_node_fraction", k, "none") for k in ("l1", "l2")}
     l2_l1 = S.paired(table, "dead_node_fraction", "l2", "l1")
     ws = S.paired(table, "weight_sparsity", "l2", "l1")
     both_change = all(d[k].verdict(margin) != "no clear difference" for k in d)
-    differ = l2_l1.verdict(margin) != "no clear difference"
     sp = table.groupby("run")["dead_node_fraction"].apply(list)
+    values = {"l1_none": d["l1"], "l2_none": d["l2"], "l2_l1": l2_l1, "ws": ws, "spread": sp}
+    if front is None:
+        on_front, how = l2_l1, "L1 and L2 differ from each other, same test"
+        extra = ""
+    else:
+        c = chosen.set_index("method")
+        on_front = S.paired(front, "nodes_removed", c.loc["swp-l2", "setting"], c.loc["swp-l1", "setting"], by="setting")
+        how = ("L2 and L1 differ in the share dead at matched accuracy (each at its lambda chosen on the "
+               "validation split at the tolerance; recorded front), same test")
+        extra = (f"; along the front at matched validation accuracy: L2 {pct(c.loc['swp-l2', 'share_mean'])}, "
+                 f"L1 {pct(c.loc['swp-l1', 'share_mean'])}, paired L2 - L1 {d_text(on_front)}")
+        values.update(front_l2_l1=on_front, front_l2=c.loc["swp-l2"], front_l1=c.loc["swp-l1"])
     return Row(
         key="claim2",
         claim="2. L1 and L2 shape node pruning while one optimises weight pruning; L2 + SWP the headline",
         result=(f"hidden nodes dead: SWP alone {pct_spread(sp['none'])}, + L1 {pct_spread(sp['l1'])}, + L2 {pct_spread(sp['l2'])}; "
-                f"paired L2 - L1 {d_text(l2_l1)} at a weight-sparsity difference of {d_text(ws)}"),
+                f"paired L2 - L1 {d_text(l2_l1)} at a weight-sparsity difference of {d_text(ws)}" + extra),
         scale=scale,
         seeds=seeds_text(table["seed"].unique()),
-        first=both_change, second=differ,
+        first=both_change, second=on_front.verdict(margin) != "no clear difference",
         conditions=(f"(a) each regularizer changes the dead share against SWP alone, every seed the same sign, mean beyond "
-                    f"{100 * margin:.0f} points; (b) L1 and L2 differ from each other, same test"),
-        values={"l1_none": d["l1"], "l2_none": d["l2"], "l2_l1": l2_l1, "ws": ws, "spread": sp},
+                    f"{100 * margin:.0f} points; (b) {how}"),
+        values=values,
     )
 
 
@@ -677,3 +693,176 @@ def gate_sentence(name: str, g: K.Competence) -> str:
             f"{'%' if g.metric == 'test_accuracy' else ''} (error ratio {g.error_ratio:.2f})")
     return (f"The dense {name} reaches {article} {m} of {dense}; {conv}, and {triv}: "
             + ("a competent reference." if g.competent else f"the gate fails, so its rows are {NOT_TESTABLE}."))
+
+
+# --------------------------------------------------------------------------
+# the MLP's fronts (recorded, mlp-front.csv): settings chosen on the validation split
+# --------------------------------------------------------------------------
+#: The paper's method along lambda, and the context methods along their strength (mlp-front.yaml's labels).
+PAPER_METHODS = ("swp-l2", "swp-l1")
+CONTEXT_METHODS = ("swp-group-lasso", "targeted-dropout-unit")
+FRONT_NAME = {"swp-l2": "SWP + L2", "swp-l1": "SWP + L1", "swp-group-lasso": "SWP + group lasso",
+              "targeted-dropout-unit": "targeted dropout (unit)"}
+FRONT_COLOR = {"swp-l2": "#1f77b4", "swp-l1": "#2ca02c", "swp-group-lasso": "#9467bd", "targeted-dropout-unit": "#ff7f0e"}
+
+
+def front_choices(table: pd.DataFrame, tol: float = TOLERANCE["test_accuracy"]) -> pd.DataFrame:
+    """Per method, the setting chosen on the validation split (the largest mean node share whose mean
+    paired validation gap is at most ``tol``: :func:`prunedyn.analysis.tradeoffs.choose_within`),
+    with its test gap beside it: the only place the test set is read. Gaps in accuracy (fractions)."""
+    val, test = T.paired_front(table, split="val"), T.paired_front(table, split="test")
+    chosen = T.choose_within(val, tol)
+    t = test.set_index("setting")
+    chosen["test_gap_mean"] = [t.loc[s, "gap_mean"] for s in chosen["setting"]]
+    chosen["test_gap_std"] = [t.loc[s, "gap_std"] for s in chosen["setting"]]
+    order = {m: i for i, m in enumerate(PAPER_METHODS + CONTEXT_METHODS)}
+    return chosen.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def front_choice_frame(chosen: pd.DataFrame) -> pd.DataFrame:
+    """:func:`front_choices` as the chapter shows it."""
+    sd = lambda m, s: f"{100 * m:+.2f} ± {100 * s:.2f}"  # noqa: E731
+    return pd.DataFrame({
+        "method": [FRONT_NAME[m] + ("" if m in PAPER_METHODS else " (context)") for m in chosen["method"]],
+        "setting chosen on validation": [s.split(", ", 1)[1] if ", " in s else s for s in chosen["setting"]],
+        "nodes dead": [pct_spread([m]) + f" ± {100 * s:.1f}" for m, s in zip(chosen["share_mean"], chosen["share_std"])],
+        "validation gap (points)": [sd(m, s) for m, s in zip(chosen["gap_mean"], chosen["gap_std"])],
+        "test gap (points), read once": [sd(m, s) for m, s in zip(chosen["test_gap_mean"], chosen["test_gap_std"])],
+    })
+
+
+def front_best_table(table: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the paper's method's chosen setting with the most nodes dead (run ``best``) and
+    the dense runs (run ``dense``), for :func:`node_row`; ``attrs``: the setting and how many
+    settings of the paper's method it was chosen from."""
+    paper = chosen[chosen["method"].isin(PAPER_METHODS)].sort_values("share_mean", ascending=False)
+    setting = paper.iloc[0]["setting"]
+    rows = table[table["setting"].isin([setting, "dense"])].copy()
+    rows["run"] = np.where(rows["setting"] == "dense", "dense", "best")
+    rows["node_fraction"] = rows["nodes_removed"]
+    rows.attrs["setting"] = setting
+    rows.attrs["settings"] = int(table.loc[table["method"].isin(PAPER_METHODS), "setting"].nunique())
+    return rows
+
+
+def headline_frame(table: pd.DataFrame, z: float = 2.0) -> pd.DataFrame:
+    """The paper's methods' trade-off numbers on the validation split
+    (:func:`prunedyn.analysis.tradeoffs.headline_share`): against each context method alone and
+    against the best of them, the largest node share at which the method's mean gap stays within
+    the baseline's gap at that share plus ``z`` standard errors of its own."""
+    val = T.paired_front(table, split="val")
+    out = []
+    for m in PAPER_METHODS:
+        row = {"method": FRONT_NAME[m]}
+        for b in (*CONTEXT_METHODS, None):
+            h = T.headline_share(val, m, [b] if b else list(CONTEXT_METHODS), z=z)
+            name = f"against {FRONT_NAME[b]}" if b else "against the best of them"
+            row[name] = "none" if h["setting"] is None else f"{pct(h['share_mean'])} ({h['setting'].split(', ', 1)[1]})"
+            row[f"_{b or 'best'}"] = float(h["share_mean"])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def plot_fronts(table: pd.DataFrame, chosen: pd.DataFrame, tol: float = TOLERANCE["test_accuracy"]):
+    """Two panels, every method along its strength (3 seeds, mean ± sd): the paired validation
+    gap against the share of hidden nodes dead, with the tolerance and the chosen settings
+    circled; and the share of nodes dead against the weight sparsity (L1 against L2 at matched
+    sparsity)."""
+    from matplotlib.figure import Figure
+
+    val = T.paired_front(table, split="val")
+    fig = Figure(figsize=(10.5, 4.4), layout="constrained")
+    ax, bx = fig.subplots(1, 2)
+    for m in PAPER_METHODS + CONTEXT_METHODS:
+        f = val[val["method"] == m].sort_values("share_mean")
+        kw = dict(color=FRONT_COLOR[m], label=FRONT_NAME[m] + ("" if m in PAPER_METHODS else " (context)"),
+                  ls="-" if m in PAPER_METHODS else ":", marker="o" if m in PAPER_METHODS else "s", ms=5, capsize=2)
+        ax.errorbar(100 * f["share_mean"], 100 * f["gap_mean"], xerr=100 * f["share_std"], yerr=100 * f["gap_std"], **kw)
+        bx.errorbar(100 * f["sparsity_mean"], 100 * f["share_mean"], yerr=100 * f["share_std"], **kw)
+    c = chosen[chosen["method"].isin(PAPER_METHODS + CONTEXT_METHODS)]
+    ax.plot(100 * c["share_mean"], 100 * c["gap_mean"], "o", ms=14, mfc="none", mec="k", mew=1.2,
+            label="chosen on validation")
+    ax.axhline(100 * tol, color="0.4", lw=0.8, ls="--")
+    ax.annotate("tolerance", (1, 100 * tol), xytext=(2, 3), textcoords="offset points", fontsize=8, color="0.3")
+    ax.axvline(100 * PAPER_FRACTION["mlp-mnist"], color="0.4", lw=0.8, ls=":")
+    ax.set_xlabel("hidden nodes dead (%)")
+    ax.set_ylabel("validation accuracy gap to dense (points)")
+    ax.set_title("the trade-off front, on the validation split", fontsize=10)
+    ax.set_ylim(min(-0.5, ax.get_ylim()[0]), min(ax.get_ylim()[1], 8))
+    bx.set_xlabel("weight sparsity (%)")
+    bx.set_ylabel("hidden nodes dead (%)")
+    bx.set_title("nodes against weights", fontsize=10)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=5, frameon=False)
+    return fig
+
+
+# --------------------------------------------------------------------------
+# the MLP's controls, live: the pruned widths from scratch, and the best recipe of the paper's method
+# --------------------------------------------------------------------------
+#: The front's data: mlp-front.yaml trains on 8,000 of the 10,000 digits and chooses on the other 2,000.
+FRONT_DATA = ("data.val_size=2000",)
+HIDDEN = (300, 100)
+
+
+def chosen_widths(table: pd.DataFrame, layers: pd.DataFrame, setting: str) -> tuple:
+    """The hidden widths a setting's runs keep (alive nodes per layer, from the front's layers
+    table: for the MLP, compaction removes every dead node), averaged over seeds and rounded."""
+    runs = table.loc[table["setting"] == setting, "run"]
+    alive = layers[layers["run"].isin(runs)].groupby("layer", sort=False)["alive"].mean()
+    return tuple(int(round(x)) for x in alive)
+
+
+def control_runs(profile: str, widths: Dict[str, tuple], recipe_lams: Sequence[float], seeds: Sequence[int],
+                 epochs: int = 40, find_epochs: int = 20) -> pd.DataFrame:
+    """The MLP's controls on the front's data (:data:`FRONT_DATA`), per seed, one row per arm:
+
+    - ``dense``: the dense network (no pruner, no regularizer), ``epochs`` epochs;
+    - ``scratch <name>``: a dense network of the hidden ``widths[name]`` trained from scratch with
+      the same recipe and epochs (Liu et al. 2019): does the pruned network's accuracy need pruning?
+    - ``recipe lam=<lam>``: the paper's method as a structure finder at equal total epochs: SWP + L2
+      at ``lam`` for ``find_epochs`` epochs, then compacted and trained ``epochs - find_epochs``
+      more without pruner or regularizer.
+
+    ``share``: the share of the 400 hidden nodes the arm's network does not have.
+    """
+    from prunedyn.run.study import COMPARISON, run_many
+
+    data = list(FRONT_DATA)
+    dense = [("mlp-mnist", [*COMPARISON["dense"], *data, f"epochs={epochs}", f"seed={s}"]) for s in seeds]
+    scratch = [("mlp-mnist", [*COMPARISON["dense"], *data, f"model.hidden=[{a}, {b}]", f"epochs={epochs}", f"seed={s}"])
+               for (a, b) in widths.values() for s in seeds]
+    find = [("mlp-mnist", ["regularizer.kind=l2", f"regularizer.lam={lam!r}", *data, f"epochs={find_epochs}", f"seed={s}"])
+            for lam in recipe_lams for s in seeds]
+    first = run_many(dense + scratch + find, profile, progress=False)
+    sources = first[len(dense) + len(scratch):]
+    tune = [("mlp-mnist", [f"init.run={src.folder}", "pruner.kind=none", "regularizer.kind=none", "regularizer.lam=0",
+                           *data, f"epochs={epochs - find_epochs}", f"seed={src.config.seed}"]) for src in sources]
+    tuned = run_many(tune, profile, progress=False)
+    rows = []
+    arms = ([("dense", r) for r in first[:len(dense)]]
+            + [(f"scratch {name}", r) for name in widths for r in first[len(dense):len(dense) + len(scratch)]
+               if tuple(r.config.model.hidden) == tuple(widths[name])]
+            + [(f"recipe lam={r.config.regularizer.lam:g}", t) for r, t in zip(sources, tuned)])
+    for arm, r in arms:
+        s = r.summary
+        rows.append({"arm": arm, "seed": r.config.seed, "val_accuracy": s["val_accuracy"], "test_accuracy": s["test_accuracy"],
+                     "hidden": "-".join(str(w) for w in s["widths_compact"].values()),
+                     "share": 1 - sum(s["widths_compact"].values()) / sum(HIDDEN)})
+    return pd.DataFrame(rows)
+
+
+def control_frame(controls: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The controls against the dense network of the same seed (paired gaps, validation and test),
+    with the front's chosen settings beside them."""
+    d = controls[controls["arm"] == "dense"].set_index("seed")
+    out = []
+    for arm, g in controls[controls["arm"] != "dense"].groupby("arm", sort=False):
+        g = g.set_index("seed")
+        gv = d.loc[g.index, "val_accuracy"] - g["val_accuracy"]
+        gt = d.loc[g.index, "test_accuracy"] - g["test_accuracy"]
+        out.append({"arm": arm, "hidden widths": ", ".join(sorted(set(g["hidden"]))), "nodes removed": pct_spread(g["share"].tolist()),
+                    "validation gap (points)": f"{100 * gv.mean():+.2f} ± {100 * gv.std(ddof=1):.2f}",
+                    "test gap (points)": f"{100 * gt.mean():+.2f} ± {100 * gt.std(ddof=1):.2f}",
+                    "_val_gap": float(gv.mean()), "_test_gap": float(gt.mean()), "_share": float(g["share"].mean()),
+                    "_val_gaps": gv.to_numpy(), "_test_gaps": gt.to_numpy()})
+    return pd.DataFrame(out)

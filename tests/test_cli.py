@@ -29,6 +29,9 @@ BAD_INPUTS = [
     (["mlp-mnist", "--set", "pruner.kind"], "key=value", "pruner.sigma"),
     (["mlp-mnist", "--set", "data.val_size=0"], "data.val_size", ">= 1"),
     (["mlp-mnist", "--set", "data.val_size=10000"], "data.val_size", "from 1 to 9999"),
+    (["mlp-mnist", "--set", "model.balance=0"], "model.balance", "> 0"),
+    (["mlp-mnist", "--set", "regularizer.layers=[net.fc9]"], "regularizer.layers", "net.fc1, net.fc2, net.fc3"),
+    (["vgg16-cifar10", "--set", "model.balance=2", "--set", "data.source=embedded"], "model.balance", "mlp only"),
 ]
 
 

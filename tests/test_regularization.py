@@ -505,3 +505,32 @@ def test_slimming_pruner_needs_batchnorm_and_a_valid_threshold():
         BatchNormScalePruner(tiny_bn_net(), threshold=-1.0)
     with pytest.raises(ConfigError, match="pruner.threshold"):
         from_dict({"pruner": {"kind": "slimming", "threshold": -0.5}})
+
+
+@pytest.mark.parametrize("c", [0.25, 3.0])
+def test_mlp_balance_rescales_each_hidden_nodes_sides_and_keeps_the_function(c):
+    torch.manual_seed(0)
+    a = MLP(784, [30, 20], 10)
+    torch.manual_seed(0)
+    b = MLP(784, [30, 20], 10, balance=c)
+    x = torch.randn(16, 784)
+    assert torch.allclose(a(x), b(x), rtol=1e-5, atol=1e-6)
+    fa, fb = [m for m in a.net if isinstance(m, nn.Linear)], [m for m in b.net if isinstance(m, nn.Linear)]
+    # node j of hidden layer l: incoming row of W_l and b_l scaled by c relative to its outgoing column
+    for l in range(2):
+        ratio_a = fa[l].weight.norm(dim=1) / fa[l + 1].weight.norm(dim=0)
+        ratio_b = fb[l].weight.norm(dim=1) / fb[l + 1].weight.norm(dim=0)
+        assert torch.allclose(ratio_b, c * ratio_a, rtol=1e-5)
+
+
+def test_regularizer_layers_decay_only_the_named_modules(tmp_path):
+    from prunedyn.run.config import load_config
+    from prunedyn.run.experiments import RunError, build, regularized_parameters
+
+    cfg = load_config("mlp-mnist", ["data.source=embedded", "data.train_size=64", "regularizer.layers=[net.fc1]"])
+    t = build(cfg)
+    assert [tuple(w.shape) for w in t.weights] == [(300, 784)]
+    model = t.model
+    assert [tuple(w.shape) for w in regularized_parameters(model, "all", ["net.fc2"])] == [(100, 300), (100,)]
+    with pytest.raises(RunError, match=r"regularizer.layers: 'fc1' is not a module of the model; modules with parameters: net.fc1"):
+        regularized_parameters(model, "weights", ["fc1"])

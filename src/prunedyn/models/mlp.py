@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from prunedyn.models.registry import register_model
@@ -13,9 +14,16 @@ class MLP(nn.Module):
     """``in_features -> hidden[0] -> ... -> num_classes`` with ReLU; input is flattened.
 
     Input ``(B, *)`` with ``prod(*) == in_features``; output ``(B, num_classes)`` logits.
+
+    ``balance = c`` rescales the initialisation without changing the function: every hidden
+    node's incoming weights and bias by ``c``, its outgoing weights by ``1/c`` (ReLU is positively
+    homogeneous). Across the chain that is ``W_1, b_1 -> c W_1, c b_1``, every hidden bias
+    ``b_l -> c b_l`` and ``W_L -> W_L / c``; each hidden node's ratio of incoming to outgoing
+    weight scale is multiplied by ``c``. The intervention on the fan-in story of chapter 3.
     """
 
-    def __init__(self, in_features: int = 784, hidden: Sequence[int] = (300, 100), num_classes: int = 10):
+    def __init__(self, in_features: int = 784, hidden: Sequence[int] = (300, 100), num_classes: int = 10,
+                 balance: float = 1.0):
         super().__init__()
         sizes = [in_features, *hidden, num_classes]
         layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
@@ -24,6 +32,19 @@ class MLP(nn.Module):
             if i < len(sizes) - 1:
                 layers.append((f"relu{i}", nn.ReLU()))
         self.net = nn.Sequential(OrderedDict(layers))
+        if balance != 1.0:
+            self.rebalance(balance)
+
+    @torch.no_grad()
+    def rebalance(self, c: float) -> None:
+        """Scale each hidden node's incoming side by ``c`` and its outgoing side by ``1/c`` (see the class doc)."""
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        if len(linears) < 2:
+            return
+        linears[0].weight.mul_(c)
+        for m in linears[:-1]:
+            m.bias.mul_(c)
+        linears[-1].weight.div_(c)
 
     def forward(self, x):
         return self.net(x)
@@ -38,4 +59,4 @@ def build_mlp(cfg, in_shape, num_classes) -> nn.Module:
     n_in = 1
     for s in in_shape:
         n_in *= s
-    return MLP(n_in, list(cfg.hidden), num_classes)
+    return MLP(n_in, list(cfg.hidden), num_classes, balance=getattr(cfg, "balance", 1.0))

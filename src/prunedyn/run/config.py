@@ -45,6 +45,9 @@ class ModelConfig:
     name: str = "mlp"
     hidden: List[int] = field(default_factory=lambda: [300, 100])
     width: float = 1.0
+    # mlp only: each hidden node's incoming weights x balance, outgoing / balance at initialisation
+    # (the same function; models.mlp.MLP): the intervention on the fan-in ratio
+    balance: float = 1.0
 
 
 @dataclass
@@ -80,6 +83,9 @@ class RegularizerConfig:
     # weights: Linear/Conv weights only (STUDY.md); all: biases and norm parameters too;
     # bn: BatchNorm scales only (with l1: network slimming); weights+bn: both (core.regularization.SCOPES)
     scope: str = "weights"
+    # only the scope's tensors of these modules (names as model.named_modules() gives them, e.g.
+    # net.fc1); null: every module. One side of a node decayed: the intervention on the balance law
+    layers: Optional[List[str]] = None
 
 
 @dataclass
@@ -214,6 +220,7 @@ RANGES = {
     "regularizer.lam": (0, None, False),
     "pruner.sigma": (0, None, True),
     "model.width": (0, None, True),
+    "model.balance": (0, None, True),
     "pruner.ramp_epochs": (0, None, False),
     "pruner.start_epoch": (0, None, False),
     "pruner.sparsity": (0, 0.999999, False),
@@ -275,6 +282,10 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
         if any(v < 1 for v in out):
             raise ConfigError(f"{key}: widths must be >= 1, got {out}")
         return out
+    if base == "List[str]":
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{key}: {value!r} is not a non-empty list of names")
+        return [_check_type(f"{key}[{i}]", v, "str") for i, v in enumerate(value)]
     raise TypeError(f"unhandled annotation {annotation} for {key}")
 
 
@@ -427,7 +438,8 @@ def load_config(source: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
 # retrain) every cached run. A new field must be listed here as "section.key".
 LATER_FIELDS: tuple = ("data.image_size", "optimizer.lr_schedule", "regularizer.scope", "threads",
                        "pruner.threshold", "pruner.stream", "train.resident", "train.precision", "train.channels_last", "train.compile",
-                       "train.sync_every", "data.val_size")
+                       "train.sync_every", "data.val_size",
+                       "model.balance", "regularizer.layers")
 
 
 # Fields removed from the config: "section.key" -> (the default they had, what to use instead). A

@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import yaml
@@ -96,14 +96,24 @@ class Trainer:
     @property
     def weights(self) -> List[torch.Tensor]:
         """The tensors the regularizer acts on (``regularizer.scope``)."""
-        return regularized_parameters(self.model, self.cfg.regularizer.scope)
+        return regularized_parameters(self.model, self.cfg.regularizer.scope, self.cfg.regularizer.layers)
 
 
-def regularized_parameters(model: nn.Module, scope: str) -> List[torch.Tensor]:
+def regularized_parameters(model: nn.Module, scope: str, layers: Optional[Sequence[str]] = None) -> List[torch.Tensor]:
     """The tensors ``regularizer.scope`` selects: ``weights`` (the prunable Linear/Conv
     weights, the study's definition), ``all``, ``bn``, ``weights+bn``; see
-    :func:`prunedyn.core.regularization.regularized_tensors`."""
-    return regularized_tensors(model, scope, field="regularizer.scope")
+    :func:`prunedyn.core.regularization.regularized_tensors`. With ``layers`` (module names),
+    only those of the named modules."""
+    tensors = regularized_tensors(model, scope, field="regularizer.scope")
+    if layers is None:
+        return tensors
+    modules = dict(model.named_modules())
+    for name in layers:
+        if name not in modules or not name:
+            have = [n for n, m in modules.items() if n and any(True for _ in m.parameters(recurse=False))]
+            raise RunError(f"regularizer.layers: {name!r} is not a module of the model; modules with parameters: {', '.join(have)}")
+    keep = {id(p) for name in layers for p in modules[name].parameters(recurse=False)}
+    return [t for t in tensors if id(t) in keep]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -277,12 +287,14 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
             raise RunError(f"model: {cfg.model.name!r} with these widths does not fit in memory "
                            f"({' '.join(str(e).split())[:160]})") from None
     check_model_fits_data(cfg, model, data, device)
+    if cfg.model.balance != 1.0 and not hasattr(model, "rebalance"):
+        raise RunError(f"model.balance: applies to the mlp only, not {cfg.model.name!r}; leave it at 1")
     if cfg.train.channels_last:
         # 4-D parameters (conv kernels) only; a model without any is unchanged
         model = model.to(memory_format=torch.channels_last)
     steps = math.ceil(len(data.y_train) / cfg.data.batch_size)
     regularizer = make_regularizer(cfg.regularizer.kind, cfg.regularizer.lam, model=model)
-    if regularizer.lam and type(regularizer) is not Regularizer and not regularized_parameters(model, cfg.regularizer.scope):
+    if regularizer.lam and type(regularizer) is not Regularizer and not regularized_parameters(model, cfg.regularizer.scope, cfg.regularizer.layers):
         raise RunError(f"regularizer.scope: {cfg.regularizer.scope!r} selects no tensor of model {cfg.model.name!r} (it has no BatchNorm); allowed for it: weights, all")
     return Trainer(
         cfg=cfg,
