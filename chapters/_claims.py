@@ -748,17 +748,20 @@ def front_best_table(table: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
 def headline_frame(table: pd.DataFrame, z: float = 2.0) -> pd.DataFrame:
     """The paper's methods' trade-off numbers on the validation split
     (:func:`prunedyn.analysis.tradeoffs.headline_share`): against each context method alone and
-    against the best of them, the largest node share at which the method's mean gap stays within
-    the baseline's gap at that share plus ``z`` standard errors of its own."""
+    against the better of them, the largest node share at which the method's mean gap stays within
+    the baseline front's gap at that share plus ``z`` standard errors of the difference. Hidden
+    columns (``_<baseline>``): the Series, for the prose and the checks."""
     val = T.paired_front(table, split="val")
     out = []
     for m in PAPER_METHODS:
         row = {"method": FRONT_NAME[m]}
         for b in (*CONTEXT_METHODS, None):
             h = T.headline_share(val, m, [b] if b else list(CONTEXT_METHODS), z=z)
-            name = f"against {FRONT_NAME[b]}" if b else "against the best of them"
-            row[name] = "none" if h["setting"] is None else f"{pct(h['share_mean'])} ({h['setting'].split(', ', 1)[1]})"
-            row[f"_{b or 'best'}"] = float(h["share_mean"])
+            name = f"against {FRONT_NAME[b]}" if b else "against the better of them"
+            row[name] = ("none" if h["setting"] is None else
+                         f"{pct(h['share_mean'])} ({h['setting'].split(', ', 1)[1]}; gap {100 * h['gap_mean']:.2f} "
+                         f"within {100 * h['tol']:.2f} points)")
+            row[f"_{b or 'best'}"] = h
         out.append(row)
     return pd.DataFrame(out)
 
