@@ -647,7 +647,7 @@ def plot_node_claims(rows: Sequence[Row]):
             recorded = r.key == "mlp_best" or r.key.endswith("_cpu_best")
             label = r.claim.split(":")[0].replace("3. ", "") + (
                 " (best method, recorded CPU comparison)" if r.key.endswith("_cpu_best")
-                else " (recorded sweep)" if recorded else " (live, quick scale, SWP + L2)")
+                else " (recorded front, chosen on validation)" if recorded else " (live, quick scale, SWP + L2)")
             c = colors[r.key] if r.testable else "0.6"  # a reference that fails the gate: grey, no verdict
             label += "" if r.testable else ": not testable"
             if y > Y_CAP:
