@@ -702,7 +702,7 @@ def gate_sentence(name: str, g: K.Competence) -> str:
 PAPER_METHODS = ("swp-l2", "swp-l1")
 CONTEXT_METHODS = ("swp-group-lasso", "targeted-dropout-unit")
 FRONT_NAME = {"swp-l2": "SWP + L2", "swp-l1": "SWP + L1", "swp-group-lasso": "SWP + group lasso",
-              "targeted-dropout-unit": "targeted dropout (unit)"}
+              "targeted-dropout-unit": "targeted dropout, unit"}
 FRONT_COLOR = {"swp-l2": "#1f77b4", "swp-l1": "#2ca02c", "swp-group-lasso": "#9467bd", "targeted-dropout-unit": "#ff7f0e"}
 
 
