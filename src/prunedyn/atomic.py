@@ -60,6 +60,7 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Any:
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, AttributeError, ValueError) as e:
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, AttributeError, ValueError, KeyError,
+            IndexError, TypeError) as e:  # torch's legacy reader fails on garbage with KeyError and the like
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint of plain tensors ({first[:160]})") from None

@@ -50,7 +50,7 @@ from prunedyn.core.regularization import (
 from prunedyn.data.datasets import DatasetBundle, load_dataset
 from prunedyn.models import build_model
 from prunedyn.run.backends import WORKER_SLOT
-from prunedyn.run.config import ExperimentConfig, config_hash
+from prunedyn.run.config import ConfigError, ExperimentConfig, config_hash
 from prunedyn.run.records import (
     RecordError,
     RunRecord,
@@ -216,17 +216,42 @@ def load_run_model(folder: Path, data: Optional[DatasetBundle] = None, map_locat
     """``(model, config, checkpoint)`` of the run in ``folder``: its model built from its
     ``config.yaml`` (for ``data``'s shapes; loaded from the config when not given) with the
     weights of its last checkpoint. Raises :class:`RunError` when ``folder`` is no run folder."""
-    from prunedyn.run.config import from_dict
-
     folder = Path(folder)
     if not (folder / "config.yaml").exists() or not (folder / "checkpoint.pt").exists():
         raise RunError(f"{folder} is not a run folder with config.yaml and checkpoint.pt")
-    cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+    cfg = read_run_config(folder / "config.yaml")
     data = load_dataset(cfg.data) if data is None else data
     model = build_model(cfg.model, data.in_shape, data.num_classes)
     ckpt = _checkpoint(folder / "checkpoint.pt", map_location)
     model.load_state_dict(ckpt["model"])
     return model, cfg, ckpt
+
+
+def read_run_config(path: Path) -> ExperimentConfig:
+    """A run folder's ``config.yaml`` as a config; :class:`RunError` naming the file when it does not
+    parse or is not a valid config."""
+    from prunedyn.run.config import from_dict
+
+    try:
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a mapping of sections, got {type(data).__name__}")
+        return from_dict(data)
+    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as e:
+        first = " ".join(str(e).split())[:160]
+        raise RunError(f"{path}: not a readable run config ({first})") from None
+
+
+def read_summary(path: Path) -> dict:
+    """A run folder's ``summary.json``; :class:`RunError` naming the file when it is damaged."""
+    try:
+        done = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        done = e
+    if not isinstance(done, dict):
+        raise RunError(f"{path}: not a readable run summary ({str(done)[:120] or 'empty'}); remove it to resume "
+                       "from the checkpoint, or pass --overwrite")
+    return done
 
 
 def _checkpoint(path: Path, map_location) -> dict:
@@ -515,7 +540,7 @@ def prepare_folder(out: Path, cfg_hash: str, resume: bool, overwrite: bool) -> O
     if not resume:
         raise RunError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
     if summary.exists():
-        done = json.loads(summary.read_text())
+        done = read_summary(summary)
         if done.get("config_hash") != cfg_hash:
             raise RunError(f"{out} holds a finished run of another config (hash {done.get('config_hash')}, this one {cfg_hash})")
         return done
