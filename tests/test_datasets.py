@@ -295,3 +295,26 @@ def test_validation_split_is_one_seeded_draw_disjoint_from_training(embedded):
 def test_validation_split_larger_than_the_training_set_is_refused(size):
     with pytest.raises(DataError, match=r"data.val_size must be from 1 to 9999 .*got " + str(size)):
         load_dataset(DataConfig(source="embedded", val_size=size))
+
+
+@pytest.mark.parametrize("source", ["auto", "torchvision"])
+def test_a_torchvision_mnist_copy_that_is_not_the_official_one_is_refused(tmp_path, source):
+    root = copy_mnist(tmp_path / "data")
+    raw = make_torchvision_layout(root)
+    labels = bytearray((raw / "t10k-labels-idx1-ubyte").read_bytes())
+    labels[8 + 17] = (labels[8 + 17] + 1) % 10  # one test label changed
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(labels))
+    with pytest.raises(DataError, match=r"MNIST/raw: not the official MNIST .* set data.source=embedded"):
+        load_dataset(DataConfig(source=source, root=str(root)))
+    # the embedded copy is still there for whoever asks for it
+    assert load_dataset(DataConfig(source="embedded", root=str(root))).source == "embedded"
+
+
+def test_a_torchvision_fashion_mnist_copy_without_its_verified_archives_is_refused(tmp_path):
+    raw = tmp_path / "data" / "torchvision" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz_name, tv_name in TV_NAMES.items():  # MNIST's bytes under Fashion-MNIST's names, no archives
+        with gzip.open(DATA / "mnist" / gz_name, "rb") as f:
+            (raw / tv_name).write_bytes(f.read())
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: missing or not the official file"):
+        load_dataset(DataConfig(name="fashion_mnist", source="torchvision", root=str(tmp_path / "data")))

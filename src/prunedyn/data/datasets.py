@@ -343,6 +343,8 @@ def _torchvision(name: str, root: Path, download: bool) -> Optional[DatasetBundl
         test = cls(str(root), train=False, download=download)
     except (RuntimeError, OSError) as e:  # not present, and no download possible
         return None
+    if name in ("mnist", "fashion_mnist"):  # torchvision reads its MNIST files unchecked: check them here
+        _verify_torchvision_mnist(name, train, test, root)
     return DatasetBundle(
         name=name,
         source="torchvision",
@@ -350,8 +352,40 @@ def _torchvision(name: str, root: Path, download: bool) -> Optional[DatasetBundl
         y_train=torch.as_tensor(train.targets).long(),
         x_test=_normalise(test.data, name),
         y_test=torch.as_tensor(test.targets).long(),
-        description=f"{name} via torchvision ({len(train)} train / {len(test)} test) from {root}",
+        description=f"{name} via torchvision ({len(train)} train / {len(test)} test) from {root} (verified)",
     )
+
+
+def _verify_torchvision_mnist(name: str, train, test, root: Path) -> None:
+    """Raise :class:`DataError` unless a torchvision copy of MNIST / Fashion-MNIST is the official one.
+
+    torchvision checks CIFAR-10's files against their MD5 sums but reads the MNIST files as they
+    are. MNIST is checked against the embedded, checksummed copy (its official test set and the first
+    10,000 official training digits, pixel for pixel and label for label); Fashion-MNIST, which is
+    not embedded, by the MD5 sums torchvision lists for its downloads (the ``.gz`` files it keeps in
+    ``raw/``), whose contents must be the files it reads.
+    """
+    where = Path(train.raw_folder)
+    fix = f"remove {where.parent} (or set data.download=true to fetch it again), or set data.source=embedded"
+    if name == "mnist":
+        ref = _embedded("mnist", data_dir() if not (root.parent / "mnist").exists() else root.parent)
+        n = len(ref.y_train)
+        same = (len(train.targets) >= n and torch.equal(_normalise(train.data[:n], name), ref.x_train)
+                and torch.equal(torch.as_tensor(train.targets[:n]).long(), ref.y_train)
+                and torch.equal(_normalise(test.data, name), ref.x_test) and torch.equal(torch.as_tensor(test.targets).long(), ref.y_test))
+        if not same:
+            raise DataError(f"{where}: not the official MNIST (its test set or first {n:,} training digits differ from the "
+                            f"embedded, checksummed copy); {fix}")
+        return
+    from torchvision.datasets.utils import check_integrity
+
+    for fname, md5 in type(train).resources:
+        gz = where / fname
+        if not check_integrity(str(gz), md5):
+            raise DataError(f"{gz}: missing or not the official file (MD5), so the Fashion-MNIST copy cannot be verified; {fix}")
+        with gzip.open(gz, "rb") as f:
+            if f.read() != (where / fname[:-3]).read_bytes():
+                raise DataError(f"{where / fname[:-3]}: differs from its verified archive {fname}; {fix}")
 
 
 def _load_npz(name: str, root: Path) -> Dict[str, np.ndarray]:
