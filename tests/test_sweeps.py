@@ -39,30 +39,7 @@ def test_spec_expands_grid_union_and_runs_times_seeds(tmp_path):
     assert {"pruner.kind": "none", "regularizer.kind": "none", "seed": 0} in spec.points()
 
 
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("base: mlp-mnist\ngrid: {pruner.kernel: [gaussian, nope]}\n", "pruner.kernel"),
-        ("base: mlp-mnist\ngrid: {pruner.sigmaa: [1]}\n", "pruner.sigmaa"),
-        ("grid: {pruner.sigma: [1]}\n", "base"),
-        ("base: mlp-mnist\nseeds: [a]\n", "seeds"),
-        ("base: mlp-mnist\nfoo: 1\n", "foo"),
-        ("base: [unclosed\n", "not valid YAML"),
-        ("base: mlp-mnist\ngrid: {pruner.sigma: []}\n", "give no point"),
-        ("base: mlp-mnist\nruns: []\n", "give no point"),
-        ("base: mlp-mnist\nseeds: [0, 0]\n", "repeats a seed"),
-        ("base: mlp-mnist\nname: ../../elsewhere\n", "plain folder name"),
-        ("base: mlp-mnist\nname: /tmp/abs\n", "plain folder name"),
-        ("base: mlp-mnist\nruns: [[label=a, epochs=1], [label=a, epochs=1]]\n", "listed twice"),
-        ("base: mlp-mnist\nruns: [[\"epochs=[1\"]]\n", "epochs='\\[1': the value is not valid YAML"),
-        ("base: mlp-mnist\nruns: [[label=a, epochs=1], [label=a, epochs=2], [label=b, init.run=@a]]\n", "ambiguous"),
-    ],
-)
-def test_bad_specs_are_rejected_before_running(tmp_path, text, message):
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        load_spec(path)
+# Bad specs: tests/test_bad_input.py (SWEEP_CASES), through the command line.
 
 
 @pytest.mark.slow
