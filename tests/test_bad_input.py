@@ -6,7 +6,6 @@ the problem, no traceback, and nothing written or deleted anywhere under the tes
 (the working directory too: no ``runs/`` appears). Cases that need a run folder start from a
 copy of one small finished run, damaged in one way.
 """
-import json
 import os
 import shutil
 from pathlib import Path
@@ -81,12 +80,14 @@ RUN_CASES = [
     (["regularizer.kind=l3"], ["regularizer.kind", "l2_decoupled"]),
     (["regularizer.lam=-1"], ["regularizer.lam", ">= 0"]),
     (["regularizer.lam=.inf"], ["regularizer.lam", "finite"]),
+    (["regularizer.lam=.nan"], ["regularizer.lam", "finite"]),
     (["regularizer.scope=nope"], ["regularizer.scope"]),
     (["regularizer.scope=bn"], ["regularizer.scope", "no BatchNorm"]),
     (["regularizer.layers=[net.fc9]"], ["regularizer.layers", "net.fc1, net.fc2, net.fc3"]),
     (["regularizer.layers=[]"], ["regularizer.layers", "non-empty"]),
     (["optimizer.name=nope"], ["optimizer.name"]),
     (["optimizer.lr=0"], ["optimizer.lr", "> 0"]),
+    (["optimizer.lr=-0.05"], ["optimizer.lr", "> 0"]),
     (["optimizer.momentum=1.5"], ["optimizer.momentum"]),
     (["optimizer.lr_schedule=nope"], ["optimizer.lr_schedule"]),
     (["epochs=0"], ["epochs", ">= 1"]),

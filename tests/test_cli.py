@@ -1,11 +1,8 @@
 """The command line as a user meets it: errors, help, determinism, kill and resume."""
 import json
-import math
-import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,71 +11,7 @@ import torch
 from prunedyn.run.cli import main
 from conftest import SMALL, prunedyn_cmd, run_cli
 
-BAD_INPUTS = [
-    (["nope-preset"], "unknown preset 'nope-preset'", "mlp-mnist"),
-    (["mlp-mnist", "--set", "pruner.kernel=cauchyish"], "pruner.kernel", "gaussian, laplace, hard"),
-    (["mlp-mnist", "--set", "regularizer.kind=l3"], "regularizer.kind", "l2_decoupled"),
-    (["mlp-mnist", "--set", "pruner.sigma=-0.1"], "pruner.sigma", "> 0"),
-    (["mlp-mnist", "--set", "pruner.sigma=.nan"], "pruner.sigma", "finite"),
-    (["mlp-mnist", "--set", "regularizer.lam=-1"], "regularizer.lam", ">= 0"),
-    (["mlp-mnist", "--set", "regularizer.lam=.nan"], "regularizer.lam", "finite"),
-    (["mlp-mnist", "--set", "optimizer.lr=-0.05"], "optimizer.lr", "> 0"),
-    (["mlp-mnist", "--set", "epochs=0"], "epochs", ">= 1"),
-    (["mlp-mnist", "--set", "pruner.sigmaa=1"], "pruner.sigmaa", "sigma_mode"),
-    (["mlp-mnist", "--set", "bogus=1"], "bogus", "pruner.kernel"),
-    (["mlp-mnist", "--set", "pruner.kind"], "key=value", "pruner.sigma"),
-    (["mlp-mnist", "--set", "data.val_size=0"], "data.val_size", ">= 1"),
-    (["mlp-mnist", "--set", "data.val_size=10000"], "data.val_size", "from 1 to 9999"),
-    (["mlp-mnist", "--set", "model.balance=0"], "model.balance", "> 0"),
-    (["mlp-mnist", "--set", "regularizer.layers=[net.fc9]"], "regularizer.layers", "net.fc1, net.fc2, net.fc3"),
-    (["vgg16-cifar10", "--set", "model.balance=2", "--set", "data.source=embedded"], "model.balance", "mlp only"),
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("argv, field, allowed", BAD_INPUTS)
-def test_bad_input_is_one_line_exit_2_and_no_folder(tmp_path, capsys, argv, field, allowed):
-    out = tmp_path / "run"
-    code = main(["run", *argv, "--out", str(out), "--quiet"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("prunedyn: error:")
-    assert field in err and allowed in err
-    assert not out.exists()
-
-
-@pytest.mark.slow
-def test_yaml_that_does_not_parse(tmp_path, capsys):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("pruner: {kind: stochastic\nepochs: [1,\n")
-    code = main(["run", str(bad), "--out", str(tmp_path / "run"), "--quiet"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "not valid YAML" in err and "bad.yaml" in err
-    assert len(err.splitlines()) == 1
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.slow
-def test_corrupt_data_file_is_rejected_before_any_file_is_written(tmp_path, capsys, data_copy):
-    f = data_copy / "mnist" / "t10k-labels-idx1-ubyte.gz"
-    raw = bytearray(f.read_bytes())
-    raw[100] ^= 0xFF
-    f.write_bytes(bytes(raw))
-    out = tmp_path / "run"
-    code = main(["run", "mlp-mnist", "--out", str(out), "--quiet", "--set", "data.source=embedded"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "checksum mismatch" in err and "t10k-labels-idx1-ubyte.gz" in err
-    assert not out.exists()
-
-
-@pytest.mark.slow
-def test_missing_data_file(tmp_path, capsys, data_copy):
-    (data_copy / "mnist" / "train-10k-images-idx3-ubyte.gz").unlink()
-    code = main(["run", "mlp-mnist", "--out", str(tmp_path / "r"), "--quiet", "--set", "data.source=embedded"])
-    err = capsys.readouterr().err
-    assert code == 2 and "missing" in err and "train-10k-images" in err
-    assert not (tmp_path / "r").exists()
+# Bad input (a bad key or value, a file that does not parse, damaged data): tests/test_bad_input.py.
 
 
 @pytest.mark.slow
@@ -195,8 +128,6 @@ def test_compact_command_writes_an_exact_smaller_model(tmp_path, capsys):
 
 def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path):
     """checkpoint.pt is read with weights_only=True: a pickle that would run code is an error, not a call."""
-    import pickle
-
     from prunedyn.atomic import CheckpointError, load_checkpoint
 
     marker = tmp_path / "ran"
