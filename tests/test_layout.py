@@ -21,7 +21,7 @@ ALLOWED = {
     "tasks": {"data"},
     "run": {"core", "structure", "data", "models", "tasks"},
     "analysis": {"core", "structure", "data", "models", "tasks", "run"},
-    "plots": {"core", "structure", "data", "models", "tasks", "run", "analysis"},
+    "plots": {"core", "structure", "data", "models", "tasks", "analysis"},  # not run: figures need no experiment
 }
 
 

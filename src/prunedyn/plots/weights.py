@@ -187,7 +187,7 @@ def prune_without_training(
     test_loss`` (sparsity over all prunable weights).
     """
     from prunedyn.core.pruning import StochasticWeightPruner, weight_sparsity
-    from prunedyn.run.experiments import evaluate
+    from prunedyn.tasks.scoring import evaluate
 
     device = next(model.parameters()).device
     counts = sorted(set(int(a) for a in applications))

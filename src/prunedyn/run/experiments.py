@@ -62,7 +62,7 @@ from prunedyn.atomic import CheckpointError, load_checkpoint
 from prunedyn.modes import eval_mode
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
 from prunedyn.structure.surgery import compact
-from prunedyn.tasks.scoring import Task, scored_outputs, task_for
+from prunedyn.tasks.scoring import Task, evaluate, scored_outputs, task_for  # noqa: F401 (evaluate: re-exported)
 
 
 class RunError(Exception):
@@ -336,13 +336,6 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
         train_x=data.x_train.to(device) if cfg.train.resident else None,
         train_y=data.y_train.to(device) if cfg.train.resident else None,
     )
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch: int = 1000):
-    """``(mean cross-entropy, accuracy)`` of ``model`` on ``(x, y)``."""
-    loss, correct, _ = scored_outputs(model, x, y, device, batch)
-    return loss / len(y), correct / len(y)
 
 
 def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
