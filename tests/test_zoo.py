@@ -90,3 +90,21 @@ def test_a_trace_that_runs_too_long_is_refused_in_time(monkeypatch):
     with pytest.raises(WiringError, match="took over 1 s"):
         model_nodes(model, torch.randn(1, 3, 32, 32))
     assert time.perf_counter() - tic < 10
+
+
+@pytest.mark.parametrize("norm, name", [(lambda: nn.GroupNorm(1, 16, affine=False), "GroupNorm"),
+                                        (lambda: nn.GroupNorm(4, 16), "GroupNorm"),
+                                        (lambda: nn.LayerNorm([16, 8, 8], elementwise_affine=False), "LayerNorm")],
+                         ids=["GroupNorm(1, 16), no affine", "GroupNorm(4, 16)", "LayerNorm, no affine"])
+def test_a_norm_that_pools_channels_is_refused_not_compacted_wrong(norm, name):
+    """Zeroed filters before a norm that pools several channels' statistics are not dead after it: the
+    wiring says so, naming the layer, instead of calling them dead (compact once changed outputs by 7%)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), norm(), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1))
+    with torch.no_grad():
+        m[0].weight[:4] = 0
+        m[0].bias[:4] = 0
+    x = torch.randn(2, 3, 8, 8)
+    for f in (model_nodes, compact):
+        with pytest.raises(WiringError, match=rf"^1: a {name} normalises several channels of a node group together"):
+            f(m, x)

@@ -194,6 +194,14 @@ def time_limit(seconds: float, what: str):
         signal.signal(signal.SIGALRM, previous)
 
 
+def mixes_channels(module) -> bool:
+    """A norm whose statistics pool several channels (LayerNorm, GroupNorm with fewer groups than
+    channels, LocalResponseNorm), affine or not: a channel zeroed before it is not zero after it."""
+    if isinstance(module, nn.GroupNorm):
+        return module.num_groups < module.num_channels
+    return isinstance(module, (nn.LayerNorm, nn.LocalResponseNorm, nn.RMSNorm))
+
+
 def read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[TracedGroup]:
     """The node groups of ``model`` from a trace on ``example``, in module registration order.
     Tracing and grouping together may take :data:`TRACE_SECONDS`; beyond that a
@@ -240,6 +248,11 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
                     pinned = True
             elif dep.target.type == OPTYPE.OUTPUT:
                 raise WiringError(f"{label}: a node group reaches the model output")
+            elif mixes_channels(module):
+                raise WiringError(
+                    f"{label}: a {type(module).__name__} normalises several channels of a node group together, so a "
+                    "zeroed channel is neither dead after it nor removable (it shifts the others' statistics)"
+                )
             elif not isinstance(module, nn.Module) or any(True for _ in module.parameters(recurse=False)):
                 raise WiringError(
                     f"{label}: a {type(module).__name__} with per-channel parameters tied to a node group; "
