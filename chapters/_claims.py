@@ -800,10 +800,8 @@ def plot_fronts(table: pd.DataFrame, chosen: pd.DataFrame, tol: float = TOLERANC
 
 
 # --------------------------------------------------------------------------
-# the MLP's controls, live: the pruned widths from scratch, and the best recipe of the paper's method
+# the MLP's controls (recorded): the pruned widths from scratch, and the best recipe of the paper's method
 # --------------------------------------------------------------------------
-#: The front's data: mlp-front.yaml trains on 8,000 of the 10,000 digits and chooses on the other 2,000.
-FRONT_DATA = ("data.val_size=2000",)
 HIDDEN = (300, 100)
 
 
@@ -815,43 +813,29 @@ def chosen_widths(table: pd.DataFrame, layers: pd.DataFrame, setting: str) -> tu
     return tuple(int(round(x)) for x in alive)
 
 
-def control_runs(profile: str, widths: Dict[str, tuple], recipe_lams: Sequence[float], seeds: Sequence[int],
-                 epochs: int = 40, find_epochs: int = 20) -> pd.DataFrame:
-    """The MLP's controls on the front's data (:data:`FRONT_DATA`), per seed, one row per arm:
+#: The recorded controls' labels (sweeps/mlp-controls.yaml) and the arms chapter 9 names them by.
+CONTROL_ARMS = {"dense": "dense", "scratch-l2": "scratch SWP + L2", "scratch-l1": "scratch SWP + L1",
+                "recipe@0.01": "recipe lam=0.01", "recipe@0.02": "recipe lam=0.02"}
 
-    - ``dense``: the dense network (no pruner, no regularizer), ``epochs`` epochs;
-    - ``scratch <name>``: a dense network of the hidden ``widths[name]`` trained from scratch with
-      the same recipe and epochs (Liu et al. 2019): does the pruned network's accuracy need pruning?
-    - ``recipe lam=<lam>``: the paper's method as a structure finder at equal total epochs: SWP + L2
-      at ``lam`` for ``find_epochs`` epochs, then compacted and trained ``epochs - find_epochs``
-      more without pruner or regularizer.
 
-    ``share``: the share of the 400 hidden nodes the arm's network does not have.
+def recorded_controls(table: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """The MLP's controls (``results/mlp-controls.csv``, its layers table beside it), per seed, one row
+    per arm (:data:`CONTROL_ARMS`):
+
+    - ``dense``: the dense network (no pruner, no regularizer), 40 epochs, on the fronts' data;
+    - ``scratch ...``: a dense network of the hidden widths of the setting chosen on validation,
+      trained from scratch with the same recipe and epochs (Liu et al. 2019): does the pruned
+      network's accuracy need pruning?
+    - ``recipe lam=...``: the paper's method as a structure finder at equal total epochs: SWP + L2 at
+      ``lam`` for 20 epochs, then compacted and trained 20 more without pruner or regularizer.
+
+    ``hidden``: the arm's hidden widths; ``share``: the share of the 400 hidden nodes it does not have.
     """
-    from prunedyn.run.study import COMPARISON, run_many
-
-    data = list(FRONT_DATA)
-    dense = [("mlp-mnist", [*COMPARISON["dense"], *data, f"epochs={epochs}", f"seed={s}"]) for s in seeds]
-    scratch = [("mlp-mnist", [*COMPARISON["dense"], *data, f"model.hidden=[{a}, {b}]", f"epochs={epochs}", f"seed={s}"])
-               for (a, b) in widths.values() for s in seeds]
-    find = [("mlp-mnist", ["regularizer.kind=l2", f"regularizer.lam={lam!r}", *data, f"epochs={find_epochs}", f"seed={s}"])
-            for lam in recipe_lams for s in seeds]
-    first = run_many(dense + scratch + find, profile, progress=False)
-    sources = first[len(dense) + len(scratch):]
-    tune = [("mlp-mnist", [f"init.run={src.folder}", "pruner.kind=none", "regularizer.kind=none", "regularizer.lam=0",
-                           *data, f"epochs={epochs - find_epochs}", f"seed={src.config.seed}"]) for src in sources]
-    tuned = run_many(tune, profile, progress=False)
-    rows = []
-    arms = ([("dense", r) for r in first[:len(dense)]]
-            + [(f"scratch {name}", r) for name in widths for r in first[len(dense):len(dense) + len(scratch)]
-               if tuple(r.config.model.hidden) == tuple(widths[name])]
-            + [(f"recipe lam={r.config.regularizer.lam:g}", t) for r, t in zip(sources, tuned)])
-    for arm, r in arms:
-        s = r.summary
-        rows.append({"arm": arm, "seed": r.config.seed, "val_accuracy": s["val_accuracy"], "test_accuracy": s["test_accuracy"],
-                     "hidden": "-".join(str(w) for w in s["widths_compact"].values()),
-                     "share": 1 - sum(s["widths_compact"].values()) / sum(HIDDEN)})
-    return pd.DataFrame(rows)
+    t = table[table["label"].isin(list(CONTROL_ARMS))]
+    widths = layers.groupby("run", sort=False)["nodes"].apply(list)
+    return pd.DataFrame([{"arm": CONTROL_ARMS[r["label"]], "seed": int(r["seed"]), "val_accuracy": r["val_accuracy"],
+                          "test_accuracy": r["test_accuracy"], "hidden": "-".join(str(w) for w in widths[r["run"]]),
+                          "share": 1 - sum(widths[r["run"]]) / sum(HIDDEN)} for _, r in t.iterrows()])
 
 
 def control_frame(controls: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
