@@ -50,7 +50,7 @@ going through autograd: the result is identical (autograd's subgradient of
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Optional, Type
+from typing import Dict, Iterable, List, Optional, Sequence, Type
 
 import torch
 from torch import nn
@@ -72,12 +72,30 @@ def bn_scales(model: nn.Module) -> List[torch.Tensor]:
     ]
 
 
-def regularized_tensors(model: nn.Module, scope: str, field: str = "scope") -> List[torch.Tensor]:
-    """The tensors a regularizer of ``scope`` acts on (see :data:`SCOPES` and the module's table).
+def regularized_tensors(model: nn.Module, scope: str, field: str = "scope",
+                        layers: Optional[Sequence[str]] = None) -> List[torch.Tensor]:
+    """The tensors a regularizer of ``scope`` acts on (see :data:`SCOPES` and the module's table),
+    and with ``layers`` (module names, as ``model.named_modules()`` gives them) only those of the
+    named modules: one side of a node decayed, the intervention on the balance law.
 
-    The one place that decides it, for runs (``regularizer.scope``) and ``attach(scope=...)``;
-    ``field`` names the setting in the error an unknown scope raises.
+    The one place that decides it, for runs (``regularizer.scope``, ``regularizer.layers``) and
+    ``attach(scope=...)``; ``field`` names the setting in the error an unknown scope raises
+    (``<section>.layers`` for an unknown module name).
     """
+    tensors = _scope_tensors(model, scope, field)
+    if layers is None:
+        return tensors
+    modules = dict(model.named_modules())
+    for name in layers:
+        if not name or name not in modules:
+            have = [n for n, m in modules.items() if n and any(True for _ in m.parameters(recurse=False))]
+            where = f"{field.rpartition('.')[0]}.layers" if "." in field else "layers"
+            raise ValueError(f"{where}: {name!r} is not a module of the model; modules with parameters: {', '.join(have)}")
+    keep = {id(p) for name in layers for p in modules[name].parameters(recurse=False)}
+    return [t for t in tensors if id(t) in keep]
+
+
+def _scope_tensors(model: nn.Module, scope: str, field: str) -> List[torch.Tensor]:
     if scope == "all":
         return [p for p in model.parameters() if p.requires_grad]
     if scope == "weights":

@@ -62,7 +62,7 @@ from prunedyn.atomic import CheckpointError, load_checkpoint
 from prunedyn.modes import eval_mode
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
 from prunedyn.structure.surgery import compact
-from prunedyn.tasks.scoring import Task, evaluate, scored_outputs, task_for  # noqa: F401 (evaluate: re-exported)
+from prunedyn.tasks.scoring import Task, evaluate, task_for  # noqa: F401 (evaluate: re-exported)
 
 
 class RunError(Exception):
@@ -100,20 +100,15 @@ class Trainer:
 
 
 def regularized_parameters(model: nn.Module, scope: str, layers: Optional[Sequence[str]] = None) -> List[torch.Tensor]:
-    """The tensors ``regularizer.scope`` selects: ``weights`` (the prunable Linear/Conv
-    weights, the study's definition), ``all``, ``bn``, ``weights+bn``; see
-    :func:`prunedyn.core.regularization.regularized_tensors`. With ``layers`` (module names),
-    only those of the named modules."""
-    tensors = regularized_tensors(model, scope, field="regularizer.scope")
-    if layers is None:
-        return tensors
-    modules = dict(model.named_modules())
-    for name in layers:
-        if name not in modules or not name:
-            have = [n for n, m in modules.items() if n and any(True for _ in m.parameters(recurse=False))]
-            raise RunError(f"regularizer.layers: {name!r} is not a module of the model; modules with parameters: {', '.join(have)}")
-    keep = {id(p) for name in layers for p in modules[name].parameters(recurse=False)}
-    return [t for t in tensors if id(t) in keep]
+    """The tensors ``regularizer.scope`` (and ``regularizer.layers``) select: see
+    :func:`prunedyn.core.regularization.regularized_tensors`; a module name the model lacks is a
+    :class:`RunError`."""
+    try:
+        return regularized_tensors(model, scope, field="regularizer.scope", layers=layers)
+    except ValueError as e:
+        if str(e).startswith("regularizer.layers:"):  # a name the model lacks: a run error, like the others
+            raise RunError(str(e)) from None
+        raise
 
 
 def resolve_device(name: str) -> torch.device:
