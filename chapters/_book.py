@@ -27,6 +27,7 @@ widgets are for a reader's Jupyter; headless executions (papermill, nbval)
 have no front end to talk to, and their comm traffic is where nbclient lost
 execute replies (jupyter/nbclient#312).
 """
+
 from __future__ import annotations
 
 import ast
@@ -41,7 +42,8 @@ SHOWN = 400
 
 
 def strict() -> bool:
-    """True where a failed check must raise: everywhere (nbval, the test command, a notebook opened in
+    """True where a failed check must raise: everywhere (nbval, the test command, a notebook
+    opened in
     Jupyter) except where ``PRUNEDYN_STRICT=0``, which the reader's ``make book`` sets."""
     return os.environ.get("PRUNEDYN_STRICT", "1") != "0"
 
@@ -52,7 +54,10 @@ def _short(value: Any) -> str:
 
 
 def _evaluate(operands: Optional[Callable[[], list]]) -> Optional[list]:
-    """The operands' values, with every global random state as it was before (an operand may draw)."""
+    (
+        """The operands' values, with every global random state as it was before (an """
+        """operand may draw)."""
+    )
     if operands is None:
         return None
     import random
@@ -70,7 +75,10 @@ def _evaluate(operands: Optional[Callable[[], list]]) -> Optional[list]:
 
 
 def _slack(a: Any, op: str, b: Any) -> Optional[float]:
-    """How far ``a op b`` holds, relative to the larger magnitude, smallest over elements (< 0: fails)."""
+    (
+        """How far ``a op b`` holds, relative to the larger magnitude, smallest over """
+        """elements (< 0: fails)."""
+    )
     import numpy as np
 
     try:
@@ -84,19 +92,32 @@ def _slack(a: Any, op: str, b: Any) -> Optional[float]:
 
 
 def margin(values: Optional[list], comparisons: Sequence[Tuple[int, str, int]]) -> Optional[float]:
-    """The check's margin: the smallest relative slack of its ordering comparisons (None: none to measure)."""
+    (
+        """The check's margin: the smallest relative slack of its ordering comparisons """
+        """(None: none to measure)."""
+    )
     if values is None:
         return None
-    slacks = [_slack(values[i][1], op, values[j][1]) for i, op, j in comparisons if op in ("<", "<=", ">", ">=")]
+    slacks = [
+        _slack(values[i][1], op, values[j][1])
+        for i, op, j in comparisons
+        if op in ("<", "<=", ">", ">=")
+    ]
     slacks = [x for x in slacks if x is not None]
     return min(slacks) if slacks else None
 
 
-def check(ok: Any, expected: str, msg: Any = None, operands: Optional[Callable[[], list]] = None,
-          comparisons: Sequence[Tuple[int, str, int]] = ()) -> None:
+def check(
+    ok: Any,
+    expected: str,
+    msg: Any = None,
+    operands: Optional[Callable[[], list]] = None,
+    comparisons: Sequence[Tuple[int, str, int]] = (),
+) -> None:
     """One claim check: ``ok`` is the asserted condition, ``expected`` its source text; ``operands``
     gives ``[(source, value), ...]`` of its comparisons' sides, ``comparisons`` which of them are
-    compared how (only for a conjunction of comparisons, the case where a margin means something)."""
+    compared how (only for a conjunction of comparisons, the case where a margin means
+    something)."""
     held = bool(ok)
     log = os.environ.get("PRUNEDYN_CHECKS_LOG")
     values = _evaluate(operands) if (log or not held) else None
@@ -112,7 +133,12 @@ def check(ok: Any, expected: str, msg: Any = None, operands: Optional[Callable[[
                 seen.add(source)
                 measured.append((source, _short(value)))
     if log:
-        row = {"ok": held, "expected": expected, "measured": dict(measured), "margin": margin(values, comparisons)}
+        row = {
+            "ok": held,
+            "expected": expected,
+            "measured": dict(measured),
+            "margin": margin(values, comparisons),
+        }
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
     if held:
@@ -122,15 +148,27 @@ def check(ok: Any, expected: str, msg: Any = None, operands: Optional[Callable[[
         raise AssertionError(f"claim check did not hold: {expected}\n{lines}".rstrip())
     from IPython.display import display
 
-    rows = "".join(f"<li><code>{html.escape(n)}</code> = "
-                   + (f"<pre>{html.escape(v)}</pre>" if "\n" in v else f"<code>{html.escape(v)}</code>") + "</li>"
-                   for n, v in measured)
-    body = (f'<div class="admonition warning"><p class="admonition-title">A claim check did not hold in this run</p>'
-            f"<p>Expected: <code>{html.escape(expected)}</code></p>"
-            + (f"<p>Measured:</p><ul>{rows}</ul>" if rows else "")
-            + "<p>The text around this check may not describe this run. The test command fails "
-              "on it.</p></div>")
-    display({"text/html": body, "text/plain": f"CLAIM CHECK DID NOT HOLD: {expected}\n{lines}".rstrip()}, raw=True)
+    rows = "".join(
+        f"<li><code>{html.escape(n)}</code> = "
+        + (f"<pre>{html.escape(v)}</pre>" if "\n" in v else f"<code>{html.escape(v)}</code>")
+        + "</li>"
+        for n, v in measured
+    )
+    body = (
+        f'<div class="admonition warning"><p class="admonition-title">A claim check did '
+        f"not hold in this run</p>"
+        f"<p>Expected: <code>{html.escape(expected)}</code></p>"
+        + (f"<p>Measured:</p><ul>{rows}</ul>" if rows else "")
+        + "<p>The text around this check may not describe this run. The test command fails "
+        "on it.</p></div>"
+    )
+    display(
+        {
+            "text/html": body,
+            "text/plain": f"CLAIM CHECK DID NOT HOLD: {expected}\n{lines}".rstrip(),
+        },
+        raw=True,
+    )
 
 
 def _is_literal(source: str) -> bool:
@@ -144,12 +182,23 @@ def _is_literal(source: str) -> bool:
 # --------------------------------------------------------------------------
 # assert -> check, as an IPython AST transformer
 # --------------------------------------------------------------------------
-_OPS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
-        ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+_OPS = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+    ast.In: "in",
+    ast.NotIn: "not in",
+}
 
 
 def _parts(test: ast.expr, conjunction: bool = True):
-    """Yield ``(expression, comparisons)`` pieces of ``test``: the sides of its comparisons, with the
+    """Yield ``(expression, comparisons)`` pieces of ``test``: the sides of its comparisons,
+    with the
     comparisons that link them when they sit in a conjunction (``and``, ``(a < b).all()``)."""
     if isinstance(test, ast.BoolOp):
         for v in test.values:
@@ -157,8 +206,15 @@ def _parts(test: ast.expr, conjunction: bool = True):
     elif isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         yield from _parts(test.operand, False)
     elif isinstance(test, ast.Compare):
-        yield [test.left, *test.comparators], [_OPS[type(op)] for op in test.ops] if conjunction else []
-    elif isinstance(test, ast.Call) and isinstance(test.func, ast.Attribute) and test.func.attr in ("all", "any"):
+        yield (
+            [test.left, *test.comparators],
+            [_OPS[type(op)] for op in test.ops] if conjunction else [],
+        )
+    elif (
+        isinstance(test, ast.Call)
+        and isinstance(test.func, ast.Attribute)
+        and test.func.attr in ("all", "any")
+    ):
         yield from _parts(test.func.value, conjunction and test.func.attr == "all")
     elif not isinstance(test, ast.Constant):
         yield [test], []
@@ -174,16 +230,32 @@ class AssertToCheck(ast.NodeTransformer):
         for sides, ops in _parts(node.test):
             first = len(exprs)
             exprs.extend(sides)
-            comparisons += [ast.Tuple(elts=[ast.Constant(first + k), ast.Constant(op), ast.Constant(first + k + 1)],
-                                      ctx=ast.Load()) for k, op in enumerate(ops)]
-        shown = ast.List(elts=[ast.Tuple(elts=[ast.Constant(ast.unparse(e)), e], ctx=ast.Load()) for e in exprs],
-                         ctx=ast.Load())
-        lam = ast.Lambda(args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
-                         body=shown)
-        call = ast.Call(func=ast.Name("__book_check__", ast.Load()),
-                        args=[node.test, ast.Constant(ast.unparse(node.test)), node.msg or ast.Constant(None), lam,
-                              ast.List(elts=comparisons, ctx=ast.Load())],
-                        keywords=[])
+            comparisons += [
+                ast.Tuple(
+                    elts=[ast.Constant(first + k), ast.Constant(op), ast.Constant(first + k + 1)],
+                    ctx=ast.Load(),
+                )
+                for k, op in enumerate(ops)
+            ]
+        shown = ast.List(
+            elts=[ast.Tuple(elts=[ast.Constant(ast.unparse(e)), e], ctx=ast.Load()) for e in exprs],
+            ctx=ast.Load(),
+        )
+        lam = ast.Lambda(
+            args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+            body=shown,
+        )
+        call = ast.Call(
+            func=ast.Name("__book_check__", ast.Load()),
+            args=[
+                node.test,
+                ast.Constant(ast.unparse(node.test)),
+                node.msg or ast.Constant(None),
+                lam,
+                ast.List(elts=comparisons, ctx=ast.Load()),
+            ],
+            keywords=[],
+        )
         return ast.copy_location(ast.Expr(call), node)
 
     def visit_Module(self, node: ast.Module) -> ast.Module:

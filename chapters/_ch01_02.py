@@ -12,6 +12,7 @@ say so.
 The helpers work on the stacked tables of the runs (one row per run, seed,
 epoch [, layer, bin]); nothing here trains.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -41,7 +42,10 @@ SEED_STYLES = ("-", "--", ":", "-.")
 
 
 def comparison(profile: str, runs: Optional[Sequence[str]] = None) -> Dict[str, List[RunResult]]:
-    """``{run: [RunResult per seed]}`` of the 3-seed MLP comparison (trained in parallel if missing)."""
+    (
+        """``{run: [RunResult per seed]}`` of the 3-seed MLP comparison (trained in """
+        """parallel if missing)."""
+    )
     return seeded_comparison(profile, "mlp-mnist", runs=runs, progress=False)
 
 
@@ -50,7 +54,9 @@ def seeds_of(results: Mapping[str, Sequence[RunResult]]) -> List[int]:
     return [int(r.config.seed) for r in first]
 
 
-def one_seed(results: Mapping[str, Sequence[RunResult]], seed: int = FIGURE_SEED) -> Dict[str, RunResult]:
+def one_seed(
+    results: Mapping[str, Sequence[RunResult]], seed: int = FIGURE_SEED
+) -> Dict[str, RunResult]:
     """``{run: RunResult}`` of one seed (for the figures that show a single run)."""
     return {k: next(r for r in v if int(r.config.seed) == seed) for k, v in results.items()}
 
@@ -61,7 +67,9 @@ def stack(results: Mapping[str, Sequence[RunResult]], table: str) -> pd.DataFram
     for name, rs in results.items():
         for r in rs:
             df = getattr(r, table)
-            frames.append(df.assign(run=name, seed=int(r.config.seed))[["run", "seed", *df.columns]])
+            frames.append(
+                df.assign(run=name, seed=int(r.config.seed))[["run", "seed", *df.columns]]
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -75,8 +83,13 @@ def pm(values: Iterable[float], fmt: str = ".4f", scale: float = 1.0) -> str:
     return S.mean_std_text(list(values), fmt, scale)
 
 
-def mean_std_table(df: pd.DataFrame, by: Sequence[str], columns: Sequence[str], fmt: str = ".4f") -> pd.DataFrame:
-    """Per group of ``by``: ``"mean ± std"`` over the rows (the seeds) of every column; group order kept."""
+def mean_std_table(
+    df: pd.DataFrame, by: Sequence[str], columns: Sequence[str], fmt: str = ".4f"
+) -> pd.DataFrame:
+    (
+        """Per group of ``by``: ``"mean ± std"`` over the rows (the seeds) of every """
+        """column; group order kept."""
+    )
     out = df.groupby(list(by), sort=False)[list(columns)].agg(lambda s: pm(s, fmt))
     out["seeds"] = df.groupby(list(by), sort=False).size()
     return out
@@ -120,7 +133,10 @@ def realised_deviation(w: torch.Tensor, kernel: str, sigma: float, seed: int) ->
 
 
 def zero_fractions(hist: pd.DataFrame) -> pd.DataFrame:
-    """Share of exact zeros per (run, seed,) epoch and layer: the histograms' zero bin over the layer's weights."""
+    (
+        """Share of exact zeros per (run, seed,) epoch and layer: the histograms' zero bin """
+        """over the layer's weights."""
+    )
     keys = [c for c in ("run", "seed", "epoch", "layer") if c in hist.columns]
     total = hist.groupby(keys, sort=False)["count"].sum()
     zero = hist[hist["bin"] < 0].groupby(keys, sort=False)["count"].sum()
@@ -128,13 +144,18 @@ def zero_fractions(hist: pd.DataFrame) -> pd.DataFrame:
 
 
 def small_share(hist: pd.DataFrame, level: float = 0.01) -> pd.DataFrame:
-    """Share of a layer's weights that are non-zero with ``|w| < level`` (``level`` on a bin edge, e.g. 0.01).
+    """Share of a layer's weights that are non-zero with ``|w| < level`` (``level`` on a bin
+    edge, e.g. 0.01).
 
     Columns: the key columns of ``hist`` (``run, seed, epoch, layer``) and ``small_share``.
     """
     keys = [c for c in ("run", "seed", "epoch", "layer") if c in hist.columns]
     total = hist.groupby(keys, sort=False)["count"].sum()
-    small = hist[(hist["bin"] >= 0) & (hist["hi"] <= level * (1 + 1e-9))].groupby(keys, sort=False)["count"].sum()
+    small = (
+        hist[(hist["bin"] >= 0) & (hist["hi"] <= level * (1 + 1e-9))]
+        .groupby(keys, sort=False)["count"]
+        .sum()
+    )
     return (small.reindex(total.index, fill_value=0) / total).rename("small_share").reset_index()
 
 
@@ -145,19 +166,32 @@ def final_numbers(metrics: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     nodes_alive`` and ``zeros <layer>`` (from the histograms' zero bin).
     """
     last = metrics.sort_values("epoch").groupby(["run", "seed"], sort=False).tail(1)
-    cols = ["run", "seed", "epoch", "test_accuracy", "weight_sparsity", "dead_node_fraction", "nodes_alive"]
+    cols = [
+        "run",
+        "seed",
+        "epoch",
+        "test_accuracy",
+        "weight_sparsity",
+        "dead_node_fraction",
+        "nodes_alive",
+    ]
     out = last[cols].set_index(["run", "seed"])
     z = zero_fractions(hist)
     for lay in dict.fromkeys(z["layer"]):
         zl = z[z["layer"] == lay].set_index(["run", "seed", "epoch"])["zero_fraction"]
-        out[f"zeros {W._short(lay)}"] = [zl.get((r, s, e), float("nan")) for (r, s), e in zip(out.index, out["epoch"])]
+        out[f"zeros {W._short(lay)}"] = [
+            zl.get((r, s, e), float("nan")) for (r, s), e in zip(out.index, out["epoch"])
+        ]
     order = {r: i for i, r in enumerate(RUNS)}
     keys = sorted(out.index, key=lambda k: (order.get(k[0], len(order)), k[1]))
     return out.loc[keys]
 
 
 def as_summary(final: pd.DataFrame) -> pd.DataFrame:
-    """``final_numbers`` as the tidy ``run, seed, metric...`` table that :mod:`prunedyn.analysis.seeds` reads."""
+    (
+        """``final_numbers`` as the tidy ``run, seed, metric...`` table that """
+        """:mod:`prunedyn.analysis.seeds` reads."""
+    )
     return final.reset_index()
 
 
@@ -165,7 +199,9 @@ def peak_sparsity(metrics: pd.DataFrame, run: str = "l1") -> pd.DataFrame:
     """Per seed of ``run``: the epoch of its highest weight sparsity and the numbers there."""
     g = metrics[metrics["run"] == run]
     idx = g.groupby("seed")["weight_sparsity"].idxmax()
-    return g.loc[idx, ["seed", "epoch", "weight_sparsity", "dead_node_fraction", "test_accuracy"]].set_index("seed")
+    return g.loc[
+        idx, ["seed", "epoch", "weight_sparsity", "dead_node_fraction", "test_accuracy"]
+    ].set_index("seed")
 
 
 def quantiles(hist: pd.DataFrame, qs: Sequence[float] = (0.1, 0.5, 0.9)) -> pd.DataFrame:
@@ -200,7 +236,9 @@ def quantiles(hist: pd.DataFrame, qs: Sequence[float] = (0.1, 0.5, 0.9)) -> pd.D
     return pd.DataFrame(rows)
 
 
-def drops_over_seeds(metrics: pd.DataFrame, runs: Sequence[str] = PRUNED, min_drop: float = 0.02) -> Tuple[pd.DataFrame, pd.DataFrame]:
+def drops_over_seeds(
+    metrics: pd.DataFrame, runs: Sequence[str] = PRUNED, min_drop: float = 0.02
+) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """Sparsity drops (:func:`prunedyn.plots.weights.sparsity_drops`) in every run and seed.
 
     Returns ``(events, table)``: every drop with its ``run, seed, epoch`` and
@@ -221,7 +259,9 @@ def drops_over_seeds(metrics: pd.DataFrame, runs: Sequence[str] = PRUNED, min_dr
         row = {"run": run}
         k = 0
         for s in seeds:
-            ep = events[(events["run"] == run) & (events["seed"] == s)]["epoch"].astype(int).tolist()
+            ep = (
+                events[(events["run"] == run) & (events["seed"] == s)]["epoch"].astype(int).tolist()
+            )
             row[f"seed {s}"] = ", ".join(map(str, ep)) if ep else "-"
             k += bool(ep)
         row["seeds with a drop"] = f"{k} of {len(seeds)}"
@@ -236,7 +276,10 @@ def drops_over_seeds(metrics: pd.DataFrame, runs: Sequence[str] = PRUNED, min_dr
 
 
 def _seed_legend(ax, seeds: Sequence[int], loc: str = "lower right") -> None:
-    handles = [Line2D([], [], color="0.3", ls=SEED_STYLES[i % len(SEED_STYLES)], lw=1.2, label=f"seed {s}") for i, s in enumerate(seeds)]
+    handles = [
+        Line2D([], [], color="0.3", ls=SEED_STYLES[i % len(SEED_STYLES)], lw=1.2, label=f"seed {s}")
+        for i, s in enumerate(seeds)
+    ]
     ax.legend(handles=handles, frameon=False, fontsize=7, loc=loc)
 
 
@@ -255,8 +298,14 @@ def plot_curves_over_seeds(
         for i, run in enumerate(runs):
             for j, s in enumerate(seeds):
                 g = metrics[(metrics["run"] == run) & (metrics["seed"] == s)].sort_values("epoch")
-                ax.plot(g["epoch"], g[col], color=W._color(W.RUN_COLORS, run, i), lw=1.3, ls=SEED_STYLES[j % len(SEED_STYLES)],
-                        label=W.RUN_LABELS.get(run, run) if j == 0 else None)
+                ax.plot(
+                    g["epoch"],
+                    g[col],
+                    color=W._color(W.RUN_COLORS, run, i),
+                    lw=1.3,
+                    ls=SEED_STYLES[j % len(SEED_STYLES)],
+                    label=W.RUN_LABELS.get(run, run) if j == 0 else None,
+                )
         ax.set_xlabel("epoch")
         ax.set_title(col.replace("_", " "), fontsize=10)
         if ylims and col in ylims:
@@ -269,7 +318,10 @@ def plot_curves_over_seeds(
 
 
 def plot_layer_zeros_over_seeds(hist: pd.DataFrame, runs: Sequence[str] = PRUNED) -> Figure:
-    """Share of exact zeros per layer over epochs: panel = layer, colour = run, line style = seed."""
+    (
+        """Share of exact zeros per layer over epochs: panel = layer, colour = run, line """
+        """style = seed."""
+    )
     z = zero_fractions(hist[hist["run"].isin(runs)])
     layers = list(dict.fromkeys(z["layer"]))
     seeds = sorted(z["seed"].unique())
@@ -278,9 +330,17 @@ def plot_layer_zeros_over_seeds(hist: pd.DataFrame, runs: Sequence[str] = PRUNED
     for ax, lay in zip(axes, layers):
         for i, run in enumerate(runs):
             for j, s in enumerate(seeds):
-                g = z[(z["run"] == run) & (z["seed"] == s) & (z["layer"] == lay)].sort_values("epoch")
-                ax.plot(g["epoch"], g["zero_fraction"], color=W._color(W.RUN_COLORS, run, i), lw=1.3,
-                        ls=SEED_STYLES[j % len(SEED_STYLES)], label=W.RUN_LABELS.get(run, run) if j == 0 else None)
+                g = z[(z["run"] == run) & (z["seed"] == s) & (z["layer"] == lay)].sort_values(
+                    "epoch"
+                )
+                ax.plot(
+                    g["epoch"],
+                    g["zero_fraction"],
+                    color=W._color(W.RUN_COLORS, run, i),
+                    lw=1.3,
+                    ls=SEED_STYLES[j % len(SEED_STYLES)],
+                    label=W.RUN_LABELS.get(run, run) if j == 0 else None,
+                )
         ax.set_title(W._short(lay), fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 1)
@@ -292,8 +352,13 @@ def plot_layer_zeros_over_seeds(hist: pd.DataFrame, runs: Sequence[str] = PRUNED
     return fig
 
 
-def plot_quantiles_over_seeds(q: pd.DataFrame, runs: Sequence[str] = RUNS, reach: Optional[float] = None) -> Figure:
-    """Final quantiles of the non-zero magnitudes: panel = layer, x = run, one marker per seed and quantile."""
+def plot_quantiles_over_seeds(
+    q: pd.DataFrame, runs: Sequence[str] = RUNS, reach: Optional[float] = None
+) -> Figure:
+    (
+        """Final quantiles of the non-zero magnitudes: panel = layer, x = run, one marker """
+        """per seed and quantile."""
+    )
     layers = list(dict.fromkeys(q["layer"]))
     qs = sorted(q["q"].unique())
     markers = {qq: m for qq, m in zip(qs, ("v", "o", "^", "s", "D"))}
@@ -305,7 +370,9 @@ def plot_quantiles_over_seeds(q: pd.DataFrame, runs: Sequence[str] = RUNS, reach
             for qq in qs:
                 v = g[g["q"] == qq]["magnitude"].to_numpy()
                 x = i + np.linspace(-0.12, 0.12, len(v)) if len(v) > 1 else np.array([i])
-                ax.scatter(x, v, marker=markers[qq], s=18, color=W._color(W.RUN_COLORS, run, i), zorder=3)
+                ax.scatter(
+                    x, v, marker=markers[qq], s=18, color=W._color(W.RUN_COLORS, run, i), zorder=3
+                )
         if reach:
             ax.axhspan(1e-5, reach, color="#d62728", alpha=0.08, lw=0)
         ax.set_yscale("log")
@@ -315,9 +382,16 @@ def plot_quantiles_over_seeds(q: pd.DataFrame, runs: Sequence[str] = RUNS, reach
         ax.set_title(W._short(lay), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("|w|  (log axis)")
-    handles = [Line2D([], [], ls="", marker=markers[qq], color="0.3", label=f"{qq:.0%} quantile") for qq in qs]
+    handles = [
+        Line2D([], [], ls="", marker=markers[qq], color="0.3", label=f"{qq:.0%} quantile")
+        for qq in qs
+    ]
     axes[-1].legend(handles=handles, frameon=False, fontsize=7, loc="lower right")
-    fig.suptitle("quantiles of the non-zero |w| at the last epoch, one marker per seed; red band: kernel reach", fontsize=9)
+    fig.suptitle(
+        "quantiles of the non-zero |w| at the last epoch, one marker per seed; red band: "
+        "kernel reach",
+        fontsize=9,
+    )
     return fig
 
 
@@ -325,11 +399,16 @@ def pruned_config(profile: str, run: str = "l2", seed: int = FIGURE_SEED):
     """The resolved config of one run of the comparison (read without training anything)."""
     from prunedyn.run.study import comparison_table, resolve
 
-    return resolve("mlp-mnist", [*comparison_table(profile, "mlp-mnist")[run], f"seed={seed}"], profile)
+    return resolve(
+        "mlp-mnist", [*comparison_table(profile, "mlp-mnist")[run], f"seed={seed}"], profile
+    )
 
 
 def wide(df: pd.DataFrame, index: Sequence[str], column: str, value: str) -> pd.DataFrame:
-    """``df`` pivoted to one column per value of ``column``, keeping the order in which keys appear."""
+    (
+        """``df`` pivoted to one column per value of ``column``, keeping the order in """
+        """which keys appear."""
+    )
     out = df.pivot_table(index=list(index), columns=column, values=value, aggfunc="first")
     out.columns.name = None
     rows = list(dict.fromkeys(df[list(index)].itertuples(index=False, name=None)))
@@ -340,4 +419,6 @@ def wide(df: pd.DataFrame, index: Sequence[str], column: str, value: str) -> pd.
 def in_order(df: pd.DataFrame, by: Sequence[str] = ("layer", "run")) -> pd.DataFrame:
     """``df`` sorted by ``by`` (stable), runs in the book's order none, l1, l2, dense."""
     rank = {r: i for i, r in enumerate(RUNS)}
-    return df.sort_values(list(by), key=lambda s: s.map(rank) if s.name == "run" else s, kind="stable")
+    return df.sort_values(
+        list(by), key=lambda s: s.map(rank) if s.name == "run" else s, kind="stable"
+    )

@@ -5,6 +5,7 @@ and from the runs the chapter computes, so that every number in the chapter's
 text comes from an executed cell (MyST-NB glue). Not part of the library: the
 notebook imports it from its own folder.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterable, List, Mapping, Sequence
@@ -67,26 +68,36 @@ def per_seed(table: pd.DataFrame, setting: str, metric: str = "test_accuracy") -
     return table[table["setting"] == setting].set_index("seed")[metric].sort_index()
 
 
-def headline_recorded(phase: pd.DataFrame, baselines: pd.DataFrame, setting: str = STUDY_SETTING,
-                      unit: str = UNIT_BASELINE) -> pd.DataFrame:
+def headline_recorded(
+    phase: pd.DataFrame,
+    baselines: pd.DataFrame,
+    setting: str = STUDY_SETTING,
+    unit: str = UNIT_BASELINE,
+) -> pd.DataFrame:
     """Per seed: the SWP setting of the phase sweep and the unit baseline, each against the dense
     run of the same seed (the two recorded tables share their dense runs)."""
     d_ph, d_bl = per_seed(phase, "dense"), per_seed(baselines, "dense")
-    seeds = sorted(set(d_ph.index) & set(d_bl.index) & set(per_seed(phase, setting).index)
-                   & set(per_seed(baselines, unit).index))
+    seeds = sorted(
+        set(d_ph.index)
+        & set(d_bl.index)
+        & set(per_seed(phase, setting).index)
+        & set(per_seed(baselines, unit).index)
+    )
     rows = []
     for s in seeds:
         a_swp, a_td = per_seed(phase, setting)[s], per_seed(baselines, unit)[s]
-        rows.append({
-            "seed": s,
-            "dense": d_ph[s],
-            "SWP+L2": a_swp,
-            "TD-unit": a_td,
-            "SWP nodes removed": per_seed(phase, setting, "nodes_removed")[s],
-            "TD nodes removed": per_seed(baselines, unit, "nodes_removed")[s],
-            "gap SWP": d_ph[s] - a_swp,
-            "gap TD": d_bl[s] - a_td,
-        })
+        rows.append(
+            {
+                "seed": s,
+                "dense": d_ph[s],
+                "SWP+L2": a_swp,
+                "TD-unit": a_td,
+                "SWP nodes removed": per_seed(phase, setting, "nodes_removed")[s],
+                "TD nodes removed": per_seed(baselines, unit, "nodes_removed")[s],
+                "gap SWP": d_ph[s] - a_swp,
+                "gap TD": d_bl[s] - a_td,
+            }
+        )
     out = pd.DataFrame(rows)
     out["gap SWP - gap TD"] = out["gap SWP"] - out["gap TD"]
     return out
@@ -115,7 +126,10 @@ def run_table(results: Mapping[str, Sequence[RunResult]]) -> pd.DataFrame:
 
 
 def death_by_epoch(results: Sequence[RunResult], epochs: Sequence[int]) -> pd.DataFrame:
-    """Share of hidden nodes dead at the given epochs, one row per seed (from each run's metrics.csv)."""
+    (
+        """Share of hidden nodes dead at the given epochs, one row per seed (from each """
+        """run's metrics.csv)."""
+    )
     rows = []
     for r in results:
         m = r.metrics.set_index("epoch")["dead_node_fraction"]
@@ -124,7 +138,10 @@ def death_by_epoch(results: Sequence[RunResult], epochs: Sequence[int]) -> pd.Da
 
 
 def compacted_sparsity(source: RunResult, data) -> Dict[str, float]:
-    """Weights of the compacted network of ``source``, how many are nonzero, and its own sparsity."""
+    (
+        """Weights of the compacted network of ``source``, how many are nonzero, and its """
+        """own sparsity."""
+    )
     small = initial_model_from_run(source.folder, data, compact_first=True)
     w = list(prunable_weights(small).values())
     n = sum(p.numel() for p in w)
@@ -132,8 +149,13 @@ def compacted_sparsity(source: RunResult, data) -> Dict[str, float]:
     return {"weights": n, "nonzero": nz, "sparsity": 1 - nz / n}
 
 
-def staged_requests(sources: Mapping[int, RunResult], dense: Mapping[int, RunResult], compacted: Mapping[int, dict],
-                    levels: Sequence[float], epochs: int) -> List[tuple]:
+def staged_requests(
+    sources: Mapping[int, RunResult],
+    dense: Mapping[int, RunResult],
+    compacted: Mapping[int, dict],
+    levels: Sequence[float],
+    epochs: int,
+) -> List[tuple]:
     """The second stage of the node-then-weight experiment, and its two controls, per seed.
 
     Staged: the compacted SWP network, global magnitude pruning of the share ``f`` of its
@@ -148,24 +170,61 @@ def staged_requests(sources: Mapping[int, RunResult], dense: Mapping[int, RunRes
     for seed, src in sources.items():
         z = compacted[seed]["sparsity"]
         for f in levels:
-            reqs.append(("mlp-mnist", [
-                f"init.run={src.folder}", "pruner.kind=magnitude", "pruner.scope=global",
-                f"pruner.sparsity={z + (1 - z) * f!r}", "pruner.start_epoch=0",
-                "regularizer.kind=none", "regularizer.lam=0", f"epochs={epochs}", f"seed={seed}"]))
-        reqs.append(("mlp-mnist", [
-            f"init.run={dense[seed].folder}", "init.compact=false", "pruner.kind=none",
-            "regularizer.kind=none", "regularizer.lam=0", f"epochs={epochs}", f"seed={seed}"]))
+            reqs.append(
+                (
+                    "mlp-mnist",
+                    [
+                        f"init.run={src.folder}",
+                        "pruner.kind=magnitude",
+                        "pruner.scope=global",
+                        f"pruner.sparsity={z + (1 - z) * f!r}",
+                        "pruner.start_epoch=0",
+                        "regularizer.kind=none",
+                        "regularizer.lam=0",
+                        f"epochs={epochs}",
+                        f"seed={seed}",
+                    ],
+                )
+            )
+        reqs.append(
+            (
+                "mlp-mnist",
+                [
+                    f"init.run={dense[seed].folder}",
+                    "init.compact=false",
+                    "pruner.kind=none",
+                    "regularizer.kind=none",
+                    "regularizer.lam=0",
+                    f"epochs={epochs}",
+                    f"seed={seed}",
+                ],
+            )
+        )
         for f in levels:
-            reqs.append(("mlp-mnist", [
-                f"init.run={dense[seed].folder}", "init.compact=false", "pruner.kind=magnitude", "pruner.scope=global",
-                f"pruner.sparsity={matched_sparsity(compacted[seed], f)!r}", "pruner.start_epoch=0",
-                "regularizer.kind=none", "regularizer.lam=0", f"epochs={epochs}", f"seed={seed}"]))
+            reqs.append(
+                (
+                    "mlp-mnist",
+                    [
+                        f"init.run={dense[seed].folder}",
+                        "init.compact=false",
+                        "pruner.kind=magnitude",
+                        "pruner.scope=global",
+                        f"pruner.sparsity={matched_sparsity(compacted[seed], f)!r}",
+                        "pruner.start_epoch=0",
+                        "regularizer.kind=none",
+                        "regularizer.lam=0",
+                        f"epochs={epochs}",
+                        f"seed={seed}",
+                    ],
+                )
+            )
     return reqs
 
 
 def matched_sparsity(compacted: dict, f: float) -> float:
     """The total weight sparsity (against the dense network's weights) of the compacted network
-    ``compacted`` (:func:`compacted_sparsity`) after the share ``f`` of its nonzero weights is removed."""
+    ``compacted`` (:func:`compacted_sparsity`) after the share ``f`` of its nonzero weights is
+    removed."""
     return 1 - compacted["nonzero"] * (1 - f) / DENSE_WEIGHTS
 
 
@@ -173,7 +232,10 @@ MATCHED = "dense, magnitude to f = {f}'s sparsity"
 
 
 def staged_table(sources, dense, compacted, levels, results: Sequence[RunResult]) -> pd.DataFrame:
-    """One row per seed and arm (``f`` = share of the remaining weights removed; ``dense``: the control)."""
+    (
+        """One row per seed and arm (``f`` = share of the remaining weights removed; """
+        """``dense``: the control)."""
+    )
     rows, i = [], 0
     for seed in sources:
         per_arm = {}
@@ -188,27 +250,60 @@ def staged_table(sources, dense, compacted, levels, results: Sequence[RunResult]
             i += 1
         acc_long = control.summary["test_accuracy"]
         acc_40 = dense[seed].summary["test_accuracy"]
-        rows.append({"seed": seed, "arm": "source (40 epochs)", "f": np.nan,
-                     "nonzero weights": compacted[seed]["nonzero"],
-                     "total sparsity": T.total_weight_sparsity(compacted[seed]["nonzero"], DENSE_WEIGHTS),
-                     "nodes alive": sources[seed].summary["nodes_alive"],
-                     "accuracy": sources[seed].summary["test_accuracy"],
-                     "gap to dense, same epochs": acc_40 - sources[seed].summary["test_accuracy"]})
+        rows.append(
+            {
+                "seed": seed,
+                "arm": "source (40 epochs)",
+                "f": np.nan,
+                "nonzero weights": compacted[seed]["nonzero"],
+                "total sparsity": T.total_weight_sparsity(
+                    compacted[seed]["nonzero"], DENSE_WEIGHTS
+                ),
+                "nodes alive": sources[seed].summary["nodes_alive"],
+                "accuracy": sources[seed].summary["test_accuracy"],
+                "gap to dense, same epochs": acc_40 - sources[seed].summary["test_accuracy"],
+            }
+        )
         for f, r in per_arm.items():
             c = T.weight_counts(r.folder)
-            rows.append({"seed": seed, "arm": f"f = {f}", "f": f, "nonzero weights": c["nonzero"],
-                         "total sparsity": T.total_weight_sparsity(c["nonzero"], DENSE_WEIGHTS),
-                         "nodes alive": r.summary["nodes_alive"], "accuracy": r.summary["test_accuracy"],
-                         "gap to dense, same epochs": acc_long - r.summary["test_accuracy"]})
-        rows.append({"seed": seed, "arm": "dense (40 + more epochs)", "f": np.nan,
-                     "nonzero weights": DENSE_WEIGHTS, "total sparsity": 0.0, "nodes alive": 400,
-                     "accuracy": acc_long, "gap to dense, same epochs": 0.0})
+            rows.append(
+                {
+                    "seed": seed,
+                    "arm": f"f = {f}",
+                    "f": f,
+                    "nonzero weights": c["nonzero"],
+                    "total sparsity": T.total_weight_sparsity(c["nonzero"], DENSE_WEIGHTS),
+                    "nodes alive": r.summary["nodes_alive"],
+                    "accuracy": r.summary["test_accuracy"],
+                    "gap to dense, same epochs": acc_long - r.summary["test_accuracy"],
+                }
+            )
+        rows.append(
+            {
+                "seed": seed,
+                "arm": "dense (40 + more epochs)",
+                "f": np.nan,
+                "nonzero weights": DENSE_WEIGHTS,
+                "total sparsity": 0.0,
+                "nodes alive": 400,
+                "accuracy": acc_long,
+                "gap to dense, same epochs": 0.0,
+            }
+        )
         for f, r in matched.items():
             c = T.weight_counts(r.folder)
-            rows.append({"seed": seed, "arm": MATCHED.format(f=f), "f": np.nan, "nonzero weights": c["nonzero"],
-                         "total sparsity": T.total_weight_sparsity(c["nonzero"], DENSE_WEIGHTS),
-                         "nodes alive": r.summary["nodes_alive"], "accuracy": r.summary["test_accuracy"],
-                         "gap to dense, same epochs": acc_long - r.summary["test_accuracy"]})
+            rows.append(
+                {
+                    "seed": seed,
+                    "arm": MATCHED.format(f=f),
+                    "f": np.nan,
+                    "nonzero weights": c["nonzero"],
+                    "total sparsity": T.total_weight_sparsity(c["nonzero"], DENSE_WEIGHTS),
+                    "nodes alive": r.summary["nodes_alive"],
+                    "accuracy": r.summary["test_accuracy"],
+                    "gap to dense, same epochs": acc_long - r.summary["test_accuracy"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -218,7 +313,10 @@ def staged_summary(staged: pd.DataFrame) -> pd.DataFrame:
     g = staged.groupby("arm", sort=False)[cols]
     out = g.mean().add_suffix(" mean").join(g.std(ddof=1).add_suffix(" sd"))
     out["seeds"] = g.size()
-    return out[[c for pair in zip([f"{c} mean" for c in cols], [f"{c} sd" for c in cols]) for c in pair] + ["seeds"]]
+    return out[
+        [c for pair in zip([f"{c} mean" for c in cols], [f"{c} sd" for c in cols]) for c in pair]
+        + ["seeds"]
+    ]
 
 
 # ---------------------------------------------------------------- masks (interop)
@@ -240,7 +338,10 @@ def speed_value(table: pd.DataFrame, version: str, batch: int, column: str = "sp
 
 
 def speed_texts(table: pd.DataFrame, prefix: str) -> Dict[str, str]:
-    """``<prefix>_<version>_b<batch>``: speedup over dense (``1.19x``), plus the FLOP ratio and its share."""
+    (
+        """``<prefix>_<version>_b<batch>``: speedup over dense (``1.19x``), plus the FLOP """
+        """ratio and its share."""
+    )
     out = {}
     for _, r in table.iterrows():
         out[f"{prefix}_{r['version']}_b{int(r['batch'])}"] = f"{r['speedup']:.2f}x"
@@ -279,7 +380,8 @@ def diff_words(d, higher: str, lower: str, none: str, margin: float = 0.0) -> st
 
 # ---------------------------------------------------------------- the cost of SWP during training
 def swp_cost_texts(bandwidth: pd.DataFrame, overhead: pd.DataFrame) -> Dict[str, str]:
-    """Glue texts from benchmarks/results/swp-bandwidth-cpu.csv (one clock) and pruning-overhead-cpu.csv.
+    """Glue texts from benchmarks/results/swp-bandwidth-cpu.csv (one clock) and
+    pruning-overhead-cpu.csv.
 
     ``swp_<model>_<path>_x``: the step over a copy of the same bytes (``2.4x``);
     ``swp_<model>_<path>_share``: over a training step; ``ov_<path>_w<width>``:
@@ -321,7 +423,9 @@ def compaction_texts(table: pd.DataFrame, clock: str = "cpu") -> Dict[str, str]:
     their dots and slashes (``vgg16-w0.25`` -> ``vgg16w025``).
     """
     out, met, missed = {}, [], []
-    rows = table[table["version"].str.startswith("compact") & ~table["version"].str.endswith("_eager")]
+    rows = table[
+        table["version"].str.startswith("compact") & ~table["version"].str.endswith("_eager")
+    ]
     for model, group in rows.groupby("model", sort=False):
         key = "".join(ch for ch in str(model) if ch.isalnum())
         out[f"cp_{key}_ratio"] = f"{float(group['flop_ratio'].iloc[0]):.2f}"
@@ -330,7 +434,8 @@ def compaction_texts(table: pd.DataFrame, clock: str = "cpu") -> Dict[str, str]:
             out[f"cp_{key}_{r['version']}_x"] = f"{r[f'speedup_{clock}']:.2f}x"
         best = group.loc[group[f"speedup_over_flop_ratio_{clock}"].idxmax()]
         (met if best[f"speedup_over_flop_ratio_{clock}"] >= 0.9 else missed).append(
-            f"{model} ({best['version']}, {best[f'speedup_over_flop_ratio_{clock}']:.2f})")
+            f"{model} ({best['version']}, {best[f'speedup_over_flop_ratio_{clock}']:.2f})"
+        )
     out["cp_met"] = ", ".join(met) or "none"
     out["cp_missed"] = ", ".join(missed) or "none"
     return out

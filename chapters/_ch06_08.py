@@ -5,10 +5,12 @@ the seeds of :data:`prunedyn.run.study.SEEDS`; in the quick profile the VGG-16 a
 U-Net runs are made smaller than :data:`prunedyn.run.study.QUICK` (a quarter
 (VGG-16) or half (U-Net) of the training images, the batch shrunk alike so that
 the number of SGD steps per epoch stays, fewer epochs; the U-Net also
-scores on half of the test tiles) so that all three chapters train in about 12 minutes on a 2-core CPU.
+scores on half of the test tiles) so that all three chapters train in about 12 minutes on a
+2-core CPU.
 Any chapter that reuses these runs asks for them through :func:`comparison`, so
 that it gets the same cached runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +39,10 @@ def scale(profile: str, preset: str) -> list:
 
 
 def requests(profile: str, preset: str) -> list:
-    """Every ``(source, overrides)`` the chapter of ``preset`` trains, as seeded_comparison builds them."""
+    (
+        """Every ``(source, overrides)`` the chapter of ``preset`` trains, as """
+        """seeded_comparison builds them."""
+    )
     table = study.comparison_table(profile, preset)
     extra = scale(profile, preset)
     out = [(preset, [*table[k], f"seed={s}", *extra]) for k in SEEDED for s in study.SEEDS]
@@ -48,9 +53,19 @@ def requests(profile: str, preset: str) -> list:
 def comparison(profile: str, preset: str, progress: bool = True) -> Dict[str, list]:
     """``{"l2"|"dense": [RunResult per seed], "none"|"l1": [RunResult for the first seed]}``."""
     extra = scale(profile, preset)
-    out = study.seeded_comparison(profile, preset, runs=list(SEEDED), overrides=extra, progress=progress)
-    out.update(study.seeded_comparison(profile, preset, seeds=study.SEEDS[:1], runs=list(ONE_SEED), overrides=extra,
-                                       progress=progress))
+    out = study.seeded_comparison(
+        profile, preset, runs=list(SEEDED), overrides=extra, progress=progress
+    )
+    out.update(
+        study.seeded_comparison(
+            profile,
+            preset,
+            seeds=study.SEEDS[:1],
+            runs=list(ONE_SEED),
+            overrides=extra,
+            progress=progress,
+        )
+    )
     return out
 
 
@@ -60,7 +75,12 @@ def hist_median(hist, run: str, layer: str, epoch: int) -> float:
     middle of the log-spaced bin where the cumulative count passes half."""
     import numpy as np
 
-    h = hist[(hist["run"] == run) & (hist["layer"] == layer) & (hist["epoch"] == epoch) & (hist["bin"] >= 0)].sort_values("bin")
+    h = hist[
+        (hist["run"] == run)
+        & (hist["layer"] == layer)
+        & (hist["epoch"] == epoch)
+        & (hist["bin"] >= 0)
+    ].sort_values("bin")
     cum = h["count"].cumsum().to_numpy()
     i = int(np.searchsorted(cum, cum[-1] / 2))
     row = h.iloc[i]
@@ -84,13 +104,23 @@ def sci(v: float, digits: int = 1) -> str:
 # from recorded sweeps (results/README.md): too many runs for a book build, the same configs as the
 # chapters' own live runs (whose folders the sweeps share).
 RESULTS = Path(__file__).resolve().parent / "results"
-RECORDS = {"vgg16-cifar10": "cpu-baselines-vgg16", "unet-dsb2018": "cpu-baselines-unet", "cxr-cnn": "cpu-baselines-cxr"}
-SCHEDULES = {"vgg16-cifar10": "cpu-schedule-vgg16", "unet-dsb2018": "cpu-schedule-unet", "cxr-cnn": "cpu-schedule-cxr"}
+RECORDS = {
+    "vgg16-cifar10": "cpu-baselines-vgg16",
+    "unet-dsb2018": "cpu-baselines-unet",
+    "cxr-cnn": "cpu-baselines-cxr",
+}
+SCHEDULES = {
+    "vgg16-cifar10": "cpu-schedule-vgg16",
+    "unet-dsb2018": "cpu-schedule-unet",
+    "cxr-cnn": "cpu-schedule-cxr",
+}
 METRIC = {"vgg16-cifar10": "test_accuracy", "unet-dsb2018": "test_dice", "cxr-cnn": "test_auc"}
 METRIC_WORD = {"test_accuracy": "accuracy", "test_dice": "Dice", "test_auc": "AUC"}
-#: Each method at the strength the chapters' comparison uses (the other strengths are labelled method@lambda).
+#: Each method at the strength the chapters' comparison uses (the other strengths are labelled
+#: method@lambda).
 MAIN = ("dense", "swp-l2", "swp-l1", "swp-group-lasso", "slimming")
-#: The same SWP + L2 with the decay on every parameter / the conv and linear weights / the BatchNorm scales.
+#: The same SWP + L2 with the decay on every parameter / the conv and linear weights / the BatchNorm
+#: scales.
 SCOPES = ("swp-l2", "swp-l2-weights", "swp-l2-bn")
 STAGE_LABELS = ("compact-then-magnitude", "dense-more")
 
@@ -135,26 +165,41 @@ def method_frame(mt: pd.DataFrame, metric: str, table: pd.DataFrame) -> pd.DataF
     """:func:`prunedyn.analysis.baselines.method_table` as the chapters print it."""
     lam = table.groupby("label")["regularizer.lam"].first()
     unit = "%" if metric == "test_accuracy" else ""
-    return pd.DataFrame({
-        "method": [B.describe(x).split(", lambda")[0] for x in mt.index],
-        "lambda": [f"{lam[x]:g}" for x in mt.index],
-        "seeds": mt["seeds"].astype(int),
-        "nodes dead": [f"{100 * a:.1f} ± {100 * b:.1f}%" for a, b in zip(mt["dead_mean"], mt["dead_sd"])],
-        "weights zero": [f"{100 * a:.1f}%" for a in mt["sparsity_mean"]],
-        f"{METRIC_WORD[metric]}{' (%)' if unit else ''}": [fmt_metric(metric, a, b) for a, b in zip(mt["metric_mean"], mt["metric_sd"])],
-        f"gap to dense{' (points)' if unit else ''}": [fmt_metric(metric, a, b) if x != "dense" else "" for x, a, b in zip(mt.index, mt["gap_mean"], mt["gap_sd"])],
-        "every seed": list(mt["verdict"]),
-    }, index=mt.index)
+    return pd.DataFrame(
+        {
+            "method": [B.describe(x).split(", lambda")[0] for x in mt.index],
+            "lambda": [f"{lam[x]:g}" for x in mt.index],
+            "seeds": mt["seeds"].astype(int),
+            "nodes dead": [
+                f"{100 * a:.1f} ± {100 * b:.1f}%" for a, b in zip(mt["dead_mean"], mt["dead_sd"])
+            ],
+            "weights zero": [f"{100 * a:.1f}%" for a in mt["sparsity_mean"]],
+            f"{METRIC_WORD[metric]}{' (%)' if unit else ''}": [
+                fmt_metric(metric, a, b) for a, b in zip(mt["metric_mean"], mt["metric_sd"])
+            ],
+            f"gap to dense{' (points)' if unit else ''}": [
+                fmt_metric(metric, a, b) if x != "dense" else ""
+                for x, a, b in zip(mt.index, mt["gap_mean"], mt["gap_sd"])
+            ],
+            "every seed": list(mt["verdict"]),
+        },
+        index=mt.index,
+    )
 
 
 def method_texts(mt: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]:
-    """Glue texts per label (``-``/``@`` replaced): ``<prefix>_<label>_dead`` / ``_gap`` / ``_metric`` / ``_verdict``."""
+    (
+        """Glue texts per label (``-``/``@`` replaced): ``<prefix>_<label>_dead`` / """
+        """``_gap`` / ``_metric`` / ``_verdict``."""
+    )
     out = {}
     for label, r in mt.iterrows():
         k = f"{prefix}_{label.replace('-', '_').replace('@', '_at_').replace('.', 'p')}"
         out[f"{k}_dead"] = f"{100 * r['dead_mean']:.1f} ± {100 * r['dead_sd']:.1f}%"
         out[f"{k}_gap"] = fmt_metric(metric, r["gap_mean"], r["gap_sd"]) + gap_unit(metric)
-        out[f"{k}_metric"] = fmt_metric(metric, r["metric_mean"], r["metric_sd"]) + ("%" if metric == "test_accuracy" else "")
+        out[f"{k}_metric"] = fmt_metric(metric, r["metric_mean"], r["metric_sd"]) + (
+            "%" if metric == "test_accuracy" else ""
+        )
         out[f"{k}_verdict"] = r["verdict"]
     return out
 
@@ -170,11 +215,16 @@ def markdown(df: pd.DataFrame) -> str:
 
 def _pm(values, scale: float = 1.0, fmt: str = ".1f", unit: str = "") -> str:
     v = np.asarray(values, dtype=float) * scale
-    return f"{format(v.mean(), fmt)}{unit}" if len(v) < 2 else f"{format(v.mean(), fmt)} ± {format(v.std(ddof=1), fmt)}{unit}"
+    return (
+        f"{format(v.mean(), fmt)}{unit}"
+        if len(v) < 2
+        else f"{format(v.mean(), fmt)} ± {format(v.std(ddof=1), fmt)}{unit}"
+    )
 
 
 def scope_texts(table: pd.DataFrame, metric: str, nodes: str = "node_fraction") -> Dict[str, str]:
-    """Glue texts for SWP + L2 with the decay on every parameter / the weights / the BatchNorm scales:
+    """Glue texts for SWP + L2 with the decay on every parameter / the weights / the BatchNorm
+    scales:
     the dead shares, and the paired differences of the dead share (points) between the scopes."""
     from prunedyn.analysis.seeds import paired
 
@@ -182,11 +232,18 @@ def scope_texts(table: pd.DataFrame, metric: str, nodes: str = "node_fraction") 
     for label in SCOPES:
         g = table[table["label"] == label]
         out[label.replace("-", "_") + "_dead"] = _pm(g[nodes], 100, ".1f", "%")
-    for a, b in (("swp-l2", "swp-l2-weights"), ("swp-l2", "swp-l2-bn"), ("swp-l2-weights", "swp-l2-bn")):
+    for a, b in (
+        ("swp-l2", "swp-l2-weights"),
+        ("swp-l2", "swp-l2-bn"),
+        ("swp-l2-weights", "swp-l2-bn"),
+    ):
         d = paired(table, nodes, a, b, by="label")
         key = f"{a}_minus_{b}".replace("-", "_")
         out[key] = f"{100 * d.mean:+.1f} ± {100 * d.std:.1f} points"
-        out[key + "_verdict"] = {"higher": "more in every seed", "lower": "fewer in every seed"}.get(d.verdict(), "no clear difference")
+        out[key + "_verdict"] = {
+            "higher": "more in every seed",
+            "lower": "fewer in every seed",
+        }.get(d.verdict(), "no clear difference")
     return out
 
 
@@ -194,50 +251,78 @@ def staged_frame(staged: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Claim 4's per-arm summary as the chapters print it."""
     ss = B.staged_summary(staged, metric)
     unit = " (points)" if metric == "test_accuracy" else ""
-    names = {"swp-l2": "SWP + L2 (node-pruned)", "compact-then-magnitude": "compacted, then magnitude-pruned and fine-tuned"}
+    names = {
+        "swp-l2": "SWP + L2 (node-pruned)",
+        "compact-then-magnitude": "compacted, then magnitude-pruned and fine-tuned",
+    }
     ep = staged.groupby("arm", sort=False)["epochs"].first()
-    return pd.DataFrame({
-        "network": [names.get(a, a) for a in ss.index],
-        "epochs in all": [int(ep[a]) for a in ss.index],
-        "seeds": ss["seeds"].astype(int),
-        "weights removed (of the dense network's)": [f"{100 * a:.2f} ± {100 * b:.2f}%" for a, b in zip(ss["total_sparsity_mean"], ss["total_sparsity_sd"])],
-        metric_column(metric): [fmt_metric(metric, a, b) for a, b in zip(ss[f"{metric}_mean"], ss[f"{metric}_sd"])],
-        f"gap to dense of the same epochs{unit}": [fmt_metric(metric, a, b) for a, b in zip(ss["gap_mean"], ss["gap_sd"])],
-    })
+    return pd.DataFrame(
+        {
+            "network": [names.get(a, a) for a in ss.index],
+            "epochs in all": [int(ep[a]) for a in ss.index],
+            "seeds": ss["seeds"].astype(int),
+            "weights removed (of the dense network's)": [
+                f"{100 * a:.2f} ± {100 * b:.2f}%"
+                for a, b in zip(ss["total_sparsity_mean"], ss["total_sparsity_sd"])
+            ],
+            metric_column(metric): [
+                fmt_metric(metric, a, b) for a, b in zip(ss[f"{metric}_mean"], ss[f"{metric}_sd"])
+            ],
+            f"gap to dense of the same epochs{unit}": [
+                fmt_metric(metric, a, b) for a, b in zip(ss["gap_mean"], ss["gap_sd"])
+            ],
+        }
+    )
 
 
 def metric_column(metric: str) -> str:
     return METRIC_WORD[metric] + (" (%)" if metric == "test_accuracy" else "")
 
 
-def staged_texts(staged: pd.DataFrame, ss: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]:
+def staged_texts(
+    staged: pd.DataFrame, ss: pd.DataFrame, metric: str, prefix: str
+) -> Dict[str, str]:
     src, st = "swp-l2", "compact-then-magnitude"
     u = gap_unit(metric)
     ep = staged.groupby("arm", sort=False)["epochs"].first()
     gaps = staged.loc[staged["arm"] == st, "gap"].to_numpy(dtype=float)
+    # the share of the source's nonzero weights the second stage removed
+    kept_nonzero = (1 - ss.loc[st, "total_sparsity_mean"]) / (
+        1 - ss.loc[src, "total_sparsity_mean"]
+    )
     return {
         f"{prefix}_st_src_sparsity": f"{100 * ss.loc[src, 'total_sparsity_mean']:.1f}%",
-        f"{prefix}_st_sparsity": f"{100 * ss.loc[st, 'total_sparsity_mean']:.2f} ± {100 * ss.loc[st, 'total_sparsity_sd']:.2f}%",
-        f"{prefix}_st_src_gap": fmt_metric(metric, ss.loc[src, "gap_mean"], ss.loc[src, "gap_sd"]) + u,
+        f"{prefix}_st_sparsity": f"{100 * ss.loc[st, 'total_sparsity_mean']:.2f} ± "
+        f"{100 * ss.loc[st, 'total_sparsity_sd']:.2f}%",
+        f"{prefix}_st_src_gap": fmt_metric(metric, ss.loc[src, "gap_mean"], ss.loc[src, "gap_sd"])
+        + u,
         f"{prefix}_st_gap": fmt_metric(metric, ss.loc[st, "gap_mean"], ss.loc[st, "gap_sd"]) + u,
         f"{prefix}_st_gap_max": fmt_metric(metric, float(gaps.max())) + u,
         f"{prefix}_st_epochs": str(int(ep[st] - ep[src])),
         f"{prefix}_st_total_epochs": str(int(ep[st])),
         f"{prefix}_st_alive": _pm(staged[staged["arm"] == st]["nodes_alive"], 1, ".0f"),
-        # the share of the source's nonzero weights the second stage removed
-        f"{prefix}_st_removed": f"{100 * (1 - (1 - ss.loc[st, 'total_sparsity_mean']) / (1 - ss.loc[src, 'total_sparsity_mean'])):.0f}%",
+        f"{prefix}_st_removed": f"{100 * (1 - kept_nonzero):.0f}%",
     }
 
 
 def schedule_frame(st: pd.DataFrame, metric: str) -> pd.DataFrame:
     unit = " (points)" if metric == "test_accuracy" else ""
-    return pd.DataFrame({
-        "seeds": st["seeds"].astype(int),
-        "nodes dead, SWP + L2": [f"{100 * a:.1f} ± {100 * b:.1f}%" for a, b in zip(st["dead_mean"], st["dead_sd"])],
-        f"dense {metric_column(metric)}": [fmt_metric(metric, a, b) for a, b in zip(st["reference_mean"], st["reference_sd"])],
-        f"SWP + L2 {metric_column(metric)}": [fmt_metric(metric, a, b) for a, b in zip(st["metric_mean"], st["metric_sd"])],
-        f"gap{unit}": [fmt_metric(metric, a, b) for a, b in zip(st["gap_mean"], st["gap_sd"])],
-    }, index=pd.Index(st.index, name="epochs"))
+    return pd.DataFrame(
+        {
+            "seeds": st["seeds"].astype(int),
+            "nodes dead, SWP + L2": [
+                f"{100 * a:.1f} ± {100 * b:.1f}%" for a, b in zip(st["dead_mean"], st["dead_sd"])
+            ],
+            f"dense {metric_column(metric)}": [
+                fmt_metric(metric, a, b) for a, b in zip(st["reference_mean"], st["reference_sd"])
+            ],
+            f"SWP + L2 {metric_column(metric)}": [
+                fmt_metric(metric, a, b) for a, b in zip(st["metric_mean"], st["metric_sd"])
+            ],
+            f"gap{unit}": [fmt_metric(metric, a, b) for a, b in zip(st["gap_mean"], st["gap_sd"])],
+        },
+        index=pd.Index(st.index, name="epochs"),
+    )
 
 
 def schedule_texts(st: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]:
@@ -246,12 +331,25 @@ def schedule_texts(st: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]
     for e, r in st.iterrows():
         out[f"{prefix}_sch_{e}_dead"] = f"{100 * r['dead_mean']:.1f} ± {100 * r['dead_sd']:.1f}%"
         out[f"{prefix}_sch_{e}_gap"] = fmt_metric(metric, r["gap_mean"], r["gap_sd"]) + u
-        out[f"{prefix}_sch_{e}_dense"] = fmt_metric(metric, r["reference_mean"], r["reference_sd"]) + ("%" if metric == "test_accuracy" else "")
-        out[f"{prefix}_sch_{e}_pruned"] = fmt_metric(metric, r["metric_mean"], r["metric_sd"]) + ("%" if metric == "test_accuracy" else "")
-        out[f"{prefix}_sch_{e}_verdict"] = ("every seed loses" if r["gap_min"] > 0 else
-                                            "every seed gains" if r["gap_max"] < 0 else "no clear difference")
+        out[f"{prefix}_sch_{e}_dense"] = fmt_metric(
+            metric, r["reference_mean"], r["reference_sd"]
+        ) + ("%" if metric == "test_accuracy" else "")
+        out[f"{prefix}_sch_{e}_pruned"] = fmt_metric(metric, r["metric_mean"], r["metric_sd"]) + (
+            "%" if metric == "test_accuracy" else ""
+        )
+        out[f"{prefix}_sch_{e}_verdict"] = (
+            "every seed loses"
+            if r["gap_min"] > 0
+            else "every seed gains"
+            if r["gap_max"] < 0
+            else "no clear difference"
+        )
     e = list(st.index)
-    out[f"{prefix}_sch_epochs"] = " and ".join(str(x) for x in e) if len(e) < 3 else ", ".join(str(x) for x in e[:-1]) + f" and {e[-1]}"
+    out[f"{prefix}_sch_epochs"] = (
+        " and ".join(str(x) for x in e)
+        if len(e) < 3
+        else ", ".join(str(x) for x in e[:-1]) + f" and {e[-1]}"
+    )
     return out
 
 
@@ -260,8 +358,11 @@ def schedule_texts(st: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]
 # --------------------------------------------------------------------------
 #: Left out of the cost figure: the dense reference (the origin) and the scopes (their own table).
 NOT_PLOTTED = ("dense", "swp-l2-weights", "swp-l2-bn")
-NODE_AXIS = {"vgg16-cifar10": "conv filters dead at the end (share of all 4224)",
-             "unet-dsb2018": "channels dead at the end (share of all)", "cxr-cnn": "channels dead at the end (share of all)"}
+NODE_AXIS = {
+    "vgg16-cifar10": "conv filters dead at the end (share of all 4224)",
+    "unet-dsb2018": "channels dead at the end (share of all)",
+    "cxr-cnn": "channels dead at the end (share of all)",
+}
 
 
 #: The pruned arms of the schedule sweeps: SWP + L2, the same with sigma ramped up from 0, and
@@ -280,20 +381,27 @@ class Study:
         lam = self.table.groupby("label")["regularizer.lam"].first()
         order = list(B.METHODS)
         # each method's settings by lambda: the rows of one method read as its trade-off curve
-        self.labels = sorted((x for x in lam.index if B.method_of(x) in B.METHODS),
-                             key=lambda x: (order.index(B.method_of(x)), lam[x]))
-        self.methods = B.method_table(self.table, self.metric, labels=self.labels, nodes="node_fraction")
+        self.labels = sorted(
+            (x for x in lam.index if B.method_of(x) in B.METHODS),
+            key=lambda x: (order.index(B.method_of(x)), lam[x]),
+        )
+        self.methods = B.method_table(
+            self.table, self.metric, labels=self.labels, nodes="node_fraction"
+        )
         self.staged = B.staged_table(self.table, self.metric, nodes="node_fraction")
         self.staged_summary = B.staged_summary(self.staged, self.metric)
         has_schedule = (RESULTS / f"{SCHEDULES[preset]}.csv").exists()
         self.schedule_runs = recorded(preset, "schedule") if has_schedule else None
-        #: {label: schedule table}: SWP + L2 and, where the sweep has them, its variants (SCHEDULE_ARMS)
+        #: {label: schedule table}: SWP + L2 and, where the sweep has them, its variants
+        #: (SCHEDULE_ARMS)
         self.schedule_by_label: Dict[str, pd.DataFrame] = {}
         if has_schedule:
             runs = self.schedule_runs
             for label in SCHEDULE_ARMS:
                 if label in set(runs["label"]):
-                    self.schedule_by_label[label] = B.schedule_table(runs, self.metric, pruned=label, nodes="node_fraction")
+                    self.schedule_by_label[label] = B.schedule_table(
+                        runs, self.metric, pruned=label, nodes="node_fraction"
+                    )
         #: the same, keyed by the arms' readable names
         self.schedule_arms = {self.arm_name(k): t for k, t in self.schedule_by_label.items()}
         self.schedule = self.schedule_by_label.get("swp-l2")
@@ -316,8 +424,11 @@ class Study:
         label and seed: the recorded sweep repeats the chapters' runs. Floating point differs
         between CPUs, so this is reported, not asserted."""
         rec = self.table.set_index(["label", "seed"])[self.metric]
-        diffs = [abs(float(r.summary[self.metric]) - float(rec[(label, r.config.seed)]))
-                 for key, label in (("l2", "swp-l2"), ("dense", "dense")) for r in results[key]]
+        diffs = [
+            abs(float(r.summary[self.metric]) - float(rec[(label, r.config.seed)]))
+            for key, label in (("l2", "swp-l2"), ("dense", "dense"))
+            for r in results[key]
+        ]
         return max(diffs)
 
     def method_frame(self) -> pd.DataFrame:
@@ -329,8 +440,14 @@ class Study:
     def plot_costs(self, title: str = ""):
         from prunedyn.plots.tradeoffs import plot_method_costs
 
-        return plot_method_costs(self.table, self.metric, [x for x in self.labels if x not in NOT_PLOTTED],
-                                 nodes="node_fraction", nodes_label=NODE_AXIS[self.preset], title=title)
+        return plot_method_costs(
+            self.table,
+            self.metric,
+            [x for x in self.labels if x not in NOT_PLOTTED],
+            nodes="node_fraction",
+            nodes_label=NODE_AXIS[self.preset],
+            title=title,
+        )
 
     def plot_staged(self, title: str = ""):
         from prunedyn.plots.tradeoffs import plot_staged
@@ -344,32 +461,52 @@ class Study:
 
     def schedule_paired(self, a: str, b: str, column: str) -> pd.DataFrame:
         """Per budget where both schedule arms ran: ``column`` of arm ``a`` minus arm ``b``, paired
-        by seed (mean, sd and the book's verdict: ``higher``/``lower`` in every seed, else ``no clear``)."""
+        by seed (mean, sd and the book's verdict: ``higher``/``lower`` in every seed, else ``no
+        clear``)."""
         from prunedyn.analysis.seeds import paired
 
         rows = []
         for epochs, g in self.schedule_runs.groupby("epochs"):
             if {a, b} <= set(g["label"]):
                 d = paired(g, column, a, b, by="label")
-                rows.append({"epochs": int(epochs), "mean": d.mean, "sd": d.std,
-                             "verdict": {"higher": "higher", "lower": "lower"}.get(d.verdict(), "no clear")})
+                rows.append(
+                    {
+                        "epochs": int(epochs),
+                        "mean": d.mean,
+                        "sd": d.std,
+                        "verdict": {"higher": "higher", "lower": "lower"}.get(
+                            d.verdict(), "no clear"
+                        ),
+                    }
+                )
         return pd.DataFrame(rows).set_index("epochs")
 
     def schedule_frame(self) -> pd.DataFrame:
         """The schedule table as the chapters print it, one block of rows per arm."""
-        frames = [schedule_frame(t, self.metric).reset_index().assign(arm=name)
-                  for name, t in self.schedule_arms.items()]
-        out = pd.concat(frames, ignore_index=True).rename(columns={"nodes dead, SWP + L2": "nodes dead"})
+        frames = [
+            schedule_frame(t, self.metric).reset_index().assign(arm=name)
+            for name, t in self.schedule_arms.items()
+        ]
+        out = pd.concat(frames, ignore_index=True).rename(
+            columns={"nodes dead, SWP + L2": "nodes dead"}
+        )
         out.columns = [c.replace("SWP + L2 ", "pruned ") for c in out.columns]
         return out[["arm", *[c for c in out.columns if c != "arm"]]]
 
     def texts(self, prefix: str) -> Dict[str, str]:
         """Every glue text of the section, keys starting with ``prefix``."""
         p = self.provenance()
-        out = {f"{prefix}_runs": str(len(self.table)), f"{prefix}_n_settings": str(len(self.labels) - 1),
-               f"{prefix}_rec_hours": f"{p['train_seconds_total'] / 3600:.1f}" if "train_seconds_total" in p else "?"}
+        out = {
+            f"{prefix}_runs": str(len(self.table)),
+            f"{prefix}_n_settings": str(len(self.labels) - 1),
+            f"{prefix}_rec_hours": f"{p['train_seconds_total'] / 3600:.1f}"
+            if "train_seconds_total" in p
+            else "?",
+        }
         out.update(method_texts(self.methods, self.metric, prefix))
-        out.update({f"{prefix}_scope_{k}": v for k, v in scope_texts(self.table, self.metric).items()})
+        out.update(
+            {f"{prefix}_scope_{k}": v for k, v in scope_texts(self.table, self.metric).items()}
+        )
         out.update(staged_texts(self.staged, self.staged_summary, self.metric, prefix))
         if self.schedule is not None:
             out.update(schedule_texts(self.schedule, self.metric, prefix))
@@ -381,7 +518,12 @@ class Study:
                 for e, r in self.schedule_paired("swp-l2", label, self.metric).iterrows():
                     scale = 100 if self.metric == "test_accuracy" else 1
                     fmt = ".2f" if self.metric == "test_accuracy" else ".3f"
-                    out[f"{prefix}_{word}_vs_{e}"] = f"{format(scale * r['mean'], '+' + fmt)} ± {format(scale * r['sd'], fmt)}{gap_unit(self.metric)}"
-                    out[f"{prefix}_{word}_vs_{e}_verdict"] = {"higher": "SWP + L2 higher in every seed",
-                                                              "lower": "SWP + L2 lower in every seed"}.get(r["verdict"], "no clear difference")
+                    out[f"{prefix}_{word}_vs_{e}"] = (
+                        f"{format(scale * r['mean'], '+' + fmt)} ± "
+                        f"{format(scale * r['sd'], fmt)}{gap_unit(self.metric)}"
+                    )
+                    out[f"{prefix}_{word}_vs_{e}_verdict"] = {
+                        "higher": "SWP + L2 higher in every seed",
+                        "lower": "SWP + L2 lower in every seed",
+                    }.get(r["verdict"], "no clear difference")
         return out

@@ -5,6 +5,7 @@ point); these helpers only read what it made: the node layers of
 :func:`prunedyn.structure.nodes.node_layers`, their per-node statistics of
 :func:`prunedyn.model_nodes`, and a compaction report. Nothing here trains.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Mapping, Sequence
@@ -41,13 +42,15 @@ def wiring_table(layers, model: nn.Module) -> pd.DataFrame:
     rows = []
     for layer in layers:
         prods = [names[id(p)] for p, _ in layer.producers]
-        rows.append({
-            "node layer": layer.name,
-            "nodes": layer.size,
-            "producers": ", ".join(prods),
-            "consumers": ", ".join(names[id(c.module)] for c in layer.consumers),
-            "residual group": len(prods) > 1,
-        })
+        rows.append(
+            {
+                "node layer": layer.name,
+                "nodes": layer.size,
+                "producers": ", ".join(prods),
+                "consumers": ", ".join(names[id(c.module)] for c in layer.consumers),
+                "residual group": len(prods) > 1,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -55,23 +58,30 @@ def death_table(stats, layers) -> pd.DataFrame:
     """Per node layer: nodes, in-dead, out-dead, dead (either), alive; plus a total row."""
     rows = []
     for s, layer in zip(stats, layers):
-        rows.append({
-            "node layer": s.name,
-            "producers": len(layer.producers),
-            "nodes": s.size,
-            "in-dead": int(s.in_dead.sum()),
-            "out-dead": int(s.out_dead.sum()),
-            "dead": int(s.dead.sum()),
-            "alive": int(s.alive.sum()),
-        })
+        rows.append(
+            {
+                "node layer": s.name,
+                "producers": len(layer.producers),
+                "nodes": s.size,
+                "in-dead": int(s.in_dead.sum()),
+                "out-dead": int(s.out_dead.sum()),
+                "dead": int(s.dead.sum()),
+                "alive": int(s.alive.sum()),
+            }
+        )
     table = pd.DataFrame(rows)
     total = {"node layer": "all", "producers": int(table["producers"].sum())}
-    total.update({k: int(table[k].sum()) for k in ("nodes", "in-dead", "out-dead", "dead", "alive")})
+    total.update(
+        {k: int(table[k].sum()) for k in ("nodes", "in-dead", "out-dead", "dead", "alive")}
+    )
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 
 
 def plot_groups(stats, layers, title: str) -> Figure:
-    """Horizontal bars per node layer: alive, in-dead (constant), out-dead only; residual groups outlined."""
+    (
+        """Horizontal bars per node layer: alive, in-dead (constant), out-dead only; """
+        """residual groups outlined."""
+    )
     names = [s.name for s in stats]
     n = np.array([s.size for s in stats], dtype=float)
     in_dead = np.array([int(s.in_dead.sum()) for s in stats], dtype=float)
@@ -81,8 +91,11 @@ def plot_groups(stats, layers, title: str) -> Figure:
     fig = Figure(figsize=(7.5, 0.32 * len(names) + 1.2))
     ax = fig.add_subplot(1, 1, 1)
     y = np.arange(len(names))[::-1]
-    parts = (("alive", alive, "#4c72b0"), ("in-dead (emits a constant)", in_dead, "#dd8452"),
-             ("out-dead (read by nobody)", out_only, "#c44e52"))
+    parts = (
+        ("alive", alive, "#4c72b0"),
+        ("in-dead (emits a constant)", in_dead, "#dd8452"),
+        ("out-dead (read by nobody)", out_only, "#c44e52"),
+    )
     left = np.zeros_like(n)
     for label, values, color in parts:
         share = values / n
@@ -91,7 +104,9 @@ def plot_groups(stats, layers, title: str) -> Figure:
     for yi, res in zip(y, residual):
         if res:
             ax.barh(yi, 1.0, left=0, fill=False, edgecolor="black", linewidth=1.4)
-    labels = [f"{nm}  ({int(k)}{', residual' if r else ''})" for nm, k, r in zip(names, n, residual)]
+    labels = [
+        f"{nm}  ({int(k)}{', residual' if r else ''})" for nm, k, r in zip(names, n, residual)
+    ]
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the layer's nodes")
@@ -101,14 +116,23 @@ def plot_groups(stats, layers, title: str) -> Figure:
     return fig
 
 
-def width_table(report, layers: Sequence, extra: Mapping[str, Mapping[str, int]] = ()) -> pd.DataFrame:
-    """Widths of every node layer before and after compaction (and of further reports in ``extra``)."""
+def width_table(
+    report, layers: Sequence, extra: Mapping[str, Mapping[str, int]] = ()
+) -> pd.DataFrame:
+    (
+        """Widths of every node layer before and after compaction (and of further reports """
+        """in ``extra``)."""
+    )
     rows = []
     for layer in layers:
         name = layer.name
-        row = {"node layer": name, "producers": len(layer.producers),
-               "before": report.widths_before[name], "after": report.widths_after[name],
-               "kept constant": report.kept_constant.get(name, 0)}
+        row = {
+            "node layer": name,
+            "producers": len(layer.producers),
+            "before": report.widths_before[name],
+            "after": report.widths_after[name],
+            "kept constant": report.kept_constant.get(name, 0),
+        }
         for label, widths in dict(extra).items():
             row[label] = widths[name]
         rows.append(row)
@@ -130,18 +154,31 @@ def alive_channels(stat, layer, count: int) -> List[int]:
             ok &= (norm.weight != 0).cpu()
     idx = np.flatnonzero(ok.numpy())
     if len(idx) < count:
-        raise ValueError(f"{stat.name} has only {len(idx)} nodes alive in every producer, {count} wanted")
+        raise ValueError(
+            f"{stat.name} has only {len(idx)} nodes alive in every producer, {count} wanted"
+        )
     return [int(i) for i in idx[:count]]
 
 
 def width_changes(steps: Sequence, skip: str) -> str:
-    """A sentence on the node layers other than ``skip`` whose width changed, over ``(label, before, after)`` steps."""
+    (
+        """A sentence on the node layers other than ``skip`` whose width changed, over """
+        """``(label, before, after)`` steps."""
+    )
     parts = []
     for label, before, after in steps:
-        changed = [f"`{k}` from {before[k]} to {after[k]}" for k in before if k != skip and before[k] != after[k]]
+        changed = [
+            f"`{k}` from {before[k]} to {after[k]}"
+            for k in before
+            if k != skip and before[k] != after[k]
+        ]
         if changed:
             parts.append(f"{label}, " + ", ".join(changed))
     if not parts:
         return "No other node layer changes width in either step."
-    return ("Other node layers change width too (" + "; ".join(parts) + "): nodes whose outgoing weights "
-            "all went to the zeroed filters are read by nobody now, and go as well.")
+    return (
+        "Other node layers change width too ("
+        + "; ".join(parts)
+        + "): nodes whose outgoing weights "
+        "all went to the zeroed filters are read by nobody now, and go as well."
+    )

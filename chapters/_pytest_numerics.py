@@ -10,13 +10,18 @@ arithmetic of another CPU. The other chapters' kernels run on this CPU's own ker
 Claim checks are strict under any pytest run (``_book.py``: they raise unless
 ``PRUNEDYN_STRICT=0``, which only the reader's ``make book`` sets).
 """
+
 import os
 from pathlib import Path
 
 import pytest
 
 #: The emulated numeric path (the same bits on every x86-64 CPU tried; README, "Two numeric paths").
-EMULATED = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+EMULATED = {
+    "MKL_CBWR": "COMPATIBLE",
+    "ATEN_CPU_CAPABILITY": "default",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+}
 
 
 def emulated(notebook: str, chapters: str) -> bool:
@@ -26,7 +31,10 @@ def emulated(notebook: str, chapters: str) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """Before nbval starts a chapter's kernel (the setup of its first cell), choose its numeric path."""
+    (
+        """Before nbval starts a chapter's kernel (the setup of its first cell), choose """
+        """its numeric path."""
+    )
     chapters = os.environ.get("PRUNEDYN_EMULATE_CHAPTERS")
     if chapters is None:
         return
