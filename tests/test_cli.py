@@ -78,7 +78,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path):
         ck = out / "checkpoint.pt"
         if ck.exists():
             try:
-                if torch.load(ck, weights_only=False)["epoch"] >= 2:
+                if torch.load(ck, weights_only=True)["epoch"] >= 2:
                     break
             except Exception:
                 pass
@@ -88,7 +88,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path):
     assert not (out / "summary.json").exists()
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     # every file left behind is complete and readable
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert 2 <= ck["epoch"] < 6
     assert pd.read_csv(out / "metrics.csv").epoch.max() >= ck["epoch"]
 
@@ -106,7 +106,7 @@ def test_divergence_stops_with_message_and_keeps_the_last_good_checkpoint(tmp_pa
     err = capsys.readouterr().err
     assert code == 1 and "diverged" in err
     assert not (out / "summary.json").exists()
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
@@ -121,8 +121,16 @@ def test_compact_command_writes_an_exact_smaller_model(tmp_path, capsys):
     info = json.loads((out / "compact.json").read_text())
     assert info["max_abs_diff"] <= 1e-5
     assert info["params_after"] == summary["params_compact"] < summary["params_dense"]
-    model = torch.load(out / "compact.pt", weights_only=False)
+    from prunedyn import load_compact
+    from prunedyn.run.experiments import load_run_model
+    from prunedyn.structure.surgery import compact
+
+    dense, cfg, _ = load_run_model(out)
+    expected, _ = compact(dense, torch.randn(8, 1, 28, 28))
+    model = load_compact(out / "compact.pt", load_run_model(out)[0])  # weights_only: no code in the file
     assert sum(p.numel() for p in model.parameters()) == info["params_after"]
+    x = torch.randn(16, 1, 28, 28)
+    assert torch.equal(model(x), expected(x))
     assert main(["compact", str(tmp_path / "nothing")]) == 2
 
 

@@ -162,3 +162,67 @@ def test_unreachable_cluster_fails_fast_with_its_address(tmp_path):
     with pytest.raises(BackendError, match=f"cannot connect to the Ray cluster at {address}"):
         run_sweep(load_spec(spec_path), tmp_path / "out", backend="ray", address=address, progress=False)
     assert time.time() - tic < 30 and not list((tmp_path / "out").glob("mlp-mnist-*"))
+
+
+def _descendants(root: int) -> dict:
+    """``{pid: start time}`` of every process descended from ``root`` (from /proc)."""
+    table = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                table[int(p.name)] = (int(fields[1]), fields[19])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = {}, [root]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, start) in table.items():
+            if ppid == parent and pid not in out:
+                out[pid] = start
+                todo.append(pid)
+    return out
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] == start
+    except (OSError, IndexError):
+        return False
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killing_a_sweep_on_a_local_ray_instance_leaves_no_ray_process(tmp_path):
+    """Ray started by the sweep itself (no address): SIGKILL the sweep while its tasks train, and none of
+    the processes it started (GCS, raylet, workers, and Ray's agents, which outlive the driver without
+    prunedyn's reaper) is still running 30 s later."""
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC.format(common=json.dumps([*SMALL, "epochs=50"])))
+    env = {k: v for k, v in RAY_ENV.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(prunedyn_cmd("sweep", spec_path, "--out", tmp_path / "o", "--backend", "ray",
+                                         "--workers", "2", "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline, started = time.time() + 180, {}
+    while time.time() < deadline and proc.poll() is None:
+        started.update(_descendants(proc.pid))
+        if any(b"ray::" in Path(f"/proc/{p}/cmdline").read_bytes() for p in started if Path(f"/proc/{p}").exists()):
+            time.sleep(2)  # the tasks are running
+            started.update(_descendants(proc.pid))
+            break
+        time.sleep(0.2)
+    assert started and proc.poll() is None, "the local Ray instance did not start"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(p, s) for p, s in started.items()):
+        time.sleep(0.5)
+    alive = [p for p, s in started.items() if _alive(p, s)]
+    names = [Path(f"/proc/{p}/cmdline").read_bytes()[:40] for p in alive if Path(f"/proc/{p}").exists()]
+    for p in alive:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not alive, f"processes outlived the sweep: {names}"

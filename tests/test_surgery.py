@@ -630,3 +630,78 @@ def test_compact_refuses_to_return_a_model_that_computes_something_else(monkeypa
     monkeypatch.setattr(traced, "mixes_channels", lambda module: False)
     with pytest.raises(CompactionError, match="changed the outputs by"):
         compact(model, torch.randn(4, 3, 8, 8))
+
+
+# ---------------------------------------------------------------- saving and loading a compact model
+
+
+def _fresh_mlp():
+    return MLP(6, [8, 5], 3)
+
+
+def _depthwise_chain():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight[[1, 5]] = 0
+        model[0].bias[[1, 5]] = 0
+        model[1].bias[[1, 5]] = -1.0
+        model[3].weight[[1, 5]] = 0  # the tied depthwise channels go dead too
+        model[3].bias[[1, 5]] = 0
+        model[4].bias[[1, 5]] = -1.0
+    return model.eval()
+
+
+@pytest.mark.parametrize("build, fresh, shape", [
+    (dead_mlp, _fresh_mlp, (8, 6)),
+    (lambda: dead_conv_chain(0), lambda: conv_chain(3, 0), (8, 2, 8, 8)),
+    (lambda: dead_conv_chain(1), lambda: conv_chain(3, 1), (8, 2, 8, 8)),
+    (_depthwise_chain, lambda: nn.Sequential(*[copy.deepcopy(m) for m in _depthwise_chain()]), (4, 3, 8, 8)),
+], ids=["mlp", "conv-folded", "conv-carrier", "depthwise"])
+def test_a_compact_model_saved_as_plain_tensors_loads_back_exactly(tmp_path, build, fresh, shape):
+    """compact.pt holds a state dict and the widths, read with weights_only=True; loading resizes a freshly
+    built network of the same architecture (a bias that folding added to a bias-free layer included)."""
+    from prunedyn import load_compact, save_compact
+
+    x = torch.randn(*shape)
+    small, report = compact(build(), x)
+    assert report.params_after < report.params_before
+    save_compact(small, tmp_path / "compact.pt", report)
+    blob = torch.load(tmp_path / "compact.pt", weights_only=True)
+    assert blob["widths"] == report.widths_after
+    loaded = load_compact(tmp_path / "compact.pt", fresh())
+    assert count_params(loaded) == report.params_after
+    assert torch.equal(loaded(x), small(x))
+    assert str(loaded) == str(small)  # the size attributes follow the tensors
+
+
+def test_load_compact_refuses_code_and_a_state_of_another_architecture(tmp_path):
+    from prunedyn import load_compact, save_compact
+    from prunedyn.atomic import CheckpointError
+    from prunedyn.structure.surgery import CompactionError
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ("x",))
+
+    torch.save({"format": "prunedyn-compact-1", "state_dict": {}, "x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_compact(tmp_path / "evil.pt", _fresh_mlp())
+    assert not marker.exists()
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a compact model"):
+        load_compact(tmp_path / "other.pt", _fresh_mlp())
+    small, report = compact(dead_mlp(), torch.randn(8, 6))
+    save_compact(small, tmp_path / "compact.pt", report)
+    with pytest.raises(CompactionError, match="does not fit"):
+        load_compact(tmp_path / "compact.pt", MLP(6, [8, 5, 4], 3))
+    with pytest.raises(CompactionError, match="GroupNorm"):
+        load_compact_gn = nn.Sequential(nn.Linear(6, 8), nn.GroupNorm(2, 8))
+        from prunedyn.structure.surgery import resized_like
+
+        resized_like(load_compact_gn, {"0.weight": torch.zeros(4, 6), "0.bias": torch.zeros(4),
+                                       "1.weight": torch.zeros(4), "1.bias": torch.zeros(4)})

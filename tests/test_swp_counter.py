@@ -358,3 +358,27 @@ def test_the_kernel_cache_is_private_and_a_planted_or_corrupt_library_is_rebuilt
     assert _prune_in_fresh_process(cache) == first
     os.chmod(folder, 0o777)  # a folder others could write to is made private again
     assert _prune_in_fresh_process(cache) == first and stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_a_run_records_which_code_drew_its_random_numbers(tmp_path):
+    """summary.json's swp_backend: the exact torch stream, or the counter stream with the kernels its
+    steps ran; kept through a resume that has no step left to run (killed before the summary)."""
+    from prunedyn.data.datasets import DatasetBundle
+    from prunedyn.run.config import from_dict
+    from prunedyn.run.experiments import run
+
+    g = torch.Generator().manual_seed(0)
+    data = DatasetBundle(name="toy", source="synthetic", x_train=torch.randn(48, 1, 4, 4, generator=g),
+                         y_train=torch.arange(48) % 3, x_test=torch.randn(24, 1, 4, 4, generator=g),
+                         y_test=torch.arange(24) % 3, description="random")
+    over = {"model": {"name": "mlp", "hidden": [6]}, "data": {"batch_size": 16}, "epochs": 1,
+            "pruner": {"kind": "stochastic", "sigma": 0.01}}
+    assert run(from_dict(over), tmp_path / "t", progress=False, data=data)["swp_backend"] == "torch"
+    over["pruner"]["stream"] = "counter"
+    first = run(from_dict(over), tmp_path / "c", progress=False, data=data)
+    expected = "c" if fused.cpu_library() is not None else "reference"
+    assert first["swp_backend"] == f"counter:{expected}"
+    (tmp_path / "c" / "summary.json").unlink()  # as if killed after the last checkpoint
+    assert run(from_dict(over), tmp_path / "c", resume=True, progress=False, data=data)["swp_backend"] == first["swp_backend"]
+    over["pruner"] = {"kind": "magnitude", "sparsity": 0.5}
+    assert run(from_dict(over), tmp_path / "m", progress=False, data=data)["swp_backend"] == "none"

@@ -11,7 +11,7 @@ from prunedyn.core.pruning import (  # noqa: E402
 )
 from prunedyn.core.regularization import make_regularizer  # noqa: E402
 from prunedyn.structure.nodes import model_nodes, node_layers  # noqa: E402
-from prunedyn.structure.surgery import compact  # noqa: E402
+from prunedyn.structure.surgery import compact, load_compact, save_compact  # noqa: E402
 
 __all__ = [
     "attach",
@@ -26,4 +26,6 @@ __all__ = [
     "model_nodes",
     "node_layers",
     "compact",
+    "save_compact",
+    "load_compact",
 ]

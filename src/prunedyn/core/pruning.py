@@ -389,11 +389,13 @@ class StochasticWeightPruner(WeightPruner):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["generator"] = self.generator.get_state()
+        state["backends"] = dict(self.backends)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.generator.set_state(state["generator"])
+        self.backends = dict(state.get("backends", {}))  # absent from checkpoints written before it was kept
 
 
 @torch.no_grad()

@@ -37,9 +37,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from prunedyn.run.config import ConfigError
 
 BACKENDS = ("process", "ray")
-RAY_PIN = "ray[default]==2.60.0"
+RAY_PIN = "ray[default]==2.60.0"  # the pin of requirements.txt and pyproject's `ray` extra
 # The environment variable holding a process-pool worker's number (read by prunedyn.run.experiments.resolve_device)
-WORKER_SLOT = "PRUNEDYN_WORKER_SLOT"  # the pin of requirements.txt and pyproject's `ray` extra
+WORKER_SLOT = "PRUNEDYN_WORKER_SLOT"
 
 
 class BackendError(ConfigError):
@@ -127,6 +127,58 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+#: The reaper of a local Ray instance (standard library only, run with ``python -c``): every 0.5 s it
+#: notes the processes descended from the sweep (pid and start time, from /proc); when the sweep's
+#: process is gone without having stopped it, it SIGKILLs those still running. Ray's own agents
+#: outlive a SIGKILLed driver otherwise (seen with Ray 2.60: DashboardAgent, RuntimeEnvAgent).
+REAPER = r"""
+import os, signal, sys, time
+parent = int(sys.argv[1])
+def stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[19]  # ppid, start time
+    except (OSError, IndexError, ValueError):
+        return None
+seen = {}
+while True:
+    table = {int(p): stat(int(p)) for p in os.listdir("/proc") if p.isdigit()}
+    if table.get(parent) is None:
+        break
+    children = {}
+    for pid, st in table.items():
+        if st is not None:
+            children.setdefault(st[0], []).append(pid)
+    todo = [parent]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child != os.getpid() and child not in seen:
+                seen[child] = table[child][1]
+            todo.append(child)
+    time.sleep(0.5)
+for pid, start in seen.items():
+    st = stat(pid)
+    if st is not None and st[1] == start:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def start_reaper():
+    """Start :data:`REAPER` for this process (Linux); returns it, to ``kill()`` after a clean shutdown,
+    or ``None`` where there is no /proc."""
+    import subprocess
+    import sys
+
+    if not os.path.isdir("/proc/self"):
+        return None
+    return subprocess.Popen([sys.executable, "-c", REAPER, str(os.getpid())], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def import_ray():
     """``ray``, or a :class:`BackendError` saying how to install it."""
     try:
@@ -177,9 +229,12 @@ def _ray(fn, jobs: Sequence[Job], workers: Optional[int], address: Optional[str]
         if env:
             kwargs["runtime_env"] = {"env_vars": env}
         _check_reachable(target)
+        reaper = None if target else start_reaper()  # a local instance dies with this process
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
+            if reaper is not None:
+                reaper.kill()
             raise BackendError(f"cannot connect to the Ray cluster at {target or '(local)'}: {e}") from e
     remote = ray.remote(fn)
     gpus = float(ray.cluster_resources().get("GPU", 0))
@@ -204,3 +259,6 @@ def _ray(fn, jobs: Sequence[Job], workers: Optional[int], address: Optional[str]
                 pass
         if connected_here:
             ray.shutdown()
+            if reaper is not None:
+                reaper.kill()
+                reaper.wait()

@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "compact",
         help="remove the dead nodes of a finished run's model",
         description="Load a run's checkpoint, remove dead nodes (folding the constant output of in-dead nodes "
-        "into the next bias), check the outputs are unchanged, and write compact.pt and compact.json to the run folder.",
+        "into the next bias), check the outputs are unchanged, and write compact.pt (plain tensors: the state dict "
+        "and widths, read back with prunedyn.load_compact) and compact.json to the run folder.",
     )
     c.add_argument("run_dir", type=Path, help="a run folder written by `prunedyn run`")
 
@@ -143,10 +144,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_compact(args) -> int:
-    from prunedyn.atomic import atomic_torch_save, atomic_write_json
+    from prunedyn.atomic import atomic_write_json
     from prunedyn.data.datasets import load_dataset
     from prunedyn.run.experiments import RunError, load_run_model
-    from prunedyn.structure.surgery import compact
+    from prunedyn.structure.surgery import compact, save_compact
 
     try:
         model, cfg, ckpt = load_run_model(args.run_dir)
@@ -155,7 +156,7 @@ def cmd_compact(args) -> int:
     example = load_dataset(cfg.data).x_test[:256]
     model, report = compact(model, example)
     info = {"epoch": ckpt["epoch"], **report.to_dict()}
-    atomic_torch_save(model, args.run_dir / "compact.pt")
+    save_compact(model, args.run_dir / "compact.pt", report)  # plain tensors: prunedyn.load_compact reads it
     atomic_write_json(args.run_dir / "compact.json", info)
     print(json.dumps(info, indent=2))
     return 0

@@ -165,6 +165,17 @@ def train_path(cfg: ExperimentConfig, device: torch.device) -> str:
     return " ".join([device.type, tc.precision, *flags])
 
 
+def swp_backend(pruner: WeightPruner) -> str:
+    """Which code drew SWP's random numbers, as recorded in a run's summary (``swp_backend``):
+    ``torch`` (the exact stream), ``counter:`` and the kernels its last step ran (``c``, ``triton``,
+    ``triton-group``, ``reference``; comma-separated), or ``none`` for other pruners."""
+    if not isinstance(pruner, StochasticWeightPruner):
+        return "none"
+    if pruner.stream != "counter":
+        return pruner.stream
+    return "counter:" + (",".join(sorted(set(pruner.backends.values()))) or "not run")
+
+
 def recorded_train_path(folder: Path) -> str:
     """The training path of the finished run in ``folder``, for a figure's caption. Runs made
     before the path was recorded ran the reference path (fp32, host batches) on the device their
@@ -725,6 +736,7 @@ def finish(t: Trainer, out: Path, record: RunRecord, h: str, elapsed: float) -> 
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
         "train_path": train_path(cfg, t.device),
+        "swp_backend": swp_backend(t.pruner),
     }
     atomic_write_json(
         out / "timing.json",
