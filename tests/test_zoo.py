@@ -8,16 +8,15 @@ import torchvision.models as tvm
 from torch import nn
 
 from prunedyn import compact, model_nodes
-from prunedyn.structure.traced import WiringError
+from prunedyn.structure.traced import KeptChannelsWarning, WiringError
 
 EXACT = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
-         "googlenet", "mnasnet0_5"]
+         "googlenet", "mnasnet0_5", "convnext_tiny"]
 #: architecture -> the layer the refusal names and why
 REFUSED = {
     "regnet_x_400mf": ("trunk_output.block1.block1-0.f.b.0", "grouped convolution"),
     "resnext50_32x4d": ("layer1.0.conv2", "grouped convolution"),
     "shufflenet_v2_x0_5": ("stage2.0.branch1.0", "grouped convolution"),
-    "convnext_tiny": ("features.0.1", "LayerNorm"),
     "densenet121": ("features.denseblock1.denselayer1.norm1", "norm"),
 }
 
@@ -96,15 +95,67 @@ def test_a_trace_that_runs_too_long_is_refused_in_time(monkeypatch):
                                         (lambda: nn.GroupNorm(4, 16), "GroupNorm"),
                                         (lambda: nn.LayerNorm([16, 8, 8], elementwise_affine=False), "LayerNorm")],
                          ids=["GroupNorm(1, 16), no affine", "GroupNorm(4, 16)", "LayerNorm, no affine"])
-def test_a_norm_that_pools_channels_is_refused_not_compacted_wrong(norm, name):
-    """Zeroed filters before a norm that pools several channels' statistics are not dead after it: the
-    wiring says so, naming the layer, instead of calling them dead (compact once changed outputs by 7%)."""
+def test_channels_a_norm_pools_are_kept_whole_and_the_rest_compacts_exactly(norm, name):
+    """Zeroed filters before a norm that pools several channels' statistics are not dead after it
+    (compact once changed outputs by 7% there): that group is kept whole, said in one warning naming
+    it, and the other node layer (after the norm) still loses its dead channels, exactly."""
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), norm(), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1))
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), norm(), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(),
+                      nn.Conv2d(8, 4, 3))
     with torch.no_grad():
         m[0].weight[:4] = 0
         m[0].bias[:4] = 0
+        m[3].weight[:2] = 0
+        m[3].bias[:2] = 0
     x = torch.randn(2, 3, 8, 8)
-    for f in (model_nodes, compact):
-        with pytest.raises(WiringError, match=rf"^1: a {name} normalises several channels of a node group together"):
-            f(m, x)
+    with pytest.warns(KeptChannelsWarning, match=rf"not nodes .*: 0 \(through 1, a {name}\)"):
+        stats = model_nodes(m, x)
+    assert [(s.name, s.size, int(s.dead.sum())) for s in stats] == [("3", 8, 2)]
+    with pytest.warns(KeptChannelsWarning):
+        small, report = compact(m, x)
+    assert small[0].out_channels == 16 and small[3].out_channels == 6
+    assert report.rel_diff <= 1e-6
+
+
+def _tiny_vit():
+    torch.manual_seed(0)
+    m = tvm.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                              num_classes=10).eval()
+    with torch.no_grad():
+        for block in m.encoder.layers:
+            block.mlp[0].weight[:20] = 0
+            block.mlp[0].bias[:20] = 0
+    return m, torch.randn(2, 3, 32, 32)
+
+
+def _tiny_encoder():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True)
+    m = nn.Sequential(nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), nn.Flatten(),
+                      nn.Linear(16 * 5, 3)).eval()
+    with torch.no_grad():
+        for block in m[0].layers:
+            block.linear1.weight[:10] = 0
+            block.linear1.bias[:10] = 0
+    return m, torch.randn(2, 5, 16)
+
+
+@pytest.mark.parametrize("build, hidden, dead", [(_tiny_vit, 64, 20), (_tiny_encoder, 32, 10)],
+                         ids=["VisionTransformer", "TransformerEncoder"])
+def test_transformer_mlp_hidden_units_are_nodes_and_the_residual_stream_is_kept(build, hidden, dead):
+    """The hidden units of each MLP block are the nodes (20 / 10 of them zeroed per block: GELU / ReLU of 0
+    is 0); the residual stream goes through LayerNorms and is kept whole (one warning); the attention
+    is left alone. Compaction removes the dead hidden units and nothing else, exactly. (torchvision
+    zero-initialises the ViT head: the stream's channels once counted all dead for that reason.)"""
+    model, x = build()
+    with pytest.warns(KeptChannelsWarning, match="LayerNorm"):
+        stats = model_nodes(model, x)
+    assert [(s.size, int(s.dead.sum())) for s in stats] == [(hidden, dead)] * 2
+    with pytest.warns(KeptChannelsWarning):
+        small, report = compact(model, x)
+    params = sum(p.numel() for p in model.parameters())
+    width = 32 if hidden == 64 else 16
+    assert report.params_after == params - 2 * dead * (2 * width + 1)  # a row, its bias, a column per unit
+    assert report.rel_diff <= 1e-6
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), rtol=1e-5, atol=1e-6)

@@ -242,7 +242,10 @@ def _measured_constants(model: nn.Module, layers, example: torch.Tensor) -> Dict
             seen[id(module)] = None
             return
         x = inputs[0].detach()
-        x = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() > 1 else x.reshape(-1, 1)
+        if isinstance(module, nn.Linear):  # features last: (..., in_features), a sequence's tokens included
+            x = x.reshape(-1, x.shape[-1]).transpose(0, 1)
+        else:  # channels at dim 1
+            x = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() > 1 else x.reshape(-1, 1)
         lo, hi = x.min(1).values, x.max(1).values
         value = x.double().mean(1).to(x.dtype)
         seen[id(module)] = (value, (hi - lo) <= 1e-6 * torch.clamp(value.abs(), min=1.0))

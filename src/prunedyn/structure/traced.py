@@ -36,7 +36,11 @@ Layers whose output reaches the model output without passing through another
 Linear / Conv are output layers: they, and every group they belong to, have no
 nodes; neither has a group tied to a tensor that cannot shrink (summed with
 the model input or a buffer, or read by a depthwise conv straight from the
-input). Structures that cannot be wired exactly (grouped non-depthwise
+input). A group whose channels pass through a norm that pools several channels' statistics
+(LayerNorm, GroupNorm with fewer groups than channels: a transformer's residual stream, a ConvNeXt
+stage) is not a node layer either: removing a channel would change the others' normalisation, so
+the group is kept whole, and one :class:`KeptChannelsWarning` names every such group and its norm.
+Structures that cannot be wired exactly (grouped non-depthwise
 convolutions, a depthwise multiplier, a norm that does not directly follow a
 producer, other layers with per-channel parameters in a group, a consumer
 reading a group at non-contiguous positions) raise :class:`WiringError`
@@ -59,6 +63,10 @@ NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 class WiringError(ValueError):
     """A model's node wiring cannot be read, or two readings of it disagree."""
+
+
+class KeptChannelsWarning(UserWarning):
+    """Channel groups left out of the node wiring (never counted dead, never removed), and why."""
 
 
 @dataclass
@@ -215,12 +223,23 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
 
     graph = graph if graph is not None else build_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
-    order = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
+    order_list = [m for _, m in model.named_modules()]
+    order = {id(m): i for i, m in enumerate(order_list)}
     for m in sorted(graph.module2node, key=lambda m: order.get(id(m), 1 << 30)):  # the first one refused
         if isinstance(m, PRUNABLE_TYPES):
             _check_grouping(m, names)
     outputs = output_layers(graph, model)
+    kept: List[Tuple[int, str]] = []
+
     def read(group) -> Optional[TracedGroup]:
+        mixer = next((item.dep.target.module for item in group.items if mixes_channels(item.dep.target.module)), None)
+        if mixer is not None:  # kept: removing a channel would shift the statistics of the others
+            makers = [item.dep.target.module for item in group.items
+                      if isinstance(item.dep.target.module, PRUNABLE_TYPES) and graph.is_out_channel_pruning_fn(item.dep.handler)]
+            first = min((order.get(id(m), 1 << 30) for m in makers), default=order.get(id(mixer), 1 << 30))
+            label = names.get(order_list[first], "?") if first < len(order_list) else "?"
+            kept.append((first, f"{label} (through {names.get(mixer, '?')}, a {type(mixer).__name__})"))
+            return None
         producers, norms, consumers = [], [], []
         n = None
         pinned = False  # tied to a tensor that cannot shrink (the model input, a buffer)
@@ -248,11 +267,6 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
                     pinned = True
             elif dep.target.type == OPTYPE.OUTPUT:
                 raise WiringError(f"{label}: a node group reaches the model output")
-            elif mixes_channels(module):
-                raise WiringError(
-                    f"{label}: a {type(module).__name__} normalises several channels of a node group together, so a "
-                    "zeroed channel is neither dead after it nor removable (it shifts the others' statistics)"
-                )
             elif not isinstance(module, nn.Module) or any(True for _ in module.parameters(recurse=False)):
                 raise WiringError(
                     f"{label}: a {type(module).__name__} with per-channel parameters tied to a node group; "
@@ -305,5 +319,12 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
             groups.append(traced)
     if errors:
         raise WiringError(min(errors)[1])
+    if kept:
+        import warnings
+
+        listed = [why for _, why in sorted(kept)]
+        warnings.warn(f"{len(listed)} channel group(s) are not nodes (kept whole: a norm that pools channels "
+                      f"would change its statistics without them): {'; '.join(listed[:4])}"
+                      + ("; ..." if len(listed) > 4 else ""), KeptChannelsWarning, stacklevel=3)
     groups.sort(key=lambda g: order.get(id(g.producers[0][0]), 1 << 30))
     return groups
