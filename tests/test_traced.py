@@ -171,10 +171,17 @@ def test_traced_wiring_of_a_unet_matches_its_own_node_layers():
     assert chain_wiring_problems(model.node_layers(), traced, model) == []
 
 
-def test_grouped_convolution_is_refused_by_name():
-    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 2, 1))
-    with pytest.raises(WiringError, match=r"^2: grouped convolution"):
-        traced_node_layers(model, torch.randn(1, 4, 12, 12))
+def test_the_channels_around_a_grouped_convolution_are_kept_whole_and_named():
+    """Its groups must stay equal in size: the channels it reads and writes are not nodes (one warning
+    names both groups); a layer elsewhere still is."""
+    from prunedyn.structure.traced import KeptChannelsWarning
+
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 6, 1),
+                          nn.ReLU(), nn.Conv2d(6, 2, 1))
+    with pytest.warns(KeptChannelsWarning, match=r"2 channel group\(s\).*: 0 \(through 2, a Conv2d: its groups stay "
+                                                 r"equal in size\); 2 \(through 2"):
+        layers = traced_node_layers(model, torch.randn(1, 4, 12, 12))
+    assert [layer.name for layer in layers] == ["4"]
 
 
 # ---------------------------------------------------------------- torchvision ResNet-18

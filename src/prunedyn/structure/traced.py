@@ -38,10 +38,11 @@ nodes; neither has a group tied to a tensor that cannot shrink (summed with
 the model input or a buffer, or read by a depthwise conv straight from the
 input). A group whose channels pass through a norm that pools several channels' statistics
 (LayerNorm, GroupNorm with fewer groups than channels: a transformer's residual stream, a ConvNeXt
-stage) is not a node layer either: removing a channel would change the others' normalisation, so
-the group is kept whole, and one :class:`KeptChannelsWarning` names every such group and its norm.
-Structures that cannot be wired exactly (grouped non-depthwise
-convolutions, a depthwise multiplier, a norm that does not directly follow a
+stage), or through a grouped convolution that is not depthwise (ResNeXt, RegNet: its groups must
+stay equal in size), is not a node layer either: removing a channel would change the others'
+normalisation or the convolution's wiring, so the group is kept whole, and one
+:class:`KeptChannelsWarning` names every such group and why.
+Structures that cannot be wired exactly (a depthwise multiplier, a norm that does not directly follow a
 producer, other layers with per-channel parameters in a group, a consumer
 reading a group at non-contiguous positions) raise :class:`WiringError`
 naming the layer.
@@ -97,13 +98,10 @@ def is_depthwise(module: nn.Module) -> bool:
     )
 
 
-def _check_grouping(module: nn.Module, names: Dict[nn.Module, str]) -> None:
-    if isinstance(module, nn.modules.conv._ConvNd) and module.groups != 1 and not is_depthwise(module):
-        raise WiringError(
-            f"{names.get(module, module)}: grouped convolution (groups={module.groups}, "
-            f"{module.in_channels} -> {module.out_channels} channels) is not supported; only groups=1 "
-            "and depthwise (groups == in_channels == out_channels)"
-        )
+def is_grouped(module: nn.Module) -> bool:
+    """A grouped convolution that is not depthwise (ResNeXt, RegNet): its groups must stay equal in
+    size, so removing one channel of a group would change the others' wiring."""
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups != 1 and not is_depthwise(module)
 
 
 def build_graph(model: nn.Module, example: torch.Tensor):
@@ -225,20 +223,19 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
     names = {m: n for n, m in model.named_modules()}
     order_list = [m for _, m in model.named_modules()]
     order = {id(m): i for i, m in enumerate(order_list)}
-    for m in sorted(graph.module2node, key=lambda m: order.get(id(m), 1 << 30)):  # the first one refused
-        if isinstance(m, PRUNABLE_TYPES):
-            _check_grouping(m, names)
     outputs = output_layers(graph, model)
     kept: List[Tuple[int, str]] = []
 
     def read(group) -> Optional[TracedGroup]:
-        mixer = next((item.dep.target.module for item in group.items if mixes_channels(item.dep.target.module)), None)
+        mixer = next((item.dep.target.module for item in group.items if mixes_channels(item.dep.target.module)
+                      or is_grouped(item.dep.target.module)), None)
         if mixer is not None:  # kept: removing a channel would shift the statistics of the others
             makers = [item.dep.target.module for item in group.items
                       if isinstance(item.dep.target.module, PRUNABLE_TYPES) and graph.is_out_channel_pruning_fn(item.dep.handler)]
             first = min((order.get(id(m), 1 << 30) for m in makers), default=order.get(id(mixer), 1 << 30))
             label = names.get(order_list[first], "?") if first < len(order_list) else "?"
-            kept.append((first, f"{label} (through {names.get(mixer, '?')}, a {type(mixer).__name__})"))
+            why = "its groups stay equal in size" if is_grouped(mixer) else "it pools their statistics"
+            kept.append((first, f"{label} (through {names.get(mixer, '?')}, a {type(mixer).__name__}: {why})"))
             return None
         producers, norms, consumers = [], [], []
         n = None
@@ -323,8 +320,8 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
         import warnings
 
         listed = [why for _, why in sorted(kept)]
-        warnings.warn(f"{len(listed)} channel group(s) are not nodes (kept whole: a norm that pools channels "
-                      f"would change its statistics without them): {'; '.join(listed[:4])}"
+        warnings.warn(f"{len(listed)} channel group(s) are not nodes, kept whole (removing a channel would change "
+                      f"the others' normalisation or a grouped convolution's wiring): {'; '.join(listed[:4])}"
                       + ("; ..." if len(listed) > 4 else ""), KeptChannelsWarning, stacklevel=3)
     groups.sort(key=lambda g: order.get(id(g.producers[0][0]), 1 << 30))
     return groups
