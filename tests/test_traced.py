@@ -417,3 +417,50 @@ def test_tracing_leaves_a_training_model_untouched():
     assert model.training and not small.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert report.max_abs_diff <= TOL
+
+
+# ---------------------------------------------------------------- DenseNet: norms on the reading side
+
+
+def test_a_densenet_loses_dead_growth_channels_from_every_later_reader_and_its_norm():
+    """DenseNet concatenates each layer's new channels into the input of every later layer, each of
+    which normalises the concatenation with its own BatchNorm (norm1, a transition's norm, norm5).
+    Node j of a layer's conv2 is then channel offset + j of every later reader and of the BatchNorm
+    in front of it: compaction removes it from all of them, and the outputs stay the same."""
+    from prunedyn.structure.surgery import compact
+
+    torch.manual_seed(0)
+    model = torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2,
+                                        num_classes=10)
+    randomize_norms(model).eval()
+    block = model.features.denseblock1
+    with torch.no_grad():
+        block.denselayer1.conv2.weight[:3] = 0  # 3 of its 8 new channels in-dead (0 whatever they read)
+    x = torch.randn(2, 3, 32, 32)
+    layers = {layer.name: layer for layer in traced_node_layers(model, x)}
+    grown = layers["features.denseblock1.denselayer1.conv2"]
+    readers = {c.module: (c.offset, c.norm, c.norm_offset) for c in grown.consumers}
+    assert readers[block.denselayer2.conv1] == (16, block.denselayer2.norm1, 16)
+    assert readers[model.features.transition1.conv] == (16, model.features.transition1.norm, 16)
+    small, report = compact(model, x)
+    assert report.removed_in_dead["features.denseblock1.denselayer1.conv2"] == 3
+    assert small.features.denseblock1.denselayer2.norm1.num_features == 24 - 3
+    assert small.features.transition1.norm.num_features == 32 - 3
+    assert report.rel_diff <= 1e-6
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_torch_pruning_cannot_trace_is_refused_not_guessed(monkeypatch):
+    """With an example, a chain reading is never returned unchecked: a failed trace is one line."""
+    from prunedyn.structure import traced
+    from prunedyn.structure.nodes import model_nodes
+
+    def broken(model, example):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(traced, "build_graph", broken)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(WiringError, match=r"^Torch-pruning cannot trace Sequential on this example \(ZeroDivisionError"):
+        model_nodes(model, torch.randn(2, 4))
+    assert [s.size for s in model_nodes(model)] == [8]  # without an example: the chain reading, as documented

@@ -11,11 +11,10 @@ from prunedyn import compact, model_nodes
 from prunedyn.structure.traced import KeptChannelsWarning, WiringError
 
 EXACT = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
-         "googlenet", "mnasnet0_5", "convnext_tiny", "regnet_x_400mf", "resnext50_32x4d"]
-#: architecture -> the layer the refusal names and why
+         "googlenet", "mnasnet0_5", "convnext_tiny", "regnet_x_400mf", "resnext50_32x4d", "densenet121"]
+#: architecture -> how the one-line refusal starts (the first layer it names, or the trace that failed), and why
 REFUSED = {
-    "shufflenet_v2_x0_5": ("stage2.0.branch1.0", "grouped convolution"),
-    "densenet121": ("features.denseblock1.denselayer1.norm1", "norm"),
+    "shufflenet_v2_x0_5": ("Torch-pruning cannot trace ShuffleNetV2 on this example", "ZeroDivisionError"),
 }
 
 
@@ -64,7 +63,7 @@ def test_unsupported_architectures_are_refused_naming_the_first_layer(name):
         model_nodes(model, x)
         compact(model, x)
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(layer + ":") and why in msg, msg
+    assert "\n" not in msg and msg.startswith(layer) and why in msg, msg
 
 
 def test_a_trace_that_runs_too_long_is_refused_in_time(monkeypatch):

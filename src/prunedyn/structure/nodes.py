@@ -72,6 +72,10 @@ class Consumer:
     offset: int = 0
     repeat: int = 1
     sources: Optional[Tuple[int, ...]] = None
+    # a BatchNorm in front of this consumer alone (after a concatenation: DenseNet), whose channel
+    # ``norm_offset + j`` is node ``j``: compaction slices it with the consumer's inputs
+    norm: Optional[nn.Module] = None
+    norm_offset: int = 0
 
 
 @dataclass
@@ -209,7 +213,7 @@ def traced_node_layers(model: nn.Module, example: torch.Tensor, graph=None) -> L
     layers = []
     for group in read_wiring(model, example, graph=graph):
         (prod, norm), rest = group.producers[0], group.producers[1:]
-        consumers = [Consumer(c.module, c.offset, c.repeat, c.sources) for c in group.consumers]
+        consumers = [Consumer(c.module, c.offset, c.repeat, c.sources, c.norm, c.norm_offset) for c in group.consumers]
         layers.append(
             NodeLayer(group.name, prod, consumers, norm=norm, activation=None,
                       tied=[Tied(p, nm) for p, nm in rest], measured=True)
@@ -275,10 +279,9 @@ def node_layers(model: nn.Module, example: Optional[torch.Tensor] = None, use_tr
     traced: the chain reading is returned when the trace agrees with it, the
     traced wiring (:func:`traced_node_layers`) when not (``use_trace=False``:
     a :class:`WiringError` naming the layer instead). A model that is not a
-    chain and cannot be wired from the trace either raises :class:`WiringError`;
-    a chain that cannot be checked (torch-pruning fails to trace it, or the
-    traced graph holds a structure :mod:`~prunedyn.structure.traced` does not
-    wire) gets its chain reading with a warning.
+    chain and cannot be wired from the trace either raises :class:`WiringError`,
+    and so does a model torch-pruning fails to trace: with an example, a chain
+    reading is never returned unchecked.
     """
     own = getattr(model, "node_layers", None)
     if callable(own):
@@ -295,13 +298,12 @@ def node_layers(model: nn.Module, example: Optional[torch.Tensor] = None, use_tr
         traced = traced_node_layers(model, example)
     except WiringError as err:  # the trace shows a structure not wired here: refuse, naming it
         raise WiringError(str(err)) from None
-    except Exception as err:  # torch-pruning cannot trace it
-        if chain is None:
-            raise WiringError(f"{chain_error}; and torch-pruning cannot trace the model: {err}") from err
-        import warnings
-
-        warnings.warn(f"chain node wiring not checked against a trace: {err}", stacklevel=2)
-        return chain
+    except Exception as err:  # torch-pruning cannot trace it: no guess is returned unchecked
+        why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        head = f"{chain_error}; and t" if chain is None else "T"
+        raise WiringError(f"{head}orch-pruning cannot trace {type(model).__name__} on this example ({why}), so "
+                          "its wiring cannot be checked: give the model a node_layers() method, or call "
+                          "model_nodes / compact without an example to take the chain reading as it is") from None
     if chain is not None:
         problems = chain_wiring_problems(chain, traced, model)
         if not problems:

@@ -518,6 +518,12 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
             mask = consumer_masks[id(m)][1]
             for j in torch.nonzero(remove).flatten().tolist():
                 mask[c.offset + j * c.repeat : c.offset + (j + 1) * c.repeat] = False
+    norm_masks: Dict[int, Tuple[nn.Module, torch.Tensor]] = {}  # consumer-side norms (DenseNet)
+    for layer, remove in plans:
+        for c in layer.consumers:
+            if c.norm is not None:
+                bn, mask = norm_masks.setdefault(id(c.norm), (c.norm, torch.ones(c.norm.num_features, dtype=torch.bool)))
+                mask[c.norm_offset + torch.nonzero(remove).flatten()] = False
     names = {id(m): n for n, m in model.named_modules()}
     for m, mask in consumer_masks.values():  # refused before any surgery, naming the layer
         if not isinstance(m, nn.Linear) and m.groups != 1 and not bool(mask.all()):
@@ -529,6 +535,11 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
             _shrink_outputs(producer, torch.nonzero(~remove).flatten(), norm)
     for m, mask in consumer_masks.values():
         _shrink_inputs(m, mask)
+    for bn, mask in norm_masks.values():
+        keep = torch.nonzero(mask).flatten()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            _slice_param(bn, name, keep, 0)
+        bn.num_features = len(keep)
     report = CompactionReport(
         params_before=count_params(original),
         params_after=count_params(model),

@@ -78,6 +78,10 @@ class TracedConsumer:
     # indices into TracedGroup.producers; () when the input also carries
     # something that no producer of the group controls
     sources: Tuple[int, ...]
+    # a BatchNorm on the consumer's side (it reads a concatenation: DenseNet), whose channel
+    # norm_offset + j is node j: sliced with the consumer's inputs
+    norm: Optional[nn.Module] = None
+    norm_offset: int = 0
 
 
 @dataclass
@@ -171,6 +175,26 @@ def _sources(graph, consumer: nn.Module, members: Dict[int, int]) -> Tuple[int, 
     return () if unknown or not found else tuple(sorted(found))
 
 
+def _only_reader(graph, norm: nn.Module) -> Optional[nn.Module]:
+    """The one Linear / Conv that ``norm``'s output reaches through channel-wise ops (activations,
+    pooling, reshapes), or ``None`` when it reaches several, a concatenation or the output."""
+    from torch_pruning.ops import OPTYPE
+
+    found, stack, seen = set(), list(graph.module2node[norm].outputs), set()
+    while stack:
+        nd = stack.pop()
+        if id(nd) in seen:
+            continue
+        seen.add(id(nd))
+        if isinstance(nd.module, PRUNABLE_TYPES):
+            found.add(nd.module)
+            continue
+        if nd.type in (OPTYPE.CONCAT, OPTYPE.SPLIT, OPTYPE.OUTPUT) or not nd.outputs:
+            return None
+        stack.extend(nd.outputs)
+    return next(iter(found)) if len(found) == 1 else None
+
+
 #: Seconds the trace and grouping of one model may take before :func:`read_wiring` gives up
 #: (torch-pruning's grouping can run for a very long time on some graphs, e.g. Swin transformers).
 TRACE_SECONDS = 120.0
@@ -257,7 +281,7 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
             elif isinstance(module, PRUNABLE_TYPES):
                 consumers.append((module, idxs, roots))
             elif isinstance(module, NORM_TYPES):
-                norms.append(module)
+                norms.append((module, idxs, roots))
             elif dep.target.type == OPTYPE.ELEMENTWISE:
                 grad_fn = getattr(dep.target, "grad_fn", None)
                 if any(f is None for f, _ in getattr(grad_fn, "next_functions", ())):
@@ -273,14 +297,21 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
             return None
         producers.sort(key=lambda m: order.get(id(m), 1 << 30))
         norm_of: Dict[int, nn.Module] = {}
-        for bn in norms:
+        reader_norm: Dict[int, Tuple[nn.Module, int]] = {}  # consumer -> (its BatchNorm, offset)
+        for bn, idxs, roots in norms:
             inputs = graph.module2node[bn].inputs
             src = inputs[0].module if len(inputs) == 1 else None
-            if src is None or all(src is not p for p in producers) or len(graph.module2node[src].outputs) != 1:
+            if src is not None and any(src is p for p in producers) and len(graph.module2node[src].outputs) == 1:
+                norm_of[id(src)] = bn
+                continue
+            reader = _only_reader(graph, bn)
+            off = min(idxs) if idxs else 0
+            if reader is None or sorted(zip(roots, idxs)) != [(j, off + j) for j in range(len(idxs))]:
                 raise WiringError(
-                    f"{names.get(bn, bn)}: a norm that does not directly (and alone) follow a producer of its group"
+                    f"{names.get(bn, bn)}: a norm that neither directly (and alone) follows a producer of its "
+                    "group nor feeds one layer alone"
                 )
-            norm_of[id(src)] = bn
+            reader_norm[id(reader)] = (bn, off)
         members = {id(p): i for i, p in enumerate(producers)}
         if any(is_depthwise(p) and not _sources(graph, p, members) for p in producers):
             return None  # a depthwise conv reading the model input: its input channels cannot go
@@ -300,7 +331,11 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
                     f"{label}: reads the {n} channels of {traced.name} at positions that are not "
                     "contiguous blocks (offset + j * repeat + r): not supported"
                 )
-            traced.consumers.append(TracedConsumer(module, off, rep, _sources(graph, module, members)))
+            bn, bn_off = reader_norm.pop(id(module), (None, 0))
+            traced.consumers.append(TracedConsumer(module, off, rep, _sources(graph, module, members), bn, bn_off))
+        if reader_norm:
+            bn = next(iter(reader_norm.values()))[0]
+            raise WiringError(f"{names.get(bn, bn)}: a norm whose layer does not read its group")
         traced.consumers.sort(key=lambda c: order.get(id(c.module), 1 << 30))
         return traced
 
