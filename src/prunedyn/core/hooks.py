@@ -1,9 +1,10 @@
 """SWP and the regularizers on anyone's own training loop: :func:`attach`.
 
 ``attach(optimizer, model, ...)`` hooks the optimizer's ``step`` so that a
-plain loop (``forward; zero_grad; backward; optimizer.step()``) makes, in
-the same order, the calls that prunedyn's own loop
-(:func:`prunedyn.run.experiments.train_epoch`) makes around every step::
+plain loop (``forward; zero_grad; backward; optimizer.step()``) makes these
+calls around every step; prunedyn's own loop
+(:func:`prunedyn.run.experiments.train_epoch`) is such a loop over the same
+hooks (one path)::
 
     pruner.before_forward()         model forward pre-hook, first training forward after a step
     ... forward, zero_grad, backward (the user's loop) ...

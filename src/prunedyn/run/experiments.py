@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunedyn import __version__
+from prunedyn.core.hooks import PruningHooks
 from prunedyn.core.pruning import (
     PRUNERS,
     StochasticWeightPruner,
@@ -92,6 +93,8 @@ class Trainer:
     # the training set on the device (train.resident), else None (batches come from ``data``)
     train_x: Optional[torch.Tensor] = None
     train_y: Optional[torch.Tensor] = None
+    # the pruner and the regularizer on the optimiser's step (prunedyn.attach's hooks): set by build
+    hooks: Optional[PruningHooks] = None
 
     @property
     def weights(self) -> List[torch.Tensor]:
@@ -327,13 +330,21 @@ def build(cfg: ExperimentConfig, data: Optional[DatasetBundle] = None) -> Traine
     regularizer = make_regularizer(cfg.regularizer.kind, cfg.regularizer.lam, model=model)
     if regularizer.lam and type(regularizer) is not Regularizer and not regularized_parameters(model, cfg.regularizer.scope, cfg.regularizer.layers):
         raise RunError(f"regularizer.scope: {cfg.regularizer.scope!r} selects no tensor of model {cfg.model.name!r} (it has no BatchNorm); allowed for it: weights, all")
+    optimizer = make_optimizer(cfg.optimizer, model.parameters())
+    pruner = make_pruner(cfg, model, steps)
+    # the loop of train_epoch is a plain loop over attach()'s hooks: they run the pruner and the
+    # regularizer around optimizer.step(); the run keeps their state in its own checkpoint
+    hooks = PruningHooks(optimizer, model, pruner, None if type(regularizer) is Regularizer else regularizer,
+                         regularized_parameters(model, cfg.regularizer.scope, cfg.regularizer.layers),
+                         forward_hook=False, state_dict_hooks=False)
     return Trainer(
         cfg=cfg,
         data=data,
         model=model,
-        optimizer=make_optimizer(cfg.optimizer, model.parameters()),
+        optimizer=optimizer,
         regularizer=regularizer,
-        pruner=make_pruner(cfg, model, steps),
+        pruner=pruner,
+        hooks=hooks,
         device=device,
         steps_per_epoch=steps,
         task=task_for(data, augment=cfg.data.augment),
@@ -369,7 +380,6 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
         draws = [t.task.augment_draws(len(order[i : i + batch]), g) for i in starts] if cfg.data.augment else []
         draws = tuple(torch.cat(parts).to(t.device) for parts in zip(*draws))
         order = order.to(t.device)
-    weights = t.weights
     total_steps = cfg.epochs * t.steps_per_epoch
     step = (epoch - 1) * t.steps_per_epoch
     t.model.train()
@@ -394,7 +404,7 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
         for group in t.optimizer.param_groups:
             group["lr"] = lr
         step += 1
-        t.pruner.before_forward()
+        t.hooks.before_forward()  # targeted dropout's masks (a no-op for the other pruners)
         with autocast(t):
             out = forward(xb)
             # the loss in fp32 whatever the forward's dtype (a no-op on the fp32 path)
@@ -406,11 +416,7 @@ def train_epoch(t: Trainer, epoch: int, progress=None) -> Dict[str, float]:
             )
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        t.pruner.before_step()
-        t.regularizer.add_gradient(weights)
-        t.optimizer.step()
-        t.regularizer.after_step(weights, lr)
-        t.pruner.step()
+        t.optimizer.step()  # the hooks: regularizer gradient, the step, decay, pruning
         total += loss.detach().double() * len(yb)
         correct += (out.argmax(1) == yb).sum()
         seen += len(yb)
