@@ -13,6 +13,7 @@ from torch import nn
 
 from prunedyn.structure.layers import PRUNABLE_TYPES
 from prunedyn.structure.nodes import node_layers
+from prunedyn.structure.traced import build_graph
 
 
 def wiring_mismatches(model: nn.Module, example: torch.Tensor, nodes_per_layer: int = 3, layers=None) -> list:
@@ -27,10 +28,8 @@ def wiring_mismatches(model: nn.Module, example: torch.Tensor, nodes_per_layer: 
     ``node_layers(model)`` (e.g. :func:`prunedyn.structure.nodes.traced_node_layers`).
     Returns one message per disagreement (empty: they agree).
     """
-    import torch_pruning as tp
-
     names = {m: n for n, m in model.named_modules()}
-    graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+    graph = build_graph(model, example)  # the one graph builder (prunedyn.structure.traced)
     problems = []
     for layer in node_layers(model) if layers is None else layers:
         prune_out = graph.get_pruner_of_module(layer.producer).prune_out_channels
