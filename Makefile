@@ -37,7 +37,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet -e '.[book,ray,test]'  # with its dependencies: pyproject declares them
 	touch $(STAMP)
 
 # The build copies $(MATHJAX_DIR)/static into _build/html/_static (html_static_path in _config.yml):
