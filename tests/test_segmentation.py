@@ -288,3 +288,34 @@ def test_segmentation_scores_known_errors():
     assert scores["dice"] == pytest.approx(168 / 210)
     assert scores["map"] == pytest.approx(0.5)  # 1.0 and 0.0
     assert scores["pixel_accuracy"] == pytest.approx(1 - 42 / (2 * 9 * 14))
+
+
+def test_segmentation_scores_record_how_much_of_the_boundary_is_drawn():
+    """test_boundary_recall: the share of true boundary pixels predicted as boundary (scikit-learn's
+    recall of class 2 over all test pixels); a network that never draws the thin class scores 0."""
+    from sklearn.metrics import recall_score
+    from torch import nn
+
+    from prunedyn.data.datasets import DatasetBundle
+    from prunedyn.tasks.scoring import Segmentation
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (6, 8, 8), generator=g)
+    inst = (y > 0).long()
+    data = DatasetBundle(name="toy", source="synthetic", x_train=torch.zeros(1, 3, 8, 8), y_train=y[:1],
+                         x_test=nn.functional.one_hot(y, 3).permute(0, 3, 1, 2).float()
+                         + 0.7 * torch.randn(6, 3, 8, 8, generator=g), y_test=y,
+                         description="toy", task="segmentation", extras={"test_instances": inst})
+    noisy = nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        noisy.weight.copy_(torch.eye(3)[:, :, None, None])  # the noisy input's largest channel
+    got = Segmentation().evaluate(noisy, data, torch.device("cpu"))["test_boundary_recall"]
+    with torch.no_grad():
+        pred = noisy(data.x_test).argmax(1)
+    assert got == pytest.approx(recall_score(y.flatten().numpy() == 2, pred.flatten().numpy() == 2))
+    assert 0 < got < 1
+    blind = nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        blind.weight.copy_(torch.tensor([[1.0, 0, 1], [0, 1, 0], [0, 0, 0]])[:, :, None, None])  # boundary -> background
+        blind.bias.copy_(torch.tensor([0.0, 0.0, -100.0]))
+    assert Segmentation().evaluate(blind, data, torch.device("cpu"))["test_boundary_recall"] == 0.0

@@ -193,6 +193,10 @@ def dihedral_gather(x: torch.Tensor, y: torch.Tensor, rot: torch.Tensor, flip: t
     return xs, ys
 
 
+#: The boundary class of the nuclei segmentation (0 background, 1 interior, 2 boundary)
+BOUNDARY = 2
+
+
 class Segmentation(Task):
     """Per-pixel classification into background / nucleus interior / boundary, scored
     as instances (see :mod:`prunedyn.tasks.segmentation`)."""
@@ -217,11 +221,15 @@ class Segmentation(Task):
         x, y = data.x_test, data.y_test
         loss, correct, logits = scored_outputs(model, x, y, device, batch)
         scores = segmentation_scores(logits.numpy(), data.extras["test_instances"].numpy())
+        # does it draw the boundary class at all (a thin class a network can ignore at little cost)?
+        # the share of true boundary pixels predicted as boundary
+        pred, truth = logits.argmax(1) == BOUNDARY, y == BOUNDARY
         return {
             "test_loss": loss / y.numel(),
             "test_accuracy": correct / y.numel(),
             "test_dice": float(scores["dice"]),
             "test_map": float(scores["map"]),
+            "test_boundary_recall": float((pred & truth).sum()) / max(1, int(truth.sum())),
         }
 
 
