@@ -116,28 +116,31 @@ def build_graph(model: nn.Module, example: torch.Tensor):
         return tp.DependencyGraph().build_dependency(model, example_inputs=example)
 
 
+def _downstream(graph, start_nodes):
+    """Walk forward from ``start_nodes`` to the first Linear / Conv on every path: ``(those layers,
+    whether a path ends without one (the model output), the op types crossed on the way)``."""
+    found, ends, types = set(), False, set()
+    stack, seen = list(start_nodes), set()
+    while stack:
+        nd = stack.pop()
+        if id(nd) in seen:
+            continue
+        seen.add(id(nd))
+        if isinstance(nd.module, PRUNABLE_TYPES):
+            found.add(nd.module)
+            continue
+        types.add(nd.type)
+        if not nd.outputs:
+            ends = True
+            continue
+        stack.extend(nd.outputs)
+    return found, ends, types
+
+
 def output_layers(graph, model: nn.Module) -> List[nn.Module]:
     """Prunable layers whose output reaches the model output without passing another Linear / Conv."""
-    outs = []
-    for module, node in graph.module2node.items():
-        if not isinstance(module, PRUNABLE_TYPES):
-            continue
-        stack, seen = list(node.outputs), set()
-        if not stack:
-            outs.append(module)
-            continue
-        while stack:
-            nd = stack.pop()
-            if id(nd) in seen:
-                continue
-            seen.add(id(nd))
-            if isinstance(nd.module, PRUNABLE_TYPES):
-                continue
-            if not nd.outputs:
-                outs.append(module)
-                break
-            stack.extend(nd.outputs)
-    return outs
+    return [module for module, node in graph.module2node.items()
+            if isinstance(module, PRUNABLE_TYPES) and (not node.outputs or _downstream(graph, node.outputs)[1])]
 
 
 def _sources(graph, consumer: nn.Module, members: Dict[int, int]) -> Tuple[int, ...]:
@@ -180,19 +183,10 @@ def _only_reader(graph, norm: nn.Module) -> Optional[nn.Module]:
     pooling, reshapes), or ``None`` when it reaches several, a concatenation or the output."""
     from torch_pruning.ops import OPTYPE
 
-    found, stack, seen = set(), list(graph.module2node[norm].outputs), set()
-    while stack:
-        nd = stack.pop()
-        if id(nd) in seen:
-            continue
-        seen.add(id(nd))
-        if isinstance(nd.module, PRUNABLE_TYPES):
-            found.add(nd.module)
-            continue
-        if nd.type in (OPTYPE.CONCAT, OPTYPE.SPLIT, OPTYPE.OUTPUT) or not nd.outputs:
-            return None
-        stack.extend(nd.outputs)
-    return next(iter(found)) if len(found) == 1 else None
+    found, ends, types = _downstream(graph, graph.module2node[norm].outputs)
+    if ends or types & {OPTYPE.CONCAT, OPTYPE.SPLIT, OPTYPE.OUTPUT} or len(found) != 1:
+        return None
+    return next(iter(found))
 
 
 #: Seconds the trace and grouping of one model may take before :func:`read_wiring` gives up
