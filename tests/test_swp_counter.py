@@ -382,3 +382,23 @@ def test_a_run_records_which_code_drew_its_random_numbers(tmp_path):
     assert run(from_dict(over), tmp_path / "c", resume=True, progress=False, data=data)["swp_backend"] == first["swp_backend"]
     over["pruner"] = {"kind": "magnitude", "sparsity": 0.5}
     assert run(from_dict(over), tmp_path / "m", progress=False, data=data)["swp_backend"] == "none"
+
+
+def test_the_counter_step_is_one_registered_operator_that_passes_torch_opcheck():
+    """torch.ops.prunedyn.swp_counter_ (torch.library): its schema says it mutates w and the mask;
+    torch.library.opcheck checks the registration (schema, fake tensor, dispatch) on the C kernel's
+    path and on the reference's (a strided tensor)."""
+    w = awkward(6 * 7).view(6, 7)
+    key = fused._signed64(fused.stream_key(3, 1, 0))
+    schema = str(torch.ops.prunedyn.swp_counter_.default._schema)
+    assert "Tensor(a0!) w" in schema and "Tensor(a1!)? mask" in schema
+    for t in (w.clone(), w.clone().t()):
+        torch.library.opcheck(torch.ops.prunedyn.swp_counter_.default,
+                              (t.clone(), torch.ones_like(t, dtype=torch.bool), key, "gaussian", 0.004),
+                              test_utils=("test_schema", "test_faketensor"))
+        drop = fused.reference_decisions(t, key & fused.MASK64, "gaussian", 0.004)
+        expected = t.clone().masked_fill_(drop, 0.0)
+        mask = torch.ones_like(t, dtype=torch.bool)
+        torch.ops.prunedyn.swp_counter_(t, mask, key, "gaussian", 0.004)
+        torch.testing.assert_close(t, expected, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(mask, ~drop) and 0 < int(drop.sum()) < t.numel()

@@ -1,7 +1,9 @@
 """The fused SWP step: one pass over the weights on a counter-based random stream.
 
 :class:`~prunedyn.core.pruning.StochasticWeightPruner` with ``stream="counter"``
-calls :func:`fused_prune_` for every weight tensor after every optimiser step.
+calls :func:`fused_prune_` for every weight tensor after every optimiser step: one PyTorch
+operator, ``torch.ops.prunedyn.swp_counter_`` (:func:`swp_counter_`, ``torch.library``), with a
+CPU and a CUDA kernel.
 It reads each weight once and writes it once, generating its random draw in
 registers, instead of drawing a tensor of uniforms, building ``kappa`` in
 temporaries and masking (ten passes over memory). Three implementations give
@@ -544,8 +546,66 @@ def triton_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kerne
 
 
 # ----------------------------------------------------------------------------- dispatch
+def counter_backend(w: torch.Tensor) -> str:
+    """Which kernel the op :func:`swp_counter_` runs on ``w``: ``"c"`` (dense float32 on the CPU with
+    the compiled kernel), ``"triton"`` (dense float32 on a GPU with Triton), else ``"reference"``."""
+    if not (w.numel() and w.dtype == torch.float32 and w.permute(storage_order(w)).is_contiguous()):
+        return "reference"
+    if w.device.type == "cpu" and cpu_library() is not None:
+        return "c"
+    if w.device.type == "cuda" and triton_kernel() is not None:
+        return "triton"
+    return "reference"
+
+
+def _reference_pass(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel: str, scale: float) -> None:
+    drop = reference_decisions(w, key & MASK64, kernel, scale).to(w.device)
+    w.masked_fill_(drop, 0.0)
+    if mask is not None:
+        mask &= ~drop
+
+
+@torch.library.custom_op("prunedyn::swp_counter_", mutates_args=("w", "mask"))
+def swp_counter_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel: str, scale: float) -> None:
+    """The counter stream's SWP step as one PyTorch operator (``torch.ops.prunedyn.swp_counter_``):
+    ``w <- 0`` in place where stream ``key`` (a signed 64-bit int) decides so, ``mask`` closed there.
+    This definition runs :func:`reference_decisions` on any device; the CPU and CUDA kernels
+    registered below run the C and Triton kernels where :func:`counter_backend` says they can."""
+    _reference_pass(w, mask, key, kernel, scale)
+
+
+def _kernel_pass(w: torch.Tensor, mask: Optional[torch.Tensor], run) -> None:
+    """Run ``run(weights_view, mask_view)`` on ``w`` in memory order; a mask in another memory format than
+    its weights (made before a format change) goes via a contiguous copy."""
+    order = storage_order(w)
+    view = w.permute(order)  # contiguous for a dense w: the kernels run on its memory as it lies
+    mview = None if mask is None else mask.permute(order)
+    mwork = None if mview is None or mview.is_contiguous() else mview.contiguous()
+    run(view, mwork if mwork is not None else mview)
+    if mwork is not None:
+        mview.copy_(mwork)
+    _bump_version(w)
+
+
+@swp_counter_.register_kernel("cpu")
+def _swp_counter_cpu(w, mask, key, kernel, scale):
+    if counter_backend(w) != "c":
+        return _reference_pass(w, mask, key, kernel, scale)
+    _kernel_pass(w, mask, lambda v, m: cpu_library().prunedyn_swp_f32(
+        v.data_ptr(), None if m is None else m.data_ptr(), w.numel(), key & MASK64,
+        float(fused_scale(kernel, scale)), FUSED_KERNELS[kernel], torch.get_num_threads()))
+
+
+@swp_counter_.register_kernel("cuda")
+def _swp_counter_cuda(w, mask, key, kernel, scale):
+    if counter_backend(w) != "triton":
+        return _reference_pass(w, mask, key, kernel, scale)
+    _kernel_pass(w, mask, lambda v, m: triton_prune_(v, m, key & MASK64, kernel, scale))
+
+
 def fused_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel: str, scale: float) -> str:
-    """Zero ``w`` in place where the stream ``key`` decides so (module notes); returns the backend used.
+    """Zero ``w`` in place where the stream ``key`` decides so (module notes), through the operator
+    :func:`swp_counter_`; returns the backend it ran (:func:`counter_backend`).
 
     ``mask``: ``None`` or a bool tensor of ``w``'s shape and device, closed
     (set False) where a weight is pruned. ``kernel`` must be in
@@ -556,31 +616,9 @@ def fused_prune_(w: torch.Tensor, mask: Optional[torch.Tensor], key: int, kernel
     """
     if kernel not in FUSED_KERNELS:
         raise ValueError(f"kernel {kernel!r} has no fused form; allowed: {', '.join(FUSED_KERNELS)}")
-    order = storage_order(w)
-    view = w.permute(order)  # contiguous for a dense w: the kernels run on its memory as it lies
-    if view.is_contiguous() and w.numel():
-        backend = None
-        # a mask in another memory format than its weights (made before a format change) goes via a copy
-        mview = None if mask is None else mask.permute(order)
-        mwork = None if mview is None or mview.is_contiguous() else mview.contiguous()
-        m = mwork if mwork is not None else mview
-        if w.device.type == "cpu" and w.dtype == torch.float32 and cpu_library() is not None:
-            cpu_library().prunedyn_swp_f32(view.data_ptr(), None if m is None else m.data_ptr(), w.numel(), key,
-                                           float(fused_scale(kernel, scale)), FUSED_KERNELS[kernel], torch.get_num_threads())
-            backend = "c"
-        elif w.device.type == "cuda" and w.dtype == torch.float32 and triton_kernel() is not None:
-            triton_prune_(view, m, key, kernel, scale)
-            backend = "triton"
-        if backend is not None:
-            if mwork is not None:
-                mview.copy_(mwork)
-            _bump_version(w)
-            return backend
-    drop = reference_decisions(w, key, kernel, scale).to(w.device)
-    w.masked_fill_(drop, 0.0)
-    if mask is not None:
-        mask &= ~drop
-    return "reference"
+    backend = counter_backend(w)
+    torch.ops.prunedyn.swp_counter_(w, mask, _signed64(key & MASK64), kernel, float(scale))
+    return backend
 
 
 def _bump_version(w: torch.Tensor) -> None:
