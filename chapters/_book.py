@@ -1,7 +1,7 @@
-"""What every chapter shares: its claim checks and its live widgets.
+"""What every chapter shares: its claim checks, its live widgets and how it shows results.
 
 ``import _book`` in a chapter's setup cell does two things to the running
-IPython kernel.
+IPython kernel; its two helpers show results.
 
 **Claim checks.** Every ``assert TEST, MSG`` of the cells that follow is compiled as
 ``_book.check(TEST, "TEST", MSG, operands)``, where ``operands`` is a lambda
@@ -26,6 +26,10 @@ code is exercised, but no comm message crosses the kernel's channels. Live
 widgets are for a reader's Jupyter; headless executions (papermill, nbval)
 have no front end to talk to, and their comm traffic is where nbclient lost
 execute replies (jupyter/nbclient#312).
+
+**Results on the page.** :func:`show` displays a table as HTML (with a caption saying what it
+holds), :func:`say` prints a sentence wrapped at 100 characters: nothing a chapter shows scrolls
+sideways in the book.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import ast
 import html
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -54,10 +59,8 @@ def _short(value: Any) -> str:
 
 
 def _evaluate(operands: Optional[Callable[[], list]]) -> Optional[list]:
-    (
-        """The operands' values, with every global random state as it was before (an """
-        """operand may draw)."""
-    )
+    """The operands' values, with every global random state as it was before (an
+    operand may draw)."""
     if operands is None:
         return None
     import random
@@ -75,10 +78,8 @@ def _evaluate(operands: Optional[Callable[[], list]]) -> Optional[list]:
 
 
 def _slack(a: Any, op: str, b: Any) -> Optional[float]:
-    (
-        """How far ``a op b`` holds, relative to the larger magnitude, smallest over """
-        """elements (< 0: fails)."""
-    )
+    """How far ``a op b`` holds, relative to the larger magnitude, smallest over
+    elements (< 0: fails)."""
     import numpy as np
 
     try:
@@ -92,10 +93,8 @@ def _slack(a: Any, op: str, b: Any) -> Optional[float]:
 
 
 def margin(values: Optional[list], comparisons: Sequence[Tuple[int, str, int]]) -> Optional[float]:
-    (
-        """The check's margin: the smallest relative slack of its ordering comparisons """
-        """(None: none to measure)."""
-    )
+    """The check's margin: the smallest relative slack of its ordering comparisons
+    (None: none to measure)."""
     if values is None:
         return None
     slacks = [
@@ -286,6 +285,62 @@ def setup(shell=None) -> None:
         import comm
 
         comm.create_comm = _headless_comm
+
+
+# ---------------------------------------------------------------- results on the page
+
+#: The widest text line a chapter prints (the code is formatted to the same width).
+WIDTH = 100
+
+
+def show(
+    df,
+    caption: Optional[str] = None,
+    index: bool = True,
+    digits: Optional[int] = None,
+    float_format: Optional[Callable[[float], str]] = None,
+):
+    """Display ``df`` as an HTML table (the book renders it as one; a printed ``to_string()``
+    scrolls sideways), floats rounded to ``digits`` if given, with ``caption`` above it (what
+    the numbers are, from which data and seeds)."""
+    from IPython.display import HTML, display
+
+    if digits is not None:
+        df = df.round(digits)
+    table = df.to_html(
+        index=index, border=0, na_rep="", classes="prunedyn-table", float_format=float_format
+    )
+    # long column names may break after an underscore or a slash (the table then fits the page)
+    table = re.sub(
+        r"<th([^>]*)>([^<]*)</th>",
+        lambda m: "<th" + m.group(1) + ">" + re.sub(r"([_/])", r"\1<wbr>", m.group(2)) + "</th>",
+        table,
+    )
+    if caption:
+        head, rest = table.split(">", 1)
+        table = f"{head}>\n<caption>{html.escape(caption.strip())}</caption>{rest}"
+    display(HTML(table))
+
+
+def say(*paragraphs: str) -> None:
+    """Print each paragraph wrapped at :data:`WIDTH` characters (continuation lines indented), so
+    that no printed line runs off the page."""
+    import textwrap
+
+    for text in paragraphs:
+        for line in str(text).splitlines() or [""]:
+            lead = line[: len(line) - len(line.lstrip())]
+            print(
+                textwrap.fill(
+                    line,
+                    WIDTH,
+                    subsequent_indent=lead + "  ",
+                    break_long_words=False,
+                    break_on_hyphens=False,
+                )
+                if line.strip()
+                else line
+            )
 
 
 setup()

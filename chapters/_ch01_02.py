@@ -42,10 +42,8 @@ SEED_STYLES = ("-", "--", ":", "-.")
 
 
 def comparison(profile: str, runs: Optional[Sequence[str]] = None) -> Dict[str, List[RunResult]]:
-    (
-        """``{run: [RunResult per seed]}`` of the 3-seed MLP comparison (trained in """
-        """parallel if missing)."""
-    )
+    """``{run: [RunResult per seed]}`` of the 3-seed MLP comparison (trained in
+    parallel if missing)."""
     return seeded_comparison(profile, "mlp-mnist", runs=runs, progress=False)
 
 
@@ -86,10 +84,8 @@ def pm(values: Iterable[float], fmt: str = ".4f", scale: float = 1.0) -> str:
 def mean_std_table(
     df: pd.DataFrame, by: Sequence[str], columns: Sequence[str], fmt: str = ".4f"
 ) -> pd.DataFrame:
-    (
-        """Per group of ``by``: ``"mean ± std"`` over the rows (the seeds) of every """
-        """column; group order kept."""
-    )
+    """Per group of ``by``: ``"mean ± std"`` over the rows (the seeds) of every
+    column; group order kept."""
     out = df.groupby(list(by), sort=False)[list(columns)].agg(lambda s: pm(s, fmt))
     out["seeds"] = df.groupby(list(by), sort=False).size()
     return out
@@ -133,10 +129,8 @@ def realised_deviation(w: torch.Tensor, kernel: str, sigma: float, seed: int) ->
 
 
 def zero_fractions(hist: pd.DataFrame) -> pd.DataFrame:
-    (
-        """Share of exact zeros per (run, seed,) epoch and layer: the histograms' zero bin """
-        """over the layer's weights."""
-    )
+    """Share of exact zeros per (run, seed,) epoch and layer: the histograms' zero bin
+    over the layer's weights."""
     keys = [c for c in ("run", "seed", "epoch", "layer") if c in hist.columns]
     total = hist.groupby(keys, sort=False)["count"].sum()
     zero = hist[hist["bin"] < 0].groupby(keys, sort=False)["count"].sum()
@@ -188,10 +182,8 @@ def final_numbers(metrics: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
 
 
 def as_summary(final: pd.DataFrame) -> pd.DataFrame:
-    (
-        """``final_numbers`` as the tidy ``run, seed, metric...`` table that """
-        """:mod:`prunedyn.analysis.seeds` reads."""
-    )
+    """``final_numbers`` as the tidy ``run, seed, metric...`` table that
+    :mod:`prunedyn.analysis.seeds` reads."""
     return final.reset_index()
 
 
@@ -318,10 +310,8 @@ def plot_curves_over_seeds(
 
 
 def plot_layer_zeros_over_seeds(hist: pd.DataFrame, runs: Sequence[str] = PRUNED) -> Figure:
-    (
-        """Share of exact zeros per layer over epochs: panel = layer, colour = run, line """
-        """style = seed."""
-    )
+    """Share of exact zeros per layer over epochs: panel = layer, colour = run, line
+    style = seed."""
     z = zero_fractions(hist[hist["run"].isin(runs)])
     layers = list(dict.fromkeys(z["layer"]))
     seeds = sorted(z["seed"].unique())
@@ -355,10 +345,8 @@ def plot_layer_zeros_over_seeds(hist: pd.DataFrame, runs: Sequence[str] = PRUNED
 def plot_quantiles_over_seeds(
     q: pd.DataFrame, runs: Sequence[str] = RUNS, reach: Optional[float] = None
 ) -> Figure:
-    (
-        """Final quantiles of the non-zero magnitudes: panel = layer, x = run, one marker """
-        """per seed and quantile."""
-    )
+    """Final quantiles of the non-zero magnitudes: panel = layer, x = run, one marker
+    per seed and quantile."""
     layers = list(dict.fromkeys(q["layer"]))
     qs = sorted(q["q"].unique())
     markers = {qq: m for qq, m in zip(qs, ("v", "o", "^", "s", "D"))}
@@ -405,10 +393,8 @@ def pruned_config(profile: str, run: str = "l2", seed: int = FIGURE_SEED):
 
 
 def wide(df: pd.DataFrame, index: Sequence[str], column: str, value: str) -> pd.DataFrame:
-    (
-        """``df`` pivoted to one column per value of ``column``, keeping the order in """
-        """which keys appear."""
-    )
+    """``df`` pivoted to one column per value of ``column``, keeping the order in
+    which keys appear."""
     out = df.pivot_table(index=list(index), columns=column, values=value, aggfunc="first")
     out.columns.name = None
     rows = list(dict.fromkeys(df[list(index)].itertuples(index=False, name=None)))

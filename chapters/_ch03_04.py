@@ -39,10 +39,8 @@ def ms(values: Iterable[float], fmt: str = ".2f") -> str:
 
 
 def span(values: Iterable[float], fmt: str = ".0f") -> str:
-    (
-        """``"3–5"`` (or ``"4"`` when every seed agrees; ``"-0.6 to -0.4"`` with negative """
-        """values): the range over seeds."""
-    )
+    """``"3–5"`` (or ``"4"`` when every seed agrees; ``"-0.6 to -0.4"`` with negative
+    values): the range over seeds."""
     v = [float(x) for x in values]
     lo, hi = format(min(v), fmt), format(max(v), fmt)
     if lo == hi:
@@ -79,10 +77,8 @@ def mean_std_frame(
 def per_seed(
     results: Mapping[str, Sequence], fn: Callable, keys: Optional[Sequence[str]] = None
 ) -> pd.DataFrame:
-    (
-        """``fn(result)`` (a DataFrame) for every run and seed, with ``run`` and ``seed`` """
-        """columns in front."""
-    )
+    """``fn(result)`` (a DataFrame) for every run and seed, with ``run`` and ``seed``
+    columns in front."""
     frames = []
     for k in keys if keys is not None else list(results):
         for r in results[k]:
@@ -166,20 +162,16 @@ def in_only_exposure(result) -> pd.DataFrame:
 
 
 def death_sides(result) -> pd.DataFrame:
-    (
-        """:func:`dep.death_side_counts` of the run (which side of each node died first, """
-        """the gaps, revivals)."""
-    )
+    """:func:`dep.death_side_counts` of the run (which side of each node died first,
+    the gaps, revivals)."""
     return dep.death_side_counts(dep.first_death(result.nodes))
 
 
 def side_rms_table(
     result, fans: Dict[str, tuple], epochs: Sequence[int] = (0, 4, 8)
 ) -> pd.DataFrame:
-    (
-        """Per layer and epoch: median over the *alive* nodes of the rms weight on each """
-        """side and of their ratio."""
-    )
+    """Per layer and epoch: median over the *alive* nodes of the rms weight on each
+    side and of their ratio."""
     s = dep.side_rms(result.nodes, fans)
     s = s[~(s["in_dead"].astype(bool) | s["out_dead"].astype(bool)) & s["epoch"].isin(list(epochs))]
     return s.groupby(["layer", "epoch"])[["in_rms", "out_rms", "rms_ratio"]].median().reset_index()
@@ -343,19 +335,15 @@ def drive_agreement(result) -> pd.DataFrame:
 
 
 def aligned(result, side: str = "in", window=(-6, 6)) -> pd.DataFrame:
-    (
-        """Median norms of both sides around the first death of ``side``, pooled over the """
-        """hidden layers."""
-    )
+    """Median norms of both sides around the first death of ``side``, pooled over the
+    hidden layers."""
     first = dep.first_death(result.nodes)
     return dep.aligned_summary(dep.aligned_to_death(result.nodes, first, side=side, window=window))
 
 
 def loss_spikes(result, factor: float = 2.0) -> list:
-    (
-        """Epochs whose training loss is more than ``factor`` times the previous epoch's """
-        """(the runs' loss spikes)."""
-    )
+    """Epochs whose training loss is more than ``factor`` times the previous epoch's
+    (the runs' loss spikes)."""
     m = result.metrics.sort_values("epoch")
     loss = m["train_loss"].to_numpy()
     ep = m["epoch"].to_numpy()

@@ -126,10 +126,8 @@ def run_table(results: Mapping[str, Sequence[RunResult]]) -> pd.DataFrame:
 
 
 def death_by_epoch(results: Sequence[RunResult], epochs: Sequence[int]) -> pd.DataFrame:
-    (
-        """Share of hidden nodes dead at the given epochs, one row per seed (from each """
-        """run's metrics.csv)."""
-    )
+    """Share of hidden nodes dead at the given epochs, one row per seed (from each
+    run's metrics.csv)."""
     rows = []
     for r in results:
         m = r.metrics.set_index("epoch")["dead_node_fraction"]
@@ -138,10 +136,8 @@ def death_by_epoch(results: Sequence[RunResult], epochs: Sequence[int]) -> pd.Da
 
 
 def compacted_sparsity(source: RunResult, data) -> Dict[str, float]:
-    (
-        """Weights of the compacted network of ``source``, how many are nonzero, and its """
-        """own sparsity."""
-    )
+    """Weights of the compacted network of ``source``, how many are nonzero, and its
+    own sparsity."""
     small = initial_model_from_run(source.folder, data, compact_first=True)
     w = list(prunable_weights(small).values())
     n = sum(p.numel() for p in w)
@@ -232,10 +228,8 @@ MATCHED = "dense, magnitude to f = {f}'s sparsity"
 
 
 def staged_table(sources, dense, compacted, levels, results: Sequence[RunResult]) -> pd.DataFrame:
-    (
-        """One row per seed and arm (``f`` = share of the remaining weights removed; """
-        """``dense``: the control)."""
-    )
+    """One row per seed and arm (``f`` = share of the remaining weights removed;
+    ``dense``: the control)."""
     rows, i = [], 0
     for seed in sources:
         per_arm = {}
@@ -338,10 +332,8 @@ def speed_value(table: pd.DataFrame, version: str, batch: int, column: str = "sp
 
 
 def speed_texts(table: pd.DataFrame, prefix: str) -> Dict[str, str]:
-    (
-        """``<prefix>_<version>_b<batch>``: speedup over dense (``1.19x``), plus the FLOP """
-        """ratio and its share."""
-    )
+    """``<prefix>_<version>_b<batch>``: speedup over dense (``1.19x``), plus the FLOP
+    ratio and its share."""
     out = {}
     for _, r in table.iterrows():
         out[f"{prefix}_{r['version']}_b{int(r['batch'])}"] = f"{r['speedup']:.2f}x"

@@ -39,10 +39,8 @@ def scale(profile: str, preset: str) -> list:
 
 
 def requests(profile: str, preset: str) -> list:
-    (
-        """Every ``(source, overrides)`` the chapter of ``preset`` trains, as """
-        """seeded_comparison builds them."""
-    )
+    """Every ``(source, overrides)`` the chapter of ``preset`` trains, as
+    seeded_comparison builds them."""
     table = study.comparison_table(profile, preset)
     extra = scale(profile, preset)
     out = [(preset, [*table[k], f"seed={s}", *extra]) for k in SEEDED for s in study.SEEDS]
@@ -188,10 +186,8 @@ def method_frame(mt: pd.DataFrame, metric: str, table: pd.DataFrame) -> pd.DataF
 
 
 def method_texts(mt: pd.DataFrame, metric: str, prefix: str) -> Dict[str, str]:
-    (
-        """Glue texts per label (``-``/``@`` replaced): ``<prefix>_<label>_dead`` / """
-        """``_gap`` / ``_metric`` / ``_verdict``."""
-    )
+    """Glue texts per label (``-``/``@`` replaced): ``<prefix>_<label>_dead`` /
+    ``_gap`` / ``_metric`` / ``_verdict``."""
     out = {}
     for label, r in mt.iterrows():
         k = f"{prefix}_{label.replace('-', '_').replace('@', '_at_').replace('.', 'p')}"

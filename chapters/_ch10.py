@@ -78,10 +78,8 @@ def death_table(stats, layers) -> pd.DataFrame:
 
 
 def plot_groups(stats, layers, title: str) -> Figure:
-    (
-        """Horizontal bars per node layer: alive, in-dead (constant), out-dead only; """
-        """residual groups outlined."""
-    )
+    """Horizontal bars per node layer: alive, in-dead (constant), out-dead only;
+    residual groups outlined."""
     names = [s.name for s in stats]
     n = np.array([s.size for s in stats], dtype=float)
     in_dead = np.array([int(s.in_dead.sum()) for s in stats], dtype=float)
@@ -119,10 +117,8 @@ def plot_groups(stats, layers, title: str) -> Figure:
 def width_table(
     report, layers: Sequence, extra: Mapping[str, Mapping[str, int]] = ()
 ) -> pd.DataFrame:
-    (
-        """Widths of every node layer before and after compaction (and of further reports """
-        """in ``extra``)."""
-    )
+    """Widths of every node layer before and after compaction (and of further reports
+    in ``extra``)."""
     rows = []
     for layer in layers:
         name = layer.name
@@ -161,10 +157,8 @@ def alive_channels(stat, layer, count: int) -> List[int]:
 
 
 def width_changes(steps: Sequence, skip: str) -> str:
-    (
-        """A sentence on the node layers other than ``skip`` whose width changed, over """
-        """``(label, before, after)`` steps."""
-    )
+    """A sentence on the node layers other than ``skip`` whose width changed, over
+    ``(label, before, after)`` steps."""
     parts = []
     for label, before, after in steps:
         changed = [

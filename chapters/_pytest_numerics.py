@@ -31,10 +31,8 @@ def emulated(notebook: str, chapters: str) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    (
-        """Before nbval starts a chapter's kernel (the setup of its first cell), choose """
-        """its numeric path."""
-    )
+    """Before nbval starts a chapter's kernel (the setup of its first cell), choose
+    its numeric path."""
     chapters = os.environ.get("PRUNEDYN_EMULATE_CHAPTERS")
     if chapters is None:
         return
