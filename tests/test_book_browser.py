@@ -115,6 +115,47 @@ def test_chapter_page_renders_figures_and_a_working_slider(book, browser, page):
     browser.save_screenshot(str(SHOTS / f"{page.stem}.png"))
 
 
+
+# ---------------------------------------------------------------- code and results fit the page
+
+# Every code block, printed output and result table of the page, collapsed cells opened first: the
+# ones whose box is wider than what it shows (they scroll sideways). A table is measured by the box
+# around it (a table does not scroll itself) and against the text column.
+SIDEWAYS = r"""
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+const column = document.querySelector('article').getBoundingClientRect();
+const out = [];
+for (const el of document.querySelectorAll('.cell_input pre, .cell_output pre, .cell_output table')) {
+  const box = el.tagName === 'TABLE' ? el.parentElement : el;
+  if (!box.getClientRects().length) continue;  // not rendered (e.g. display: none)
+  const wide = box.scrollWidth > box.clientWidth + 1
+    || el.getBoundingClientRect().right > column.right + 1;
+  if (wide) {
+    const line = el.innerText.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '');
+    out.push(`${el.tagName.toLowerCase()} in ${el.closest('.cell_output') ? 'output' : 'code'}: `
+      + `${box.scrollWidth} px in ${box.clientWidth} px; widest line: ${line.slice(0, 120)}`);
+  }
+}
+return out;
+"""
+
+
+@pytest.mark.parametrize("page", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_no_code_or_output_block_scrolls_sideways(book, browser, page):
+    """At a 1280-pixel window every chapter's code cells (formatted to 100 columns), printed
+    outputs (no line over 100 characters) and result tables fit the text column."""
+    browser.set_window_size(1280, 2000)
+    browser.get((book / page).as_uri())
+    n = browser.execute_script(
+        "return document.querySelectorAll('.cell_input pre, .cell_output pre, .cell_output table')"
+        ".length"
+    )
+    assert n, f"{page} has no code or output blocks"
+    wide = browser.execute_script(SIDEWAYS)
+    assert not wide, f"{page}: {len(wide)} of {n} blocks scroll sideways: " + "; ".join(wide[:5])
+
+
 # ---------------------------------------------------------------- offline math and scripts
 
 MATH_PAGES = [Path("book/intro.html")] + CHAPTERS
