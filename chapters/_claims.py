@@ -59,6 +59,9 @@ VERDICTS = ("reproduced", "partly", "not at this scale")
 #: The verdict of a row whose dense reference fails the gate, of a context row, and of claim 1.
 NOT_TESTABLE = "not testable at this scale"
 CONTEXT = "context (not the paper's method)"
+#: The verdict of a live row whose setting (the preset's lambda) was not chosen on a validation
+#: split: shown, never tallied (its numbers depend on the CPU's arithmetic; a verdict should not).
+ILLUSTRATION = "illustration (setting not chosen on validation)"
 IMPLEMENTED = ("implemented as specified", "not as specified")
 #: The paper's node fractions (abstract), per preset.
 PAPER_FRACTION = {"mlp-mnist": 0.5, "vgg16-cifar10": 0.6, "unet-dsb2018": 0.6, "cxr-cnn": 0.5}
@@ -143,6 +146,8 @@ class Row:
             return NOT_TESTABLE
         if self.kind == "context":
             return CONTEXT
+        if self.kind == "illustration":
+            return ILLUSTRATION
         v = verdict(self.first, self.second)
         return v + (" (one seed)" if self.values.get("n_seeds", 3) == 1 else "")
 
@@ -384,7 +389,12 @@ def margin_text(row: Row) -> str:
             + " and the ".join(close)
             + " within two seed spreads of "
             + ("its threshold" if len(close) == 1 else "their thresholds")
-            + ", this verdict could change with other seeds or another machine."
+            + (
+                ", these runs could land on the other side with other seeds or on another machine"
+                " (one reason they illustrate and do not decide)."
+                if row.kind == "illustration"
+                else ", this verdict could change with other seeds or another machine."
+            )
         )
     return out
 
@@ -406,8 +416,11 @@ def node_row(
     label: str = "",
     metric: Optional[str] = None,
     fraction: str = "dead_node_fraction",
+    kind: str = "claim",
 ) -> Row:
-    """Claim 3 for one model: ``table`` has one row per run (``pruned`` / ``dense``) and seed."""
+    """Claim 3 for one model: ``table`` has one row per run (``pruned`` / ``dense``) and seed.
+    ``kind="illustration"``: a row whose setting was not chosen on validation (shown, not
+    tallied)."""
     metric = metric or PRESET_METRIC[preset]
     target, tol = PAPER_FRACTION[preset], TOLERANCE[metric]
     nodes = table[table["run"] == pruned].sort_values("seed")[fraction].to_numpy(dtype=float)
@@ -430,6 +443,7 @@ def node_row(
         seeds=seeds_text(gap.seeds),
         first=bool(nodes.mean() >= target),
         second=bool(gap.mean <= tol),
+        kind=kind,
         conditions=f"(a) mean dead share >= {pct(target, '.0f')}; (b) mean paired "
         f"{METRIC_LABEL[metric].split(' ')[0]} gap <= {tol_text(metric)}",
         values={
@@ -820,9 +834,12 @@ def tally_text(rows: Sequence[Row]) -> str:
     parts = [f"{counted.count(v)} {v}" for v in VERDICTS if counted.count(v)]
     untestable = sum(r.verdict == NOT_TESTABLE for r in rows)
     context = sum(r.kind == "context" and r.testable for r in rows)
+    shown = sum(r.kind == "illustration" and r.testable for r in rows)
     return (
-        ", ".join(parts) or "no row"
-    ) + f"; {untestable} not testable at this scale; {context} context"
+        (", ".join(parts) or "no row")
+        + f"; {untestable} not testable at this scale; {context} context"
+        + (f"; {shown} illustration{'s' if shown != 1 else ''}" if shown else "")
+    )
 
 
 # --------------------------------------------------------------------------
@@ -1046,6 +1063,7 @@ VERDICT_COLOR = {
     VERDICTS[2]: "#d62728",
     NOT_TESTABLE: "0.55",
     CONTEXT: "0.35",
+    ILLUSTRATION: "#6b8fb3",
 }
 
 
