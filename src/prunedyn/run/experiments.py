@@ -98,8 +98,9 @@ class Trainer:
 
     @property
     def weights(self) -> List[torch.Tensor]:
-        """The tensors the regularizer acts on (``regularizer.scope``)."""
-        return regularized_parameters(self.model, self.cfg.regularizer.scope, self.cfg.regularizer.layers)
+        """The tensors the regularizer acts on (``regularizer.scope``, ``regularizer.layers``): the
+        hooks' list, chosen once in :func:`build`."""
+        return self.hooks.weights
 
 
 def regularized_parameters(model: nn.Module, scope: str, layers: Optional[Sequence[str]] = None) -> List[torch.Tensor]:
