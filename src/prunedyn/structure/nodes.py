@@ -40,6 +40,7 @@ Shapes: for a producer with ``n`` nodes every per-node statistic is a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
@@ -49,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from prunedyn.structure.layers import PRUNABLE_TYPES
-from prunedyn.structure.traced import WiringError, read_wiring
+from prunedyn.structure.traced import WiringError, is_grouped, read_wiring
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -116,6 +117,17 @@ class NodeLayer:
         """``(producer, norm)`` of the layer and of every tied producer."""
         return [(self.producer, self.norm)] + [(t.producer, t.norm) for t in self.tied]
 
+    @property
+    def blocks(self) -> int:
+        """``B``: the nodes fall into ``B`` equal contiguous blocks (``j // (size / B)``) that must lose
+        equally many nodes, so that every grouped convolution (not depthwise) producing or reading
+        them keeps equal groups: ``B = lcm`` of their ``groups`` (1: none)."""
+        b = 1
+        for module in [p for p, _ in self.producers] + [c.module for c in self.consumers]:
+            if is_grouped(module):
+                b = math.lcm(b, module.groups)
+        return b
+
 
 def _out_units(module: nn.Module) -> int:
     if isinstance(module, nn.Linear):
@@ -147,6 +159,10 @@ def outgoing_columns(consumer: Consumer, n: int) -> torch.Tensor:
         return cols.reshape(w.shape[0], n, rep).permute(1, 0, 2).reshape(n, -1)
     if isinstance(m, nn.modules.conv._ConvTransposeNd):
         return w[off : off + n].reshape(n, -1)
+    if m.groups > 1:  # (out, in / g, k...): input channel i = q * (in / g) + r is read by group q's rows
+        g = m.groups
+        per = w.reshape(g, w.shape[0] // g, w.shape[1], -1).permute(0, 2, 1, 3)  # (g, in / g, out / g, k)
+        return per.reshape(g * w.shape[1], -1)[off : off + n]
     return w[:, off : off + n].transpose(0, 1).reshape(n, -1)
 
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import copy
 import numbers
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -55,7 +54,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunedyn.modes import eval_mode
+from prunedyn.structure.alignment import _align_widths, aligned_width  # noqa: F401 (re-exported)
 from prunedyn.structure.nodes import Consumer, NodeLayer, layer_nodes, node_layers
+from prunedyn.structure.saving import (  # noqa: F401 (re-exported: prunedyn.structure.surgery.*)
+    COMPACT_FORMAT, CompactionError, load_compact, resized_like, save_compact,
+)
 from prunedyn.structure.traced import WiringError, is_depthwise
 
 
@@ -272,10 +275,6 @@ def _block_constants(consumer: Consumer, n: int, measured) -> Tuple[torch.Tensor
     return v[:, 0].clone(), c.all(1) & (v == v[:, :1]).all(1)
 
 
-class CompactionError(RuntimeError):
-    """Compaction changed the model's outputs beyond float rounding: a structure it does not handle."""
-
-
 #: Largest output change :func:`compact` accepts, relative to the largest output (float32 reordering
 #: gives ~1e-7 per rounding; the book's networks stay below 1e-6).
 COMPACT_RTOL = 1e-4
@@ -356,96 +355,6 @@ def compact(
                               "this model has a structure compact does not handle exactly")
     return current, report
 
-
-def aligned_width(width: int, original: int, align: int) -> int:
-    """``min(original, align * ceil(width / align))``: the width :func:`compact` keeps with ``align``."""
-    return min(original, -(-width // align) * align)
-
-
-def _append_zeros(module: nn.Module, name: str, count: int, dim: int, fill: float = 0.0) -> None:
-    """Append ``count`` slices of ``fill`` to parameter / buffer ``name`` along ``dim``."""
-    p = getattr(module, name, None)
-    if p is None or count == 0:
-        return
-    shape = list(p.shape)
-    shape[dim] = count
-    new = torch.cat([p.detach(), torch.full(shape, fill, dtype=p.dtype, device=p.device)], dim)
-    if isinstance(p, nn.Parameter):
-        setattr(module, name, nn.Parameter(new, requires_grad=p.requires_grad))
-    else:
-        module.register_buffer(name, new)
-
-
-def _pad_outputs(module: nn.Module, norm: Optional[nn.Module], count: int) -> None:
-    """Give ``module`` ``count`` more output units that emit 0 before the activation (and after ``norm``)."""
-    if is_depthwise(module):
-        raise NotImplementedError("alignment of depthwise convolutions (their input channels would have to grow too)")
-    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
-    _append_zeros(module, "weight", count, 1 if transposed else 0)
-    _append_zeros(module, "bias", count, 0)
-    if isinstance(module, nn.Linear):
-        module.out_features += count
-    else:
-        module.out_channels += count
-    if norm is not None:
-        # scale 0 and shift 0: the node emits exactly 0 whatever the running statistics
-        _append_zeros(norm, "weight", count, 0)
-        _append_zeros(norm, "bias", count, 0)
-        _append_zeros(norm, "running_mean", count, 0)
-        _append_zeros(norm, "running_var", count, 0, fill=1.0)
-        norm.num_features += count
-
-
-def _pad_inputs(module: nn.Module, insert: Dict[int, int]) -> None:
-    """Insert zero input units into ``module``: ``insert[k]`` of them before its old input unit ``k``."""
-    transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
-    if not isinstance(module, nn.Linear) and module.groups != 1:
-        raise NotImplementedError("alignment of grouped convolutions")
-    dim = 0 if transposed else 1
-    w = module.weight.detach()
-    n_in = w.shape[dim]
-    src = []  # new input unit -> old input unit, or -1 for an inserted zero
-    for k in range(n_in + 1):
-        src += [-1] * insert.get(k, 0)
-        if k < n_in:
-            src.append(k)
-    src = torch.tensor(src)
-    shape = list(w.shape)
-    shape[dim] = len(src)
-    new = torch.zeros(shape, dtype=w.dtype, device=w.device)
-    old = torch.nonzero(src >= 0).flatten()
-    new.index_copy_(dim, old, w.index_select(dim, src[old]))
-    module.weight = nn.Parameter(new, requires_grad=module.weight.requires_grad)
-    if isinstance(module, nn.Linear):
-        module.in_features = len(src)
-    else:
-        module.in_channels = len(src)
-
-
-@torch.no_grad()
-def _align_widths(model: nn.Module, example: torch.Tensor, original: Dict[str, int], align: int) -> Dict[str, int]:
-    """Pad every node layer of ``model`` (in place) to :func:`aligned_width`; silent nodes added, by layer."""
-    layers = node_layers(model, example)  # offsets read before any layer grows
-    added: Dict[str, int] = {}
-    inserts: Dict[int, Tuple[nn.Module, Dict[int, int]]] = {}
-    for layer in layers:
-        w = layer.size
-        count = aligned_width(w, max(original.get(layer.name, w), w), align) - w
-        added[layer.name] = count
-        if count == 0:
-            continue
-        for consumer in layer.consumers:
-            m = consumer.module
-            at = consumer.offset + w * consumer.repeat  # after the producer's block of input units
-            table = inserts.setdefault(id(m), (m, {}))[1]
-            table[at] = table.get(at, 0) + count * consumer.repeat
-    for layer in layers:
-        if added[layer.name]:
-            for producer, norm in layer.producers:
-                _pad_outputs(producer, norm, added[layer.name])
-    for m, table in inserts.values():
-        _pad_inputs(m, table)
-    return added
 
 
 def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, CompactionReport]:
@@ -598,86 +507,3 @@ def silence_nodes(
                         param[idx] = 0
         chosen[name] = idx
     return chosen
-
-
-# ---------------------------------------------------------------- saving and loading a compact model
-
-
-def _sync_sizes(module: nn.Module) -> None:
-    """Set a resized layer's size attributes from its parameters."""
-    w = module._parameters.get("weight")
-    if isinstance(module, nn.Linear):
-        module.out_features, module.in_features = w.shape[0], w.shape[1]
-    elif isinstance(module, nn.modules.conv._ConvTransposeNd):
-        module.in_channels, module.out_channels = w.shape[0], w.shape[1] * module.groups
-    elif isinstance(module, nn.modules.conv._ConvNd):
-        if module.groups > 1 and module.groups == module.in_channels == module.out_channels:  # depthwise
-            module.in_channels = module.out_channels = module.groups = w.shape[0]
-        else:
-            module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
-    elif isinstance(module, nn.modules.batchnorm._NormBase):
-        ref = w if w is not None else module._buffers.get("running_mean")
-        module.num_features = ref.shape[0]
-    else:
-        raise CompactionError(f"{type(module).__name__}: its parameter shapes changed and prunedyn does not "
-                              "know how to resize this kind of layer")
-
-
-@torch.no_grad()
-def resized_like(model: nn.Module, state: Dict[str, torch.Tensor]) -> nn.Module:
-    """``model`` (built afresh with the architecture the state came from) resized to the shapes of
-    ``state`` (a compact model's ``state_dict()``) and loaded from it, in place; returns ``model``.
-
-    Each Linear, convolution and BatchNorm takes the widths of its tensors in ``state`` (a bias that
-    compaction added to a bias-free layer is added); any other layer whose shapes differ, and any
-    key missing or left over, raises :class:`CompactionError` naming it."""
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        resized = False
-        for n, p in list(module._parameters.items()):
-            key = prefix + n
-            if key in state and (p is None or p.shape != state[key].shape):
-                resized |= p is not None  # a bias added by compaction changes no width
-                requires_grad = True if p is None else p.requires_grad
-                module._parameters[n] = nn.Parameter(torch.empty_like(state[key]), requires_grad=requires_grad)
-        for n, b in list(module._buffers.items()):
-            key = prefix + n
-            if b is not None and key in state and b.shape != state[key].shape:
-                resized = True
-                module._buffers[n] = torch.empty_like(state[key])
-        if resized:
-            _sync_sizes(module)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = " ".join(str(e).split())[:200]
-        raise CompactionError(f"the compact state does not fit this architecture ({first})") from None
-    return model
-
-
-#: What :func:`save_compact` writes (a version, so a later format can be told apart)
-COMPACT_FORMAT = "prunedyn-compact-1"
-
-
-def save_compact(model: nn.Module, path, report: Optional[CompactionReport] = None) -> None:
-    """Write a compact model as plain tensors (``state_dict`` and, with ``report``, the widths), atomically,
-    so that :func:`load_compact` reads it with ``torch.load(weights_only=True)``: no code in the file."""
-    from prunedyn.atomic import atomic_torch_save
-
-    blob = {"format": COMPACT_FORMAT, "state_dict": model.state_dict(),
-            "widths": dict(report.widths_after) if report is not None else {}}
-    atomic_torch_save(blob, Path(path))
-
-
-def load_compact(path, model: nn.Module, map_location="cpu") -> nn.Module:
-    """The compact model saved by :func:`save_compact` at ``path``: ``model`` (a fresh network of the
-    architecture it was compacted from) resized to the saved widths and loaded, in eval mode.
-
-    Raises :class:`prunedyn.atomic.CheckpointError` for a file that is not plain tensors (one that
-    would run code included) and :class:`CompactionError` when it does not fit ``model``."""
-    from prunedyn.atomic import CheckpointError, load_checkpoint
-
-    blob = load_checkpoint(Path(path), map_location=map_location)
-    if not isinstance(blob, dict) or blob.get("format") != COMPACT_FORMAT or not isinstance(blob.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: not a compact model written by prunedyn (format {COMPACT_FORMAT})")
-    return resized_like(model, blob["state_dict"]).eval()
