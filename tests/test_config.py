@@ -281,3 +281,11 @@ def test_train_section_at_its_defaults_is_left_out_of_the_hash():
     assert config_hash(load_config("vgg16-cifar10", ["train.sync_every=1", "train.precision=fp32"])) == "29f56fda2905"
     # any field off its default keys another run
     assert config_hash(load_config("vgg16-cifar10", ["train.precision=bf16"])) != "29f56fda2905"
+
+
+def test_every_key_has_a_meaning_in_the_help():
+    from prunedyn.run.config import MEANING, _all_keys, key_help
+
+    assert set(MEANING) == set(_all_keys())
+    lines = key_help()
+    assert len(lines) == len(MEANING) and all("default" in line for line in lines)

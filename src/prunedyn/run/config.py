@@ -13,7 +13,7 @@ A config is plain data::
 
 :func:`load_config` resolves a preset name or a YAML path, applies
 ``section.key=value`` overrides (values parsed as YAML scalars) and validates
-every field; any problem raises :class:`ConfigError` with a one-line message
+every field with pydantic (v2); the first problem raises :class:`ConfigError` with a one-line message
 that names the field and what is allowed. :func:`config_hash` is a stable
 hash of the resolved config.
 """
@@ -22,13 +22,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Annotated, Any, Dict, List, Optional, Sequence
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
 from prunedyn.core.kernels import KERNELS
 from prunedyn.core.pruning import PRUNERS, STREAMS
@@ -182,18 +182,19 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def _choices(values) -> Sequence[str]:
-    return tuple(values)
-
-
 # train.precision -> the autocast dtype of the forward pass (None: no autocast)
 PRECISIONS = ("fp32", "bf16")
 
+
+def _registry(module: str, name: str):
+    return lambda: getattr(__import__(module, fromlist=[name]), name)
+
+
 # field -> allowed values (a callable so registries extended later are seen)
 CHOICES = {
-    "model.name": lambda: __import__("prunedyn.models", fromlist=["MODELS"]).MODELS,
-    "data.name": lambda: __import__("prunedyn.data.datasets", fromlist=["DATASETS"]).DATASETS,
-    "data.source": lambda: __import__("prunedyn.data.datasets", fromlist=["SOURCES"]).SOURCES,
+    "model.name": _registry("prunedyn.models", "MODELS"),
+    "data.name": _registry("prunedyn.data.datasets", "DATASETS"),
+    "data.source": _registry("prunedyn.data.datasets", "SOURCES"),
     "optimizer.lr_schedule": lambda: ("constant", "cosine"),
     "optimizer.name": lambda: ("sgd", "adam", "adamw"),
     "regularizer.kind": lambda: REGULARIZERS,
@@ -243,99 +244,142 @@ SECTIONS = {
 }
 
 
-def _check_type(key: str, value: Any, annotation: str) -> Any:
-    optional = annotation.startswith("Optional[")
-    base = annotation[9:-1] if optional else annotation
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}: must not be empty")
-    if base == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: {value!r} is not a boolean; allowed: true, false")
+# Validation is pydantic's (v2), over the dataclasses above: each field's annotation gives its type
+# (strict booleans and strings; whole numbers and finite floats, never a boolean), CHOICES and
+# RANGES its allowed values. The dataclasses stay plain (their asdict is what config_hash hashes).
+def _no_bool(what: str) -> BeforeValidator:
+    """YAML's true/false are not numbers (pydantic's lax mode would read them as 1 and 0)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not {what}")
         return value
-    if base == "int":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{key}: {value!r} is not a whole number")
-        return int(value)
-    if base == "float":
-        if isinstance(value, str):
-            # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() accepts
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: {value!r} is not a number")
-        value = float(value)
-        if math.isnan(value) or math.isinf(value):
-            raise ConfigError(f"{key}: {value!r} is not a finite number")
-        return value
-    if base == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: {value!r} is not a string")
-        return value
-    if base == "List[int]":
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(f"{key}: {value!r} is not a non-empty list of whole numbers")
-        out = [_check_type(f"{key}[{i}]", v, "int") for i, v in enumerate(value)]
-        if any(v < 1 for v in out):
-            raise ConfigError(f"{key}: widths must be >= 1, got {out}")
-        return out
-    if base == "List[str]":
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(f"{key}: {value!r} is not a non-empty list of names")
-        return [_check_type(f"{key}[{i}]", v, "str") for i, v in enumerate(value)]
-    raise TypeError(f"unhandled annotation {annotation} for {key}")
+
+    return BeforeValidator(check)
 
 
-def _check_value(key: str, value: Any) -> None:
-    if key in CHOICES and value is not None:
+def _one_of(key: str):
+    def check(value: Any) -> Any:
         allowed = CHOICES[key]()
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
-    if key in RANGES and value is not None:
-        lo, hi, exclusive = RANGES[key]
-        if (value <= lo) if exclusive else (value < lo):
-            raise ConfigError(f"{key}: {value!r} must be {'>' if exclusive else '>='} {lo}")
-        if hi is not None and value > hi:
-            raise ConfigError(f"{key}: {value!r} must be <= {hi}")
+        if value is not None and value not in allowed:
+            raise ValueError(f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        return value
+
+    return AfterValidator(check)
 
 
-def _build(cls, data: Dict[str, Any], prefix: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in [n for n in data if f"{prefix}{n}" in REMOVED_FIELDS]:
-        old_default, instead = REMOVED_FIELDS[f"{prefix}{name}"]
-        if data[name] != old_default:
-            raise ConfigError(f"{prefix}{name} was removed; {instead}")
-        data = {k: v for k, v in data.items() if k != name}  # a config written while it existed
-    unknown = set(data) - set(fields)
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(f"unknown config key {prefix}{key!r}; allowed: {', '.join(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{prefix}{name}"
-        if name in SECTIONS and prefix == "":
-            kwargs[name] = _build(SECTIONS[name], data.get(name, {}), f"{name}.")
-            continue
-        if name not in data:
-            continue
-        value = _check_type(key, data[name], str(f.type))
-        _check_value(key, value)
-        kwargs[name] = value
-    obj = cls(**kwargs)
-    for name in fields:  # defaults are validated too, so a bad default cannot slip through
-        if not (name in SECTIONS and prefix == ""):
-            _check_value(f"{prefix}{name}", getattr(obj, name))
-    return obj
+def _bounds(key: str) -> List[Any]:
+    lo, hi, exclusive = RANGES[key]
+    return [Field(gt=lo) if exclusive else Field(ge=lo)] + ([Field(le=hi)] if hi is not None else [])
+
+
+_BASE = {
+    "bool": Annotated[bool, Strict()],
+    "str": Annotated[str, Strict()],
+    "int": Annotated[int, _no_bool("a whole number")],
+    "float": Annotated[float, _no_bool("a number")],
+    "List[int]": Annotated[List[Annotated[int, _no_bool("a whole number"), Field(ge=1)]], Field(min_length=1)],
+    "List[str]": Annotated[List[Annotated[str, Strict()]], Field(min_length=1)],
+}
+_PYDANTIC = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+def _validator(cls, prefix: str = "") -> Any:
+    """A pydantic-validated twin of the dataclass ``cls``: same fields and defaults, annotated."""
+    fields = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if prefix == "" and f.name in SECTIONS:
+            typ, default = _validator(SECTIONS[f.name], f"{f.name}."), {"default_factory": dict}
+        else:
+            spelled = str(f.type)
+            optional = spelled.startswith("Optional[")
+            typ = _BASE[spelled[9:-1] if optional else spelled]
+            extra = ([_one_of(key)] if key in CHOICES else []) + (_bounds(key) if key in RANGES else [])
+            typ = Annotated[typ, *extra] if extra else typ
+            typ = Optional[typ] if optional else typ
+            default = (
+                {"default_factory": f.default_factory}
+                if f.default is dataclasses.MISSING
+                else {"default": f.default}
+            )
+        fields.append((f.name, typ, dataclasses.field(**default)))
+    twin = dataclasses.make_dataclass(cls.__name__, fields)
+    twin.__pydantic_config__ = _PYDANTIC
+    return twin
+
+
+_ADAPTER: Optional[TypeAdapter] = None
+
+# pydantic's error type -> our one-line message (after the field's path)
+_MESSAGES = {
+    "int_type": "{v!r} is not a whole number",
+    "int_parsing": "{v!r} is not a whole number",
+    "int_from_float": "{v!r} is not a whole number",
+    "float_type": "{v!r} is not a number",
+    "float_parsing": "{v!r} is not a number",
+    "finite_number": "{v!r} is not a finite number",
+    "bool_type": "{v!r} is not a boolean; allowed: true, false",
+    "string_type": "{v!r} is not a string",
+    "list_type": "{v!r} is not a non-empty list",
+    "too_short": "{v!r} is not a non-empty list",
+    "greater_than": "{v!r} must be > {c[gt]}",
+    "greater_than_equal": "{v!r} must be >= {c[ge]}",
+    "less_than_equal": "{v!r} must be <= {c[le]}",
+    "dataclass_type": "expected a mapping, got {v!r}",
+    "dataclass_args_type": "expected a mapping, got {v!r}",
+}
+
+
+def _one_line(error: dict) -> str:
+    """The first pydantic error as ``field.path: what is wrong`` (with what is allowed)."""
+    loc = [p for p in error["loc"] if p not in SECTIONS.values()]
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    kind, value = error["type"], error.get("input")
+    if kind == "unexpected_keyword_argument":
+        section = key.rpartition(".")[0]
+        names = [f.name for f in dataclasses.fields(SECTIONS[section] if section else ExperimentConfig)]
+        return f"unknown config key {key!r}; allowed: {', '.join(names)}"
+    if value is None:
+        return f"{key}: must not be empty"
+    if kind == "value_error":  # ours: the message names the value
+        return f"{key}: {error['ctx']['error']}"
+    if kind in _MESSAGES:
+        return f"{key}: " + _MESSAGES[kind].format(v=value, c=error.get("ctx") or {})
+    return f"{key}: {error['msg']}"
 
 
 def from_dict(data: Dict[str, Any]) -> ExperimentConfig:
-    """Validate ``data`` and build an :class:`ExperimentConfig` (missing keys take defaults)."""
-    return _build(ExperimentConfig, data or {}, "")
+    """Validate ``data`` (pydantic) and build an :class:`ExperimentConfig` (missing keys take
+    defaults); the first problem raises :class:`ConfigError` naming the field's path."""
+    global _ADAPTER
+    data = _drop_removed(data or {})
+    if _ADAPTER is None:
+        _ADAPTER = TypeAdapter(_validator(ExperimentConfig))
+    try:
+        checked = dataclasses.asdict(_ADAPTER.validate_python(data))
+    except ValidationError as e:
+        raise ConfigError(_one_line(e.errors()[0])) from None
+    return ExperimentConfig(**{k: SECTIONS[k](**v) if k in SECTIONS else v for k, v in checked.items()})
+
+
+def _drop_removed(data: Any) -> Any:
+    """``data`` without the removed fields (:data:`REMOVED_FIELDS`) that hold their old default."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping, got {data!r}")
+    data = dict(data)
+    for key, (old_default, instead) in REMOVED_FIELDS.items():
+        section, _, name = key.rpartition(".")
+        holder = data.get(section) if section else data
+        if isinstance(holder, dict) and name in holder:
+            if holder[name] != old_default:
+                raise ConfigError(f"{key} was removed; {instead}")
+            holder = {k: v for k, v in holder.items() if k != name}  # written while it existed
+            if section:
+                data[section] = holder
+            else:
+                data = holder
+    return data
 
 
 def preset_names() -> List[str]:
@@ -411,6 +455,60 @@ def _all_keys() -> List[str]:
     return keys
 
 
+# key -> what it means (``prunedyn run --help``); tests/test_config.py keeps one for every key
+MEANING = {
+    "name": "the run's name (its folder is runs/<name>-<config hash>)",
+    "model.name": "the network",
+    "model.hidden": "mlp: the hidden layers' widths",
+    "model.width": "conv nets: a multiple of every layer's channel count",
+    "model.balance": "mlp: hidden nodes' incoming weights x balance, outgoing / balance at init",
+    "data.name": "the data set",
+    "data.source": "torchvision's files, JPEG folders or the embedded subset (data/); auto: torchvision's if found, else embedded",
+    "data.root": "the folder of a non-embedded source",
+    "data.download": "let torchvision download (never in the book)",
+    "data.train_size": "train on the first N training examples (null: all)",
+    "data.test_size": "test on the first N test examples (null: all)",
+    "data.val_size": "hold out N training examples as the validation split (val_* metrics)",
+    "data.batch_size": "examples per optimiser step",
+    "data.augment": "random crops and flips of the training batches",
+    "data.image_size": "covid_cxr: image side; dsb2018: tile side (null: the data set's default)",
+    "optimizer.name": "the optimiser",
+    "optimizer.lr": "learning rate",
+    "optimizer.momentum": "sgd's momentum (adam and adamw: their defaults)",
+    "optimizer.lr_schedule": "constant, or cosine annealing to 0 over the run's steps",
+    "regularizer.kind": "the penalty added to the loss (l2_decoupled: AdamW-style decay)",
+    "regularizer.lam": "the penalty's strength lambda",
+    "regularizer.scope": "which tensors it acts on: weights, all, bn scales, weights+bn",
+    "regularizer.layers": "only these modules (names from model.named_modules()); null: all",
+    "pruner.kind": "the weight pruner applied after every step (stochastic: SWP)",
+    "pruner.kernel": "SWP: kappa(w; sigma), the probability of zeroing a weight w",
+    "pruner.sigma": "SWP: the kernel's scale",
+    "pruner.sigma_mode": "SWP: sigma absolute, or a multiple of each layer's weight RMS",
+    "pruner.schedule": "SWP: how sigma ramps up from 0 over ramp_epochs",
+    "pruner.ramp_epochs": "SWP: the ramp's length in epochs",
+    "pruner.start_epoch": "no pruning before this epoch",
+    "pruner.sticky": "a pruned weight stays zero for good",
+    "pruner.sparsity": "magnitude / random: the final share of weights zeroed",
+    "pruner.scope": "magnitude: rank per layer or over the whole network",
+    "pruner.gamma": "targeted dropout: the share of weights (or units) targeted",
+    "pruner.alpha": "targeted dropout: the drop rate within the targeted",
+    "pruner.unit": "targeted dropout: target whole units instead of weights",
+    "pruner.threshold": "slimming: a channel goes when its BatchNorm scale's magnitude falls below",
+    "pruner.stream": "SWP's random stream: torch (every recorded run) or counter (fused kernel)",
+    "init.run": "start from this finished run's weights (its folder)",
+    "init.compact": "remove that run's dead nodes first",
+    "train.resident": "keep the training set on the device (same batches, no copies)",
+    "train.precision": "fp32, or bf16 autocast in the forward pass",
+    "train.channels_last": "conv nets in NHWC memory layout",
+    "train.compile": "torch.compile the training forward",
+    "train.sync_every": "steps between host reads of the loss (0: once per epoch)",
+    "epochs": "passes over the training set",
+    "seed": "seeds the initialisation, the batches and the pruner",
+    "device": "cpu, cuda, or auto (cuda if available)",
+    "threads": "torch's intra-op threads (0: torch's default); part of the numbers",
+}
+
+
 def key_help() -> List[str]:
     """One line per config key: its default and what it accepts (``prunedyn run --help``)."""
     defaults = ExperimentConfig().to_dict()
@@ -424,7 +522,7 @@ def key_help() -> List[str]:
         elif key in RANGES:
             lo, hi, open_lo = RANGES[key]
             what = f"{'>' if open_lo else '>='} {lo:g}" + (f", <= {hi:g}" if hi is not None else "")
-        lines.append(f"{key:<24} default {default!r}" + (f"; {what}" if what else ""))
+        lines.append(f"{key:<22} {MEANING[key]}; default {default!r}" + (f"; {what}" if what else ""))
     return lines
 
 
