@@ -632,6 +632,88 @@ def test_compact_refuses_to_return_a_model_that_computes_something_else(monkeypa
         compact(model, torch.randn(4, 3, 8, 8))
 
 
+# ---------------------------------------------------------------- grouped convolutions
+
+
+def _grouped_chain(shift=0.0, pad=1):
+    """Conv(3->16) -> BN -> ReLU -> Conv(16->12, groups=4) -> BN -> ReLU -> Conv(12->4): the grouped
+    conv reads 4 channels per group and writes 3; random BatchNorm statistics."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                      nn.Conv2d(16, 12, 3, padding=pad, groups=4), nn.BatchNorm2d(12), nn.ReLU(), nn.Conv2d(12, 4, 3))
+    with torch.no_grad():
+        for bn in (m[1], m[4]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+def test_grouped_convolution_loses_the_same_number_of_channels_in_every_group():
+    """Dead inputs per group of 4: 2, 1, 3, 1 -> 1 goes from each group (16 -> 12), 3 stay; dead
+    outputs per group of 3: 1, 1, 2, 1 -> 1 from each (12 -> 8), 1 stays. Both sides sliced
+    consistently (grouped weight 8 x 3 x 3 x 3), one warning says how many dead channels stay."""
+    from prunedyn.structure.traced import KeptChannelsWarning
+
+    model = _grouped_chain()
+    with torch.no_grad():
+        dead_in, dead_out = [0, 1, 5, 8, 9, 10, 12], [1, 3, 6, 7, 11]
+        model[1].weight[dead_in], model[1].bias[dead_in] = 0, 0
+        model[4].weight[dead_out], model[4].bias[dead_out] = 0, 0
+    x = torch.randn(4, 3, 10, 10)
+    assert [(s.name, s.size, int(s.dead.sum())) for s in model_nodes(model, x)] == [("0", 16, 7), ("3", 12, 5)]
+    with pytest.warns(KeptChannelsWarning, match=r"4 dead channel\(s\) stay .* in 2 layer\(s\) next to grouped "
+                                                 r"convolutions.*: 0 \(3\), 3 \(1\)"):
+        small, report = compact(model, x)
+    assert report.widths_after == {"0": 12, "3": 8} and report.kept_for_groups == {"0": 3, "3": 1}
+    assert report.removed_in_dead == {"0": 4, "3": 4} and report.removed_out_dead == {"0": 0, "3": 0}
+    g = small[3]
+    assert (g.in_channels, g.out_channels, g.groups, tuple(g.weight.shape)) == (12, 8, 4, (8, 3, 3, 3))
+    assert small[0].out_channels == small[1].num_features == 12 and small[4].num_features == 8
+    assert small[6].in_channels == 8
+    # per group, the first dead channel (quiet ones first, then by index) went: inputs 0, 5, 8, 12; outputs 1, 3, 6, 11
+    keep_in = [i for i in range(16) if i not in (0, 5, 8, 12)]
+    keep_out = [o for o in range(12) if o not in (1, 3, 6, 11)]
+    assert torch.equal(small[0].weight, model[0].weight[keep_in])
+    assert torch.equal(small[4].running_mean, model[4].running_mean[keep_out])
+    w = model[3].weight[keep_out]  # group q's rows keep the columns of group q's kept inputs
+    cols = [[c for c in range(4) if 4 * q + c in keep_in] for q in range(4)]
+    assert torch.equal(small[3].weight, torch.cat([w[2 * q : 2 * q + 2][:, cols[q]] for q in range(4)]))
+    assert report.params_after == report.params_before - 4 * (27 + 1 + 2) - 4 * 2 * 9 - 4 * (36 + 1 + 2) - 4 * 4 * 9
+    assert report.rel_diff <= 1e-6
+    outputs_equal(model, small, x, 1e-6 * report.output_scale)
+
+
+def test_grouped_convolution_padded_merges_constants_into_one_carrier_per_group():
+    """Three dead inputs per group emit relu(0.5) into a padded grouped conv: in each group one carrier
+    stands for them (kept_constant 4), two go (16 -> 8), and the outputs are unchanged."""
+    model = _grouped_chain()
+    with torch.no_grad():
+        dead = [0, 1, 2, 4, 5, 7, 8, 9, 11, 13, 14, 15]
+        model[0].weight[dead], model[0].bias[dead] = 0, 0
+        model[1].weight[dead], model[1].bias[dead] = 0, 0.5
+    x = torch.randn(4, 3, 10, 10)
+    small, report = compact(model, x)
+    assert report.widths_after == {"0": 8, "3": 12} and report.kept_constant == {"0": 4, "3": 0}
+    assert report.kept_for_groups == {"0": 0, "3": 0} and small[3].weight.shape == (12, 2, 3, 3)
+    assert report.rel_diff <= 1e-6
+
+
+def test_a_grouped_convolution_keeps_two_outputs_per_group_and_unpadded_folds_its_constants():
+    """All 12 outputs of the grouped conv dead (3 per group): one goes from each, each group keeps two (torch-pruning would
+    trace one output per group as depthwise); an unpadded grouped conv folds constant inputs into the
+    rows of their group's bias."""
+    model = _grouped_chain(pad=0)
+    with torch.no_grad():
+        dead = [0, 4, 8, 12]  # one per group, constant relu(BN(0.3)) != 0: folded into the group's rows
+        model[0].weight[dead], model[0].bias[dead] = 0, 0.3
+        model[4].weight[:], model[4].bias[:] = 0, 0
+    x = torch.randn(4, 3, 10, 10)
+    small, report = compact(model, x)
+    assert report.widths_after == {"0": 12, "3": 8} and report.kept_for_groups == {"0": 0, "3": 8}
+    assert small[3].bias is not None and tuple(small[3].weight.shape) == (8, 3, 3, 3)
+    assert report.rel_diff <= 1e-6
+
+
 # ---------------------------------------------------------------- saving and loading a compact model
 
 

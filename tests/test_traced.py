@@ -171,17 +171,38 @@ def test_traced_wiring_of_a_unet_matches_its_own_node_layers():
     assert chain_wiring_problems(model.node_layers(), traced, model) == []
 
 
-def test_the_channels_around_a_grouped_convolution_are_kept_whole_and_named():
-    """Its groups must stay equal in size: the channels it reads and writes are not nodes (one warning
-    names both groups); a layer elsewhere still is."""
-    from prunedyn.structure.traced import KeptChannelsWarning
+def test_the_channels_around_a_grouped_convolution_are_nodes_in_equal_blocks():
+    """The channels a grouped convolution reads and writes are node layers whose nodes fall into
+    ``groups`` equal blocks (NodeLayer.blocks: each block must lose as many as the others); no warning."""
+    import warnings
 
     model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 6, 1),
                           nn.ReLU(), nn.Conv2d(6, 2, 1))
-    with pytest.warns(KeptChannelsWarning, match=r"2 channel group\(s\).*: 0 \(through 2, a Conv2d: its groups stay "
-                                                 r"equal in size\); 2 \(through 2"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         layers = traced_node_layers(model, torch.randn(1, 4, 12, 12))
-    assert [layer.name for layer in layers] == ["4"]
+    assert [(layer.name, layer.size, layer.blocks) for layer in layers] == [("0", 8, 2), ("2", 8, 2), ("4", 6, 1)]
+
+
+class _CatIntoGrouped(nn.Module):
+    """Two convs concatenated into a grouped conv: its groups read channels of both."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.g, self.out = nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.g(torch.relu(torch.cat([self.a(x), self.b(x)], 1)))))
+
+
+def test_a_grouped_convolution_reading_several_groups_keeps_them_whole_and_names_them():
+    from prunedyn.structure.traced import KeptChannelsWarning
+
+    with pytest.warns(KeptChannelsWarning, match=r"2 channel group\(s\).*: a \(through g, a Conv2d: it reads them "
+                                                 r"with other channels, its groups stay equal in size\); b \(through g"):
+        layers = traced_node_layers(_CatIntoGrouped(), torch.randn(1, 3, 8, 8))
+    assert [(layer.name, layer.blocks) for layer in layers] == [("g", 2)]
 
 
 # ---------------------------------------------------------------- torchvision ResNet-18

@@ -55,11 +55,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunedyn.modes import eval_mode
 from prunedyn.structure.alignment import _align_widths, aligned_width  # noqa: F401 (re-exported)
+from prunedyn.structure.grouped import (
+    block_floor, check_grouped, equal_per_block, grouped_input_rows, shrink_grouped_inputs,
+)
 from prunedyn.structure.nodes import Consumer, NodeLayer, layer_nodes, node_layers
 from prunedyn.structure.saving import (  # noqa: F401 (re-exported: prunedyn.structure.surgery.*)
     COMPACT_FORMAT, CompactionError, load_compact, resized_like, save_compact,
 )
-from prunedyn.structure.traced import WiringError, is_depthwise
+from prunedyn.structure.traced import KeptChannelsWarning, is_depthwise
 
 
 @dataclass
@@ -80,6 +83,8 @@ class CompactionReport:
     align: int = 1
     #: largest absolute output of the original model on the example: the scale of ``max_abs_diff``
     output_scale: float = float("nan")
+    #: dead nodes kept per layer so that every grouped convolution's groups stay equal in size
+    kept_for_groups: Dict[str, int] = field(default_factory=dict)
 
     @property
     def rel_diff(self) -> float:
@@ -162,8 +167,10 @@ def _fold_constants(consumer: Consumer, nodes: torch.Tensor, const: torch.Tensor
             m.bias = nn.Parameter(torch.zeros(n_out, dtype=m.weight.dtype, device=m.weight.device))
         if isinstance(m, nn.Linear):
             m.bias += c * m.weight[:, off + j * rep : off + (j + 1) * rep].sum(1)
-        else:
-            m.bias += c * m.weight[:, off + j].reshape(m.weight.shape[0], -1).sum(1)
+        else:  # a grouped convolution: only the rows of node j's group read it
+            rows, col = grouped_input_rows(m, off + j)
+            w = m.weight[rows, col]
+            m.bias[rows] += c * w.reshape(w.shape[0], -1).sum(1)
 
 
 def _input_block(consumer: Consumer, j: int) -> torch.Tensor:
@@ -173,7 +180,8 @@ def _input_block(consumer: Consumer, j: int) -> torch.Tensor:
         return m.weight[:, off + j * rep : off + (j + 1) * rep]
     if isinstance(m, nn.modules.conv._ConvTransposeNd):
         return m.weight[off + j]
-    return m.weight[:, off + j]
+    rows, col = grouped_input_rows(m, off + j)
+    return m.weight[rows, col]
 
 
 @torch.no_grad()
@@ -182,6 +190,16 @@ def _merge_into_carrier(consumer: Consumer, nodes: torch.Tensor, const: torch.Te
     c0 = float(const[carrier])
     merged = sum(_input_block(consumer, j) * (float(const[j]) / c0) for j in nodes.tolist())
     _input_block(consumer, carrier).copy_(merged)
+
+
+def _carrier(table: torch.Tensor, emitting: torch.Tensor) -> Tuple[int, torch.Tensor]:
+    """``(carrier, mergeable)`` among the ``emitting`` nodes, given their constants ``table``
+    (consumers x n): the carrier has the largest smallest-non-zero ``|c|`` (the merge divides by it);
+    a node it cannot stand for (non-zero where the carrier's constant is zero) is not mergeable."""
+    size = torch.where(table != 0, table.abs(), torch.full_like(table, float("inf"))).min(0).values
+    size = torch.where(emitting & torch.isfinite(size), size, torch.full_like(size, -1.0))
+    carrier = int(size.argmax())
+    return carrier, emitting & ~((table != 0) & (table[:, carrier : carrier + 1] == 0)).any(0)
 
 
 def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
@@ -218,13 +236,17 @@ def _shrink_inputs(module: nn.Module, keep_mask: torch.Tensor) -> None:
     keep = torch.nonzero(keep_mask).flatten()
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         _slice_param(module, "weight", keep, 0)
-    else:
+    elif isinstance(module, nn.Linear) or module.groups == 1:
         _slice_param(module, "weight", keep, 1)
     if isinstance(module, nn.Linear):
         module.in_features = len(keep)
+    elif module.groups != 1:
+        if bool(keep_mask.all()):
+            return
+        if is_depthwise(module) or isinstance(module, nn.modules.conv._ConvTransposeNd):
+            raise NotImplementedError("compaction of the inputs of a depthwise or grouped transposed convolution")
+        shrink_grouped_inputs(module, keep_mask)
     else:
-        if module.groups != 1:
-            raise NotImplementedError("compaction of grouped convolutions")
         module.in_channels = len(keep)
 
 
@@ -302,8 +324,12 @@ def compact(
 
     ``align``: round every node layer's final width up to a multiple of
     ``align`` (never above its width before compaction) with silent nodes
-    (module docstring, *Alignment*); ``1`` (the default) keeps no node for
+    (:mod:`prunedyn.structure.alignment`); ``1`` (the default) keeps no node for
     alignment. 8 or 16 suit CPU kernels (AVX2 / AVX-512 vector widths).
+
+    Next to grouped convolutions (ResNeXt, RegNet) every group loses the same number of channels
+    (:mod:`prunedyn.structure.grouped`); the dead channels that stay are counted in
+    ``kept_for_groups`` and named in one :class:`~prunedyn.structure.traced.KeptChannelsWarning`.
 
     The result is checked: when the outputs on ``example`` moved by more than ``rtol`` of the largest
     output (``report.rel_diff``; of 1 where all outputs are smaller), :class:`CompactionError` is
@@ -348,7 +374,16 @@ def compact(
         passes=n_pass,
         kept_for_alignment=kept_align,
         align=int(align),
+        kept_for_groups=rep.kept_for_groups,
     )
+    held = {name: k for name, k in rep.kept_for_groups.items() if k}
+    if held:
+        import warnings
+
+        listed = [f"{name} ({k})" for name, k in held.items()]
+        warnings.warn(f"{sum(held.values())} dead channel(s) stay (still dead, never used) in {len(held)} layer(s) "
+                      "next to grouped convolutions, whose groups must lose equally many: "
+                      + ", ".join(listed[:4]) + (", ..." if len(listed) > 4 else ""), KeptChannelsWarning, stacklevel=3)
     if not report.rel_diff <= rtol:
         raise CompactionError(f"compaction changed the outputs by {report.rel_diff:.2e} of their scale "
                               f"({report.max_abs_diff:.2e} of {report.output_scale:.2e}; tolerance {rtol:g}): "
@@ -367,7 +402,7 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
     stats = [layer_nodes(layer) for layer in layers]
     measured = _measured_constants(model, layers, example)
     widths_before = {layer.name: layer.size for layer in layers}
-    removed_in, removed_out, kept_const = {}, {}, {}
+    removed_in, removed_out, kept_const, kept_groups = {}, {}, {}, {}
     plans = []
     for layer, st in zip(layers, stats):
         in_only = st.in_dead & ~st.out_dead
@@ -383,29 +418,37 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
             const = _constant_output(layer)
             consts = None if const is None else [const] * len(layer.consumers)
         kept = torch.zeros_like(in_only)
+        emitting, fold, merges = torch.zeros_like(in_only), False, []
         if consts is None:
             kept = in_only.clone()
         elif layer.consumers:
             table = torch.stack([c.to(torch.float64) for c in consts])  # (consumers, n)
             emitting = in_only & (table != 0).any(0)
-            nodes = torch.nonzero(emitting).flatten()
-            if all(_foldable(c) for c in layer.consumers):
-                for consumer, const in zip(layer.consumers, consts):
-                    _fold_constants(consumer, nodes, const)
-            elif len(nodes):
-                # carrier: the largest smallest-non-zero |c| (the merge divides by it)
-                size = torch.where(table != 0, table.abs(), torch.full_like(table, float("inf"))).min(0).values
-                size = torch.where(emitting & torch.isfinite(size), size, torch.full_like(size, -1.0))
-                carrier = int(size.argmax())
-                # a node the carrier cannot stand for: non-zero where the carrier's constant is zero
-                mergeable = emitting & ~((table != 0) & (table[:, carrier : carrier + 1] == 0)).any(0)
-                merged = torch.nonzero(mergeable).flatten()
-                for consumer, const in zip(layer.consumers, consts):
-                    if float(const[carrier]) != 0.0:
-                        _merge_into_carrier(consumer, merged, const, carrier)
-                kept[carrier] = True
-                kept |= emitting & ~mergeable
+            fold = all(_foldable(c) for c in layer.consumers)
+            per = layer.size // layer.blocks  # a carrier per block: a grouped consumer's rows read one block
+            for q in range(layer.blocks if emitting.any() and not fold else 0):
+                block = torch.zeros_like(emitting)
+                block[q * per : (q + 1) * per] = True
+                if (emitting & block).any():
+                    carrier, mergeable = _carrier(table, emitting & block)
+                    kept[carrier] = True
+                    kept |= emitting & block & ~mergeable
+                    merges.append((carrier, mergeable))
         remove = (st.out_dead | in_only) & ~kept
+        held = torch.zeros_like(remove)
+        if layer.blocks > 1:  # grouped convolutions: the same count from every block
+            remove, held = equal_per_block(remove, emitting, layer.blocks, block_floor(layer))
+        if fold:
+            nodes = torch.nonzero(emitting & remove).flatten()
+            for consumer, const in zip(layer.consumers, consts):
+                _fold_constants(consumer, nodes, const)
+        for carrier, mergeable in merges:
+            mergeable = mergeable & remove
+            mergeable[carrier] = True
+            merged = torch.nonzero(mergeable).flatten()
+            for consumer, const in zip(layer.consumers, consts):
+                if float(const[carrier]) != 0.0:
+                    _merge_into_carrier(consumer, merged, const, carrier)
         if remove.all():
             # a layer cannot have zero channels: keep one node whose outgoing weights
             # are zeroed (its contribution is already folded / merged, or was nothing)
@@ -415,6 +458,7 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
         removed_out[layer.name] = int((st.out_dead & remove).sum())
         removed_in[layer.name] = int((in_only & remove & ~st.out_dead).sum())
         kept_const[layer.name] = int(kept.sum())
+        kept_groups[layer.name] = int(held.sum())
         plans.append((layer, remove))
     # one keep-mask per consumer over all of its input units
     consumer_masks: Dict[int, Tuple[nn.Module, torch.Tensor]] = {}
@@ -422,7 +466,7 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
         for c in layer.consumers:
             m = c.module
             if id(m) not in consumer_masks:
-                n_in = m.weight.shape[0] if isinstance(m, nn.modules.conv._ConvTransposeNd) else m.weight.shape[1]
+                n_in = m.weight.shape[1] if isinstance(m, nn.Linear) else m.in_channels
                 consumer_masks[id(m)] = (m, torch.ones(n_in, dtype=torch.bool))
             mask = consumer_masks[id(m)][1]
             for j in torch.nonzero(remove).flatten().tolist():
@@ -433,12 +477,8 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
             if c.norm is not None:
                 bn, mask = norm_masks.setdefault(id(c.norm), (c.norm, torch.ones(c.norm.num_features, dtype=torch.bool)))
                 mask[c.norm_offset + torch.nonzero(remove).flatten()] = False
-    names = {id(m): n for n, m in model.named_modules()}
-    for m, mask in consumer_masks.values():  # refused before any surgery, naming the layer
-        if not isinstance(m, nn.Linear) and m.groups != 1 and not bool(mask.all()):
-            raise WiringError(f"{names.get(id(m), type(m).__name__)}: a grouped convolution (groups={m.groups}, "
-                              f"{m.in_channels} -> {m.out_channels} channels) reads nodes that would be removed; "
-                              f"compaction of grouped convolutions is not supported")
+    # refused before any surgery, naming the layer
+    check_grouped(plans, consumer_masks, {id(m): n for n, m in model.named_modules()})
     for layer, remove in plans:
         for producer, norm in layer.producers:
             _shrink_outputs(producer, torch.nonzero(~remove).flatten(), norm)
@@ -461,6 +501,7 @@ def _compact_pass(model: nn.Module, example: torch.Tensor) -> Tuple[nn.Module, C
         kept_constant=kept_const,
         max_abs_diff=max_abs_diff(original, model, example),
         output_scale=output_scale(original, example),
+        kept_for_groups=kept_groups,
     )
     return model, report
 

@@ -108,6 +108,19 @@ def is_grouped(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.conv._ConvNd) and module.groups != 1 and not is_depthwise(module)
 
 
+def _unwired_grouped(module: nn.Module) -> Optional[str]:
+    """Why the channels around a grouped convolution (not depthwise) are kept whole, or ``None``:
+    a transposed one, or one with one output channel per group that reads several (torch-pruning
+    ties its input and output channels as if it were depthwise: its groups cannot be read)."""
+    if not is_grouped(module):
+        return None
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "a transposed grouped convolution, its groups stay equal in size"
+    if module.groups == module.out_channels:
+        return "one output channel per group, which torch-pruning traces as depthwise"
+    return None
+
+
 def build_graph(model: nn.Module, example: torch.Tensor):
     """torch-pruning's dependency graph of ``model`` traced on ``example`` (eval mode; the mode is restored)."""
     import torch_pruning as tp
@@ -244,16 +257,18 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
     outputs = output_layers(graph, model)
     kept: List[Tuple[int, str]] = []
 
+    def keep(group, mixer, why) -> None:  # the group is not nodes: named in the warning
+        makers = [item.dep.target.module for item in group.items
+                  if isinstance(item.dep.target.module, PRUNABLE_TYPES) and graph.is_out_channel_pruning_fn(item.dep.handler)]
+        first = min((order.get(id(m), 1 << 30) for m in makers), default=order.get(id(mixer), 1 << 30))
+        label = names.get(order_list[first], "?") if first < len(order_list) else "?"
+        kept.append((first, f"{label} (through {names.get(mixer, '?')}, a {type(mixer).__name__}: {why})"))
+
     def read(group) -> Optional[TracedGroup]:
         mixer = next((item.dep.target.module for item in group.items if mixes_channels(item.dep.target.module)
-                      or is_grouped(item.dep.target.module)), None)
+                      or _unwired_grouped(item.dep.target.module)), None)
         if mixer is not None:  # kept: removing a channel would shift the statistics of the others
-            makers = [item.dep.target.module for item in group.items
-                      if isinstance(item.dep.target.module, PRUNABLE_TYPES) and graph.is_out_channel_pruning_fn(item.dep.handler)]
-            first = min((order.get(id(m), 1 << 30) for m in makers), default=order.get(id(mixer), 1 << 30))
-            label = names.get(order_list[first], "?") if first < len(order_list) else "?"
-            why = "its groups stay equal in size" if is_grouped(mixer) else "it pools their statistics"
-            kept.append((first, f"{label} (through {names.get(mixer, '?')}, a {type(mixer).__name__}: {why})"))
+            keep(group, mixer, _unwired_grouped(mixer) or "it pools their statistics")
             return None
         producers, norms, consumers = [], [], []
         n = None
@@ -325,6 +340,10 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
                     f"{label}: reads the {n} channels of {traced.name} at positions that are not "
                     "contiguous blocks (offset + j * repeat + r): not supported"
                 )
+            if is_grouped(module) and not (off == 0 and rep == 1 and n == module.in_channels):
+                # its groups would have to lose channels of other tensors too: not wired here
+                keep(group, module, "it reads them with other channels, its groups stay equal in size")
+                return None
             bn, bn_off = reader_norm.pop(id(module), (None, 0))
             traced.consumers.append(TracedConsumer(module, off, rep, _sources(graph, module, members), bn, bn_off))
         if reader_norm:
