@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/book_hangs.py [--repeat 20] [--chapters 01 03]
 
 Executes each chosen chapter ``--repeat`` times in a row, as ``make book`` does
-(papermill, headless kernels, the lost-reply watchdog of prunedyn.run.book),
+(papermill, headless kernels, the lost-reply watchdog of prunedyn.book.build),
 on a copy of the notebook so the committed one is not touched, with the runs
 the chapters need already cached (run ``make book`` first). Records each
 execution's seconds and every lost reply the watchdog caught. Writes
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from hardware import provenance
 
-from prunedyn.run import book
-from prunedyn.run.study import repo_root
+from prunedyn.book import build as book
+from prunedyn.book.study import repo_root
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--repeat", type=int, default=20)

@@ -9,7 +9,7 @@ does (one per core at once, the longest first). Prints seconds per chapter, the
 wall-clock total, and its ratio to the 30-minute budget of a cold two-core build
 (the install, which `make book` adds, is not counted). ``--warm`` keeps the
 repository's runs/ cache. Writes benchmarks/results/book-time.json, whose
-``chapters_seconds`` also order a fresh clone's chapters (prunedyn.run.book).
+``chapters_seconds`` also order a fresh clone's chapters (prunedyn.book.build).
 """
 import argparse
 import json
@@ -27,7 +27,7 @@ args = parser.parse_args()
 with tempfile.TemporaryDirectory(prefix="prunedyn-runs-") as cache:
     if not args.warm:
         os.environ["PRUNEDYN_RUNS"] = cache  # inherited by the papermill kernels
-    from prunedyn.run.book import main
+    from prunedyn.book.build import main
 
     report = main("quick", execute=True)
 budget = 30 * 60

@@ -146,7 +146,7 @@ def conv_pair(name: str, batch: int):
 
 def mlp_pair(batch: int):
     from prunedyn.data.datasets import load_dataset
-    from prunedyn.run.study import load_model, regularizer_comparison
+    from prunedyn.book.study import load_model, regularizer_comparison
 
     runs = regularizer_comparison("quick")
     dense, pruned = load_model(runs["dense"]), load_model(runs["l2"])

@@ -59,7 +59,8 @@ from hardware import cpu_name  # benchmarks/hardware.py (the script's folder is 
 from prunedyn.atomic import atomic_write_json, atomic_write_text
 from prunedyn.data.datasets import DatasetBundle, load_dataset
 from prunedyn.run.config import load_config
-from prunedyn.run.experiments import build, train_epoch, train_path
+from prunedyn.run.device import train_path
+from prunedyn.run.experiments import build, train_epoch
 
 #: path name -> the ``train`` section's settings
 PATHS = {

@@ -42,7 +42,7 @@ from prunedyn.analysis.latency import speed_table
 from hardware import cpu_name, provenance  # benchmarks/hardware.py (the script's folder is on sys.path)
 from prunedyn.atomic import atomic_write_json, atomic_write_text
 from prunedyn.data.datasets import load_dataset
-from prunedyn.run.study import load_model, regularizer_comparison
+from prunedyn.book.study import load_model, regularizer_comparison
 from prunedyn.structure.surgery import compact
 
 

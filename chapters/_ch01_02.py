@@ -27,7 +27,8 @@ from matplotlib.ticker import PercentFormatter
 from prunedyn import get_kernel
 from prunedyn.analysis import seeds as S
 from prunedyn.plots import weights as W
-from prunedyn.run.study import RunResult, seeded_comparison
+from prunedyn.book import sampling as SMP
+from prunedyn.book.study import RunResult, seeded_comparison
 
 RUNS = ("none", "l1", "l2", "dense")
 PRUNED = ("none", "l1", "l2")
@@ -119,7 +120,7 @@ def realised_deviation(w: torch.Tensor, kernel: str, sigma: float, seed: int) ->
     kap = get_kernel(kernel)(w.detach().double(), sigma)
     expected = float(kap.mean())
     sd = float((kap * (1 - kap)).sum().sqrt()) / kap.numel()
-    realised = float(W.sample_prune_mask(w, kernel, sigma, seed=seed).double().mean())
+    realised = float(SMP.sample_prune_mask(w, kernel, sigma, seed=seed).double().mean())
     return (realised - expected) / sd
 
 
@@ -385,7 +386,7 @@ def plot_quantiles_over_seeds(
 
 def pruned_config(profile: str, run: str = "l2", seed: int = FIGURE_SEED):
     """The resolved config of one run of the comparison (read without training anything)."""
-    from prunedyn.run.study import comparison_table, resolve
+    from prunedyn.book.study import comparison_table, resolve
 
     return resolve(
         "mlp-mnist", [*comparison_table(profile, "mlp-mnist")[run], f"seed={seed}"], profile

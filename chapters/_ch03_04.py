@@ -2,7 +2,7 @@
 glued into the prose.
 
 Every table function takes ``{run: [RunResult per seed]}`` (what
-:func:`prunedyn.run.study.seeded_comparison` returns) and gives a long table
+:func:`prunedyn.book.study.seeded_comparison` returns) and gives a long table
 with one row per run, seed and whatever else, so that each claim of the
 chapters is read over all seeds. The chapters' notebooks run with
 ``cwd=chapters``, so they ``import _ch03_04``; the book does not render this
@@ -20,7 +20,7 @@ import torch
 from prunedyn.analysis import dependency as dep
 from prunedyn.analysis.seeds import mean_std_text
 from prunedyn.core.pruning import prunable_weights
-from prunedyn.run.study import load_model
+from prunedyn.book.study import load_model
 from prunedyn.structure.surgery import compact
 
 LAYERS = ("net.fc1", "net.fc2")

@@ -16,9 +16,9 @@ import torch
 
 from prunedyn import prunable_weights
 from prunedyn.analysis import seeds as S
-from prunedyn.analysis import tradeoffs as T
+from prunedyn.book import tradeoffs as T
 from prunedyn.run.experiments import initial_model_from_run
-from prunedyn.run.study import RunResult, run_many
+from prunedyn.book.study import RunResult, run_many
 
 #: The book's running example (chapters 1 to 4), as named in the phase sweep's table.
 STUDY_SETTING = "swp+l2, lam=0.005, sigma=0.003"
@@ -117,7 +117,7 @@ def with_mean_sd(table: pd.DataFrame, key: str = "seed") -> pd.DataFrame:
 # ---------------------------------------------------------------- computed runs
 def run_table(results: Mapping[str, Sequence[RunResult]]) -> pd.DataFrame:
     """One row per run and seed: accuracy, node and weight counts of the chapter's own runs."""
-    from prunedyn.run.study import summary_table
+    from prunedyn.book.study import summary_table
 
     t = summary_table(results)
     t["nodes_removed"] = t["dead_node_fraction"]

@@ -1,8 +1,8 @@
 """Shared settings of chapters 6-8 (VGG-16, U-Net, X-ray CNN): the scale of their quick runs.
 
 The three chapters compare SWP + L2 with the dense network of the same budget over
-the seeds of :data:`prunedyn.run.study.SEEDS`; in the quick profile the VGG-16 and
-U-Net runs are made smaller than :data:`prunedyn.run.study.QUICK` (a quarter
+the seeds of :data:`prunedyn.book.study.SEEDS`; in the quick profile the VGG-16 and
+U-Net runs are made smaller than :data:`prunedyn.book.study.QUICK` (a quarter
 (VGG-16) or half (U-Net) of the training images, the batch shrunk alike so that
 the number of SGD steps per epoch stays, fewer epochs; the U-Net also
 scores on half of the test tiles) so that all three chapters train in about 12 minutes on a
@@ -19,8 +19,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from prunedyn.analysis import baselines as B
-from prunedyn.run import study
+from prunedyn.book import baselines as B
+from prunedyn.book import study
 
 #: Overrides on top of the quick profile (none in the full profile).
 QUICK_SCALE: Dict[str, Sequence[str]] = {
@@ -127,7 +127,7 @@ def recorded(preset: str, kind: str = "baselines") -> pd.DataFrame:
     """The recorded sweep table of ``preset`` (``kind``: ``baselines`` or ``schedule``), with
     ``node_fraction``: the share of the conv filters removed for VGG-16 (what the paper counts;
     its classifier's hidden units are left out), the share of all nodes otherwise."""
-    from prunedyn.analysis import conv_report as R
+    from prunedyn.book import conv_report as R
 
     name = (RECORDS if kind == "baselines" else SCHEDULES)[preset]
     table = pd.read_csv(RESULTS / f"{name}.csv")
@@ -160,7 +160,7 @@ def gap_unit(metric: str) -> str:
 
 
 def method_frame(mt: pd.DataFrame, metric: str, table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`prunedyn.analysis.baselines.method_table` as the chapters print it."""
+    """:func:`prunedyn.book.baselines.method_table` as the chapters print it."""
     lam = table.groupby("label")["regularizer.lam"].first()
     unit = "%" if metric == "test_accuracy" else ""
     return pd.DataFrame(
@@ -434,7 +434,7 @@ class Study:
         return method_frame(self.methods.loc[["dense", *SCOPES]], self.metric, self.table)
 
     def plot_costs(self, title: str = ""):
-        from prunedyn.plots.tradeoffs import plot_method_costs
+        from prunedyn.book.tradeoff_plots import plot_method_costs
 
         return plot_method_costs(
             self.table,
@@ -446,12 +446,12 @@ class Study:
         )
 
     def plot_staged(self, title: str = ""):
-        from prunedyn.plots.tradeoffs import plot_staged
+        from prunedyn.book.tradeoff_plots import plot_staged
 
         return plot_staged(self.staged, self.metric, title=title)
 
     def plot_schedule(self, title: str = ""):
-        from prunedyn.plots.tradeoffs import plot_schedule
+        from prunedyn.book.tradeoff_plots import plot_schedule
 
         return plot_schedule(self.schedule_arms, self.metric, title=title)
 

@@ -8,7 +8,7 @@ another chapter does not train.
 The verdict rule (the book's own), in order:
 
 1. **The gate.** A row that compares with a dense network first checks that the
-   dense reference is competent at its scale (:mod:`prunedyn.analysis.competence`:
+   dense reference is competent at its scale (:mod:`prunedyn.book.competence`:
    converged, and far above a trivial model on the same data). A row that fails
    the gate is *not testable at this scale* and gets no verdict.
 2. **The paper's method only.** A claim is judged on SWP with L1 or L2. Rows of
@@ -37,10 +37,11 @@ from torch import nn
 
 from _ch06_08 import markdown as markdown_table  # one pipe-table writer for chapters 6-9
 from prunedyn import StochasticWeightPruner, get_kernel
-from prunedyn.analysis import competence as K
+from prunedyn.book import competence as K
 from prunedyn.analysis import dependency as dep
 from prunedyn.analysis import seeds as S
-from prunedyn.analysis import tradeoffs as T
+from prunedyn.book import tradeoffs as T
+from prunedyn.book import fronts as FR
 
 #: "Little loss": the largest mean paired gap to the dense network that still counts as little.
 TOLERANCE: Dict[str, float] = {"test_accuracy": 0.015, "test_dice": 0.02, "test_auc": 0.02}
@@ -474,7 +475,7 @@ def recorded_mlp_best(phase: pd.DataFrame, min_removed: float = 0.5) -> pd.DataF
 
 def recorded_vgg_row(rec: pd.DataFrame) -> Row:
     """Claim 3 for VGG-16 at full scale, from
-    :func:`prunedyn.analysis.conv_report.load_recorded`'s table
+    :func:`prunedyn.book.conv_report.load_recorded`'s table
     (filters removed, gap to the best dense run of the same epochs): the pruned run with the best
     verdict (ties: the smallest gap)."""
     target, tol = PAPER_FRACTION["vgg16-cifar10"], TOLERANCE["test_accuracy"]
@@ -536,7 +537,7 @@ def recorded_conv_best_row(
     method and strength (``label``), the one with the smallest mean paired gap among those whose
     mean dead share reaches the paper's; if none does, the one removing the most. Chosen on the
     test metric among many settings: an optimistic pick, which the row says."""
-    from prunedyn.analysis import baselines as B
+    from prunedyn.book import baselines as B
 
     metric = PRESET_METRIC[preset]
     target, tol = PAPER_FRACTION[preset], TOLERANCE[metric]
@@ -607,7 +608,7 @@ def recorded_conv_best_row(
 def conv_claim4_row(
     preset: str, staged: pd.DataFrame, scale: str, nodes: str = "dead_node_fraction"
 ) -> Row:
-    """Claim 4 for a conv net: ``staged`` is :func:`prunedyn.analysis.baselines.staged_table` of its
+    """Claim 4 for a conv net: ``staged`` is :func:`prunedyn.book.baselines.staged_table` of its
     recorded comparison (the SWP + L2 network, then compacted, weight-pruned further and
     fine-tuned),
     with the dead share in column ``nodes``."""
@@ -916,7 +917,7 @@ def staged_runs(profile: str, seeds: Sequence[int], levels: Sequence[float], epo
     table (one row per seed and arm) and the source runs per seed."""
     import _ch05
     from prunedyn.data.datasets import load_dataset
-    from prunedyn.run.study import COMPARISON, resolve, run_many
+    from prunedyn.book.study import COMPARISON, resolve, run_many
 
     base = run_many(
         [("mlp-mnist", [*COMPARISON[k], f"seed={s}"]) for s in seeds for k in ("l2", "dense")],
@@ -1157,8 +1158,8 @@ def plot_headline(rows: Sequence[Row]):
 
 def trivial_metrics(preset: str, overrides: Sequence[str] = ()) -> Dict[str, float]:
     """The gate's trivial model on the data ``preset`` (with ``overrides``) trains and tests on:
-    :func:`prunedyn.analysis.competence.trivial_segmenter` for the U-Net, else
-    :func:`~prunedyn.analysis.competence.trivial_classifier`. Seconds on a CPU."""
+    :func:`prunedyn.book.competence.trivial_segmenter` for the U-Net, else
+    :func:`~prunedyn.book.competence.trivial_classifier`. Seconds on a CPU."""
     from prunedyn.data.datasets import load_dataset
     from prunedyn.run.config import load_config
 
@@ -1220,11 +1221,11 @@ FRONT_COLOR = {
 def front_choices(table: pd.DataFrame, tol: float = TOLERANCE["test_accuracy"]) -> pd.DataFrame:
     """Per method, the setting chosen on the validation split (the largest mean node share
     whose mean
-    paired validation gap is at most ``tol``: :func:`prunedyn.analysis.tradeoffs.choose_within`),
+    paired validation gap is at most ``tol``: :func:`prunedyn.book.tradeoffs.choose_within`),
     with its test gap beside it: the only place the test set is read. Gaps in accuracy
     (fractions)."""
-    val, test = T.paired_front(table, split="val"), T.paired_front(table, split="test")
-    chosen = T.choose_within(val, tol)
+    val, test = FR.paired_front(table, split="val"), FR.paired_front(table, split="test")
+    chosen = FR.choose_within(val, tol)
     t = test.set_index("setting")
     chosen["test_gap_mean"] = [t.loc[s, "gap_mean"] for s in chosen["setting"]]
     chosen["test_gap_std"] = [t.loc[s, "gap_std"] for s in chosen["setting"]]
@@ -1276,16 +1277,16 @@ def front_best_table(table: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
 
 def headline_frame(table: pd.DataFrame, z: float = 2.0) -> pd.DataFrame:
     """The paper's methods' trade-off numbers on the validation split
-    (:func:`prunedyn.analysis.tradeoffs.headline_share`): against each context method alone and
+    (:func:`prunedyn.book.tradeoffs.headline_share`): against each context method alone and
     against the better of them, the largest node share at which the method's mean gap stays within
     the baseline front's gap at that share plus ``z`` standard errors of the difference. Hidden
     columns (``_<baseline>``): the Series, for the prose and the checks."""
-    val = T.paired_front(table, split="val")
+    val = FR.paired_front(table, split="val")
     out = []
     for m in PAPER_METHODS:
         row = {"method": FRONT_NAME[m]}
         for b in (*CONTEXT_METHODS, None):
-            h = T.headline_share(val, m, [b] if b else list(CONTEXT_METHODS), z=z)
+            h = FR.headline_share(val, m, [b] if b else list(CONTEXT_METHODS), z=z)
             name = f"against {FRONT_NAME[b]}" if b else "against the better of them"
             row[name] = (
                 "none"
@@ -1306,7 +1307,7 @@ def plot_fronts(table: pd.DataFrame, chosen: pd.DataFrame, tol: float = TOLERANC
     sparsity)."""
     from matplotlib.figure import Figure
 
-    val = T.paired_front(table, split="val")
+    val = FR.paired_front(table, split="val")
     fig = Figure(figsize=(10.5, 4.4), layout="constrained")
     ax, bx = fig.subplots(1, 2)
     for m in PAPER_METHODS + CONTEXT_METHODS:

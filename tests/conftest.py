@@ -34,7 +34,7 @@ def data_copy(tmp_path, monkeypatch):
 
 
 def prunedyn_cmd(*args):
-    return [sys.executable, "-m", "prunedyn.run.cli", *map(str, args)]
+    return [sys.executable, "-m", "prunedyn.cli", *map(str, args)]
 
 
 def run_cli(*args, env=None, timeout=600):

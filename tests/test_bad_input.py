@@ -1,6 +1,6 @@
 """Bad input, as a new user meets it, across run, resume, compact, sweep and data.
 
-Every case goes through the command line (``prunedyn.run.cli.main``, in process) and must
+Every case goes through the command line (``prunedyn.cli.main``, in process) and must
 end the same way: exit code 2, one line on stderr that starts ``prunedyn: error:`` and names
 the problem, no traceback, and nothing written or deleted anywhere under the test's folder
 (the working directory too: no ``runs/`` appears). Cases that need a run folder start from a
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL
-from prunedyn.run.cli import main
+from prunedyn.cli import main
 
 
 def sets(*extra):

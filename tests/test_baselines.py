@@ -9,8 +9,9 @@ from torch.nn.utils import prune
 from prunedyn.core.interop import TorchL1Unstructured, export_masks, import_masks, masks_from_torch_prune
 from prunedyn.models import MLP
 from prunedyn.structure.nodes import model_nodes
-from prunedyn.core.pruning import RandomPruner, TargetedDropout, prunable_weights
-from prunedyn.run.cli import main
+from prunedyn.core.baseline_pruners import RandomPruner, TargetedDropout
+from prunedyn.core.pruning import prunable_weights
+from prunedyn.cli import main
 from conftest import SMALL
 
 

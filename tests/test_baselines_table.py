@@ -1,8 +1,8 @@
-"""prunedyn.analysis.baselines: paired gaps per method and the claim-4 staged table."""
+"""prunedyn.book.baselines: paired gaps per method and the claim-4 staged table."""
 import pandas as pd
 import pytest
 
-from prunedyn.analysis import baselines as B
+from prunedyn.book import baselines as B
 
 
 def runs():
@@ -75,7 +75,7 @@ def test_staged_table_reads_the_dead_share_from_the_named_column():
 
 
 def test_figures_draw_one_marker_group_per_method_and_arm():
-    from prunedyn.plots.tradeoffs import plot_method_costs, plot_staged
+    from prunedyn.book.tradeoff_plots import plot_method_costs, plot_staged
 
     t = runs()
     t = pd.concat([t, t[t["label"] == "slimming"].assign(label="slimming@0.1", dead_node_fraction=0.5)], ignore_index=True)
@@ -90,7 +90,7 @@ def test_figures_draw_one_marker_group_per_method_and_arm():
 
 
 def test_schedule_table_pairs_the_gap_at_each_budget():
-    from prunedyn.plots.tradeoffs import plot_schedule
+    from prunedyn.book.tradeoff_plots import plot_schedule
 
     rows = []
     for epochs, (dense, l2, dead) in {10: ((0.80, 0.82, 0.78), (0.70, 0.75, 0.72), 0.3), 20: ((0.85, 0.86, 0.84), (0.84, 0.86, 0.85), 0.5)}.items():

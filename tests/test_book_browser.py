@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from prunedyn.run.book import build_html, chapter_notebooks
+from prunedyn.book.build import build_html, chapter_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"

@@ -1,8 +1,8 @@
-"""prunedyn.run.book: a chapter whose cell runs over the time limit is executed once more."""
+"""prunedyn.book.build: a chapter whose cell runs over the time limit is executed once more."""
 import nbformat
 import pytest
 
-from prunedyn.run.book import execute_notebook
+from prunedyn.book.build import execute_notebook
 
 
 def notebook(path, source):
@@ -41,8 +41,8 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from prunedyn.run import book as B  # noqa: E402
-from prunedyn.run.study import repo_root  # noqa: E402
+from prunedyn.book import build as B  # noqa: E402
+from prunedyn.book.study import repo_root  # noqa: E402
 
 CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from prunedyn.run.cli import main
+from prunedyn.cli import main
 from conftest import SMALL, prunedyn_cmd, run_cli
 
 # Bad input (a bad key or value, a file that does not parse, damaged data): tests/test_bad_input.py.
@@ -155,7 +155,7 @@ def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path):
 
 
 def test_the_run_lock_never_writes_through_a_link_and_is_removed_after_the_run(tmp_path):
-    from prunedyn.run.experiments import RunError, folder_lock
+    from prunedyn.run.folders import RunError, folder_lock
 
     out = tmp_path / "runs" / "a"
     with folder_lock(out):
@@ -317,8 +317,11 @@ def test_version_and_every_key_with_its_default_and_allowed_values_in_run_help(c
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = capsys.readouterr().out
-    assert "pruner.kernel            default 'gaussian'; one of gaussian, laplace, hard" in out
-    assert "optimizer.lr             default 0.05; > 0" in out
+    assert (
+        "pruner.kernel          SWP: kappa(w; sigma), the probability of zeroing a weight w; "
+        "default 'gaussian'; one of gaussian, laplace, hard"
+    ) in out
+    assert "optimizer.lr           learning rate; default 0.05; > 0" in out
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
-"""prunedyn.analysis.competence: the gate a dense reference passes before any pruning verdict."""
+"""prunedyn.book.competence: the gate a dense reference passes before any pruning verdict."""
 import pytest
 import torch
 
-from prunedyn.analysis import competence as K
+from prunedyn.book import competence as K
 
 
 def test_a_converged_reference_far_above_the_trivial_model_is_competent():

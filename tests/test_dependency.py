@@ -21,11 +21,11 @@ from prunedyn.analysis.dependency import (
     l1_drive,
     layer_death_order,
     layer_status,
-    model_imbalance,
     predicted_rate,
-    track_imbalance,
 )
+from prunedyn.book.balance import model_imbalance, track_imbalance
 from prunedyn.models import MLP
+from prunedyn.book import balance as BAL
 from prunedyn.plots import nodes as pn
 
 
@@ -281,15 +281,15 @@ def test_node_figures_have_expected_axes():
 
     dyn = Dynamics(0.05, 0.9, 0.005, "l2", 157)
     dec = imbalance_decay(_synthetic_nodes([0.2, 0.1], 0.5), dyn)
-    fig = pn.plot_imbalance_decay({"l2": dec}, predicted=["l2"])
+    fig = BAL.plot_imbalance_decay({"l2": dec}, predicted=["l2"])
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 2 and fig.axes[0].get_yscale() == "log"
 
     x, y = _data(n=32)
     tr = track_imbalance(_mlp(), x.double(), y, lr=0.01, steps=20, every=5)
-    fig = pn.plot_tracked_imbalance({"none": tr}, {"none": 0.0})
+    fig = BAL.plot_tracked_imbalance({"none": tr}, {"none": 0.0})
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 16 + 1
 
     s = aligned_summary(aligned_to_death(nodes, first_death(nodes), "in", (-1, 1)))
     assert len(pn.plot_aligned_norms({"l2": s}).axes) == 1
     drive = l1_drive(_synthetic_nodes([0.2, 0.1], 0.1), Dynamics(0.05, 0.9, 1e-4, "l1", 157))
-    assert len(pn.plot_l1_drive(drive, [0, 1]).axes) == 2
+    assert len(BAL.plot_l1_drive(drive, [0, 1]).axes) == 2

@@ -18,15 +18,8 @@ import torch
 from prunedyn.data.datasets import DatasetBundle, augment_batch, crop_flip, crop_flip_draws
 from prunedyn.run.backends import WORKER_SLOT, take_worker_slot
 from prunedyn.run.config import ConfigError, config_hash, from_dict, load_config
-from prunedyn.run.experiments import (
-    TrainingDiverged,
-    build,
-    recorded_train_path,
-    resolve_device,
-    run,
-    train_epoch,
-    worker_gpu,
-)
+from prunedyn.run.device import recorded_train_path, resolve_device, worker_gpu
+from prunedyn.run.experiments import TrainingDiverged, build, run, train_epoch
 from prunedyn.tasks.scoring import dihedral, dihedral_draws, dihedral_gather
 
 TINY_VGG = {"model": {"name": "vgg16", "width": 0.0625}, "data": {"batch_size": 16, "augment": True},

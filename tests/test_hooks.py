@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import prunedyn
 from prunedyn import attach
 from prunedyn.core.hooks import PruningHooks
-from prunedyn.core.pruning import StochasticWeightPruner, TargetedDropout, prunable_weights
+from prunedyn.core.pruning import StochasticWeightPruner, prunable_weights
 from prunedyn.core.regularization import make_regularizer
 from prunedyn.data.datasets import DatasetBundle
 from prunedyn.models import MLP

@@ -1,8 +1,10 @@
 """The package layout: no import cycles between modules or between subpackages.
 
 Data flows one way: core/structure (the method) -> data/models/tasks -> run
-(config, experiments, records) -> analysis -> plots. Every import of a
-``prunedyn`` module at module level or inside a function counts.
+(config, experiments, records); analysis and plots read records and tables and
+import no run code; the book's own code (``prunedyn.book``) may import all of
+them, and nothing in the library imports it. Every import of a ``prunedyn``
+module at module level or inside a function counts.
 """
 import ast
 from pathlib import Path
@@ -20,8 +22,9 @@ ALLOWED = {
     "models": {"core", "structure"},
     "tasks": {"data"},
     "run": {"core", "structure", "data", "models", "tasks"},
-    "analysis": {"core", "structure", "data", "models", "tasks", "run"},
+    "analysis": {"core", "structure", "data", "models", "tasks"},  # not run: tables in, tables out
     "plots": {"core", "structure", "data", "models", "tasks", "analysis"},  # not run: figures need no experiment
+    "book": {"core", "structure", "data", "models", "tasks", "run", "analysis", "plots"},
 }
 
 
@@ -93,3 +96,12 @@ def test_no_module_import_cycles():
 
 
 _graph_keys = set(_graph())
+
+
+def test_the_library_is_small_and_its_modules_fit_in_a_head():
+    """The library (all of prunedyn but the book's own code) is at most 10,000 lines, and no module
+    anywhere in the package is over 600."""
+    sizes = {p.relative_to(PKG).as_posix(): len(p.read_text().splitlines()) for p in PKG.rglob("*.py")}
+    library = sum(n for name, n in sizes.items() if not name.startswith("book/"))
+    assert library <= 10_000, library
+    assert not {name: n for name, n in sizes.items() if n > 600}

@@ -1,4 +1,4 @@
-"""prunedyn.plots.architecture and prunedyn.analysis.conv_report: the VGG chapter's figures and numbers."""
+"""prunedyn.book.architecture and prunedyn.book.conv_report: the VGG chapter's figures and numbers."""
 from pathlib import Path
 
 import matplotlib
@@ -11,8 +11,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from prunedyn.analysis import conv_report as C
-from prunedyn.plots import architecture as A
+from prunedyn.book import conv_report as C
+from prunedyn.book import architecture as A
 from prunedyn.structure.surgery import compact, count_params
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""prunedyn.plots.segmentation: the U drawing, the overlays and the skip-channel bookkeeping."""
+"""prunedyn.book.segmentation: the U drawing, the overlays and the skip-channel bookkeeping."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from prunedyn.models import UNet
-from prunedyn.plots import segmentation as S
+from prunedyn.book import segmentation as S
 from prunedyn.tasks.segmentation import instances_from_classes
 from prunedyn.structure.surgery import compact
 

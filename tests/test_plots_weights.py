@@ -15,6 +15,7 @@ from torch import nn
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram
 from prunedyn.plots import static_slider
 from prunedyn.plots import weights as W
+from prunedyn.book import sampling as SMP
 
 
 def hist_rows(run, epoch, layer, w):
@@ -59,7 +60,7 @@ def test_kernel_reach_solves_kappa_equals_p(kernel, expected):
 
 def test_pruning_rate_table_is_the_mean_of_kappa():
     w = torch.tensor([0.0, 0.001, 0.01, 0.1])
-    t = W.pruning_rate_table({"w": w}, kernels=("hard", "gaussian"), sigmas=[0.005, 0.05])
+    t = SMP.pruning_rate_table({"w": w}, kernels=("hard", "gaussian"), sigmas=[0.005, 0.05])
     assert list(t.columns) == ["weights", "kernel", "sigma", "rate"]
     assert len(t) == 4
     hard = t[(t.kernel == "hard")].set_index("sigma")["rate"]
@@ -73,27 +74,27 @@ def test_pruning_rate_table_is_the_mean_of_kappa():
 def test_matched_sigma_hits_the_target_rate():
     w = torch.linspace(-0.05, 0.05, 10001)
     for kernel in ("gaussian", "laplace"):
-        s = W.matched_sigma(w, kernel, 0.3)
-        assert W.pruning_rate_table({"w": w}, [kernel], [s])["rate"].item() == pytest.approx(0.3, abs=1e-6)
+        s = SMP.matched_sigma(w, kernel, 0.3)
+        assert SMP.pruning_rate_table({"w": w}, [kernel], [s])["rate"].item() == pytest.approx(0.3, abs=1e-6)
     # for uniform weights the hard kernel with sigma=0.015 prunes 30%
-    assert W.matched_sigma(w, "hard", 0.3) == pytest.approx(0.015, rel=1e-3)
+    assert SMP.matched_sigma(w, "hard", 0.3) == pytest.approx(0.015, rel=1e-3)
 
 
 def test_sample_prune_mask_is_seeded_and_follows_kappa():
     w = torch.linspace(-0.05, 0.05, 200_001)
-    a = W.sample_prune_mask(w, "gaussian", 0.01, seed=3)
-    b = W.sample_prune_mask(w, "gaussian", 0.01, seed=3)
-    c = W.sample_prune_mask(w, "gaussian", 0.01, seed=4)
+    a = SMP.sample_prune_mask(w, "gaussian", 0.01, seed=3)
+    b = SMP.sample_prune_mask(w, "gaussian", 0.01, seed=3)
+    c = SMP.sample_prune_mask(w, "gaussian", 0.01, seed=4)
     assert torch.equal(a, b) and not torch.equal(a, c)
-    expected = W.pruning_rate_table({"w": w}, ["gaussian"], [0.01])["rate"].item()
+    expected = SMP.pruning_rate_table({"w": w}, ["gaussian"], [0.01])["rate"].item()
     assert float(a.float().mean()) == pytest.approx(expected, abs=0.005)
-    assert torch.equal(W.sample_prune_mask(w, "hard", 0.01), w.abs() < 0.01)
+    assert torch.equal(SMP.sample_prune_mask(w, "hard", 0.01), w.abs() < 0.01)
 
 
 def test_compare_with_threshold_counts_sets():
     w = torch.tensor([0.001, 0.002, 0.003, 0.02, 0.03, 0.04])
     drop = torch.tensor([True, False, True, False, True, False])  # spares 0.002, prunes 0.03
-    r = W.compare_with_threshold(w, 0.01, drop)
+    r = SMP.compare_with_threshold(w, 0.01, drop)
     assert r["threshold_rate"] == pytest.approx(0.5)
     assert r["rate"] == pytest.approx(0.5)
     assert r["jaccard"] == pytest.approx(2 / 4)
@@ -107,13 +108,13 @@ def test_prune_without_training_leaves_model_alone_and_prunes_copies():
     model = nn.Sequential(nn.Flatten(), nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))
     before = [p.clone() for p in model.parameters()]
     x, y = torch.randn(64, 20), torch.randint(0, 3, (64,))
-    t = W.prune_without_training(model, x, y, "gaussian", sigmas=[0.05, 0.2], applications=[1, 4, 16])
+    t = SMP.prune_without_training(model, x, y, "gaussian", sigmas=[0.05, 0.2], applications=[1, 4, 16])
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert list(t["applications"]) == [1, 4, 16, 1, 4, 16]
     for _, g in t.groupby("sigma"):
         assert g["weight_sparsity"].is_monotonic_increasing
     assert t[t.sigma == 0.2]["weight_sparsity"].iloc[0] > t[t.sigma == 0.05]["weight_sparsity"].iloc[0]
-    hard = W.prune_without_training(model, x, y, "hard", sigmas=[0.1])
+    hard = SMP.prune_without_training(model, x, y, "hard", sigmas=[0.1])
     n = sum(m.weight.numel() for m in (model[1], model[3]))
     below = sum(int((m.weight.abs() < 0.1).sum()) for m in (model[1], model[3]))
     assert hard["weight_sparsity"].item() == pytest.approx(below / n)
@@ -173,26 +174,26 @@ def test_sparsity_drops_finds_revivals():
 
 
 def test_shrinkage_paths_match_closed_forms():
-    l2 = W.shrinkage_path(0.1, "l2", lam=5e-3, lr=0.05, steps=100)
+    l2 = SMP.shrinkage_path(0.1, "l2", lam=5e-3, lr=0.05, steps=100)
     assert l2[-1] == pytest.approx(0.1 * (1 - 0.05 * 5e-3) ** 100, rel=1e-12)
-    l1 = W.shrinkage_path(0.1, "l1", lam=1e-3, lr=0.05, steps=100)
+    l1 = SMP.shrinkage_path(0.1, "l1", lam=1e-3, lr=0.05, steps=100)
     assert l1[100] == pytest.approx(0.1 - 100 * 0.05 * 1e-3, rel=1e-12)
     # L1 reaches zero in finite time: 0.1 / (lr lam) = 2000 steps, then chatters within lr*lam
-    l1_long = W.shrinkage_path(0.1, "l1", lam=1e-3, lr=0.05, steps=3000)
+    l1_long = SMP.shrinkage_path(0.1, "l1", lam=1e-3, lr=0.05, steps=3000)
     assert np.abs(l1_long[2001:]).max() <= 0.05 * 1e-3 + 1e-12
-    assert W.steps_to_reach(0.1, "l1", 1e-3, 0.05, level=0.05) == 1001
+    assert SMP.steps_to_reach(0.1, "l1", 1e-3, 0.05, level=0.05) == 1001
     # momentum 0.9 speeds the steady drift up by 1/(1-0.9) = 10
-    with_m = W.steps_to_reach(0.1, "l2", 5e-3, 0.05, level=0.01, momentum=0.9)
+    with_m = SMP.steps_to_reach(0.1, "l2", 5e-3, 0.05, level=0.01, momentum=0.9)
     assert with_m == pytest.approx(math.log(10) / (10 * 0.05 * 5e-3), rel=0.02)
     with pytest.raises(ValueError):
-        W.shrinkage_path(0.1, "l3", 1e-3, 0.05, 10)
+        SMP.shrinkage_path(0.1, "l3", 1e-3, 0.05, 10)
 
 
 # ---------------------------------------------------------------- figures
 
 
 def test_plot_kernels_draws_each_kernel_twice():
-    fig = W.plot_kernels(0.003)
+    fig = SMP.plot_kernels(0.003)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert [n_lines(ax) for ax in fig.axes] == [3, 3]
 
@@ -200,9 +201,9 @@ def test_plot_kernels_draws_each_kernel_twice():
 def test_plot_kernel_on_weights_reports_the_rate():
     w = torch.linspace(-0.05, 0.05, 1001)
     w[:10] = 0
-    fig = W.plot_kernel_on_weights(w, "laplace", 0.01, xmax=0.06)
+    fig = SMP.plot_kernel_on_weights(w, "laplace", 0.01, xmax=0.06)
     assert len(fig.axes) == 4  # two panels, each with its kappa twin axis
-    rate = W.pruning_rate_table({"w": w}, ["laplace"], [0.01])["rate"].item()
+    rate = SMP.pruning_rate_table({"w": w}, ["laplace"], [0.01])["rate"].item()
     title = fig._suptitle.get_text()
     assert f"{rate:.4f}" in title and "10 exact zeros" in title
     counts = fig.axes[0].patches[0].get_data().values  # first stairs: the weights
@@ -211,8 +212,8 @@ def test_plot_kernel_on_weights_reports_the_rate():
 
 def test_plot_pruning_rate_one_panel_per_weight_set():
     w = {"init": torch.rand(500) - 0.5, "trained": torch.randn(500)}
-    rates = W.pruning_rate_table(w, ("gaussian", "hard"), np.logspace(-3, 0, 7))
-    fig = W.plot_pruning_rate(rates, mark_sigma=0.01)
+    rates = SMP.pruning_rate_table(w, ("gaussian", "hard"), np.logspace(-3, 0, 7))
+    fig = SMP.plot_pruning_rate(rates, mark_sigma=0.01)
     assert len(fig.axes) == 2
     assert [n_lines(ax) for ax in fig.axes] == [2, 2]
 
@@ -220,7 +221,7 @@ def test_plot_pruning_rate_one_panel_per_weight_set():
 def test_plot_prune_probability_markers_are_bin_shares():
     w = torch.logspace(-3, -1, 4001, dtype=torch.float64)
     drop = w < 0.01
-    fig = W.plot_prune_probability(w, {"hard": drop}, {"hard": ("hard", 0.01)}, log_range=(1e-3, 1e-1), per_decade=4)
+    fig = SMP.plot_prune_probability(w, {"hard": drop}, {"hard": ("hard", 0.01)}, log_range=(1e-3, 1e-1), per_decade=4)
     ax = next(a for a in fig.axes if a.get_lines())
     pts = [ln for ln in ax.get_lines() if ln.get_label() == "hard: sampled"][0]
     y = pts.get_ydata()
@@ -231,7 +232,7 @@ def test_plot_prune_probability_markers_are_bin_shares():
 def test_plot_accuracy_vs_sparsity_one_line_per_hue():
     t = pd.DataFrame({"kernel": ["gaussian"] * 3 + ["hard"] * 3, "sigma": [0.01, 0.02, 0.03] * 2,
                       "weight_sparsity": [0.1, 0.5, 0.9, 0.1, 0.5, 0.9], "test_accuracy": [0.9, 0.8, 0.2, 0.9, 0.85, 0.3]})
-    fig = W.plot_accuracy_vs_sparsity(t, reference=0.95, annotate="sigma")
+    fig = SMP.plot_accuracy_vs_sparsity(t, reference=0.95, annotate="sigma")
     ax = fig.axes[0]
     assert n_lines(ax) == 3  # two kernels + the reference
     assert len(ax.texts) == 6
@@ -272,9 +273,9 @@ def test_metric_and_sparsity_curves(hist):
 
 
 def test_plot_shrinkage_paths_and_slider():
-    fig = W.plot_shrinkage_paths([0.03, 0.1], {"l1": 1e-4, "l2": 5e-3}, 0.05, 0.9, 2000, 157, sigma=0.003)
+    fig = SMP.plot_shrinkage_paths([0.03, 0.1], {"l1": 1e-4, "l2": 5e-3}, 0.05, 0.9, 2000, 157, sigma=0.003)
     assert n_lines(fig.axes[0]) == 4
-    s = static_slider([("a", fig), ("b", W.plot_kernels(0.01))], name="t", dpi=40)
+    s = static_slider([("a", fig), ("b", SMP.plot_kernels(0.01))], name="t", dpi=40)
     assert s.html().count('class="pds-frame"') == 2
     assert "max-width:100%" in s.html() and "height:auto" in s.html()
 

@@ -10,8 +10,8 @@ from torch import nn
 
 from prunedyn.core.kernels import get_kernel
 from prunedyn.models import MLP
+from prunedyn.core.baseline_pruners import MagnitudePruner
 from prunedyn.core.pruning import (
-    MagnitudePruner,
     NoPruner,
     StochasticWeightPruner,
     prunable_weights,

@@ -466,7 +466,7 @@ def test_slimming_pruner_removes_channels_for_good_and_compaction_is_exact():
     """pruner 'slimming' + L1 on the BatchNorm scales: scales below the threshold become exact
     zeros and stay zero (masked), those channels count as in-dead, and compaction removes them
     without changing the output; without the L1 term no scale falls below the threshold."""
-    from prunedyn.core.pruning import BatchNormScalePruner
+    from prunedyn.core.baseline_pruners import BatchNormScalePruner
     from prunedyn.structure.nodes import model_nodes
     from prunedyn.structure.surgery import compact
 
@@ -496,7 +496,7 @@ def test_slimming_pruner_removes_channels_for_good_and_compaction_is_exact():
 
 
 def test_slimming_pruner_needs_batchnorm_and_a_valid_threshold():
-    from prunedyn.core.pruning import BatchNormScalePruner
+    from prunedyn.core.baseline_pruners import BatchNormScalePruner
     from prunedyn.run.config import ConfigError, from_dict
 
     with pytest.raises(ValueError, match="BatchNorm"):

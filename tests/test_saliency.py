@@ -1,11 +1,11 @@
-"""prunedyn.analysis.saliency: occlusion sensitivity and input gradients on models whose answer is known."""
+"""prunedyn.book.saliency: occlusion sensitivity and input gradients on models whose answer is known."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from prunedyn.analysis import saliency as S
+from prunedyn.book import saliency as S
 from prunedyn.models import CXRNet
 
 
@@ -202,7 +202,7 @@ def test_map_summaries():
 
 
 # ---------------------------------------------------------------------------
-# the chest X-ray chapter's tables and figures (prunedyn.plots.xray)
+# the chest X-ray chapter's tables and figures (prunedyn.book.xray)
 # ---------------------------------------------------------------------------
 class FakeRun:
     def __init__(self, summary):
@@ -222,7 +222,7 @@ def test_summary_table_gaps_and_target():
     import matplotlib
 
     matplotlib.use("Agg")
-    from prunedyn.plots import xray as X
+    from prunedyn.book import xray as X
 
     runs = {
         ("dense", 0): FakeRun(fake_summary(0.99, 20, (10, 10))),
@@ -256,7 +256,7 @@ def test_xray_figures_and_helpers():
     import pandas as pd
 
     matplotlib.use("Agg")
-    from prunedyn.plots import xray as X
+    from prunedyn.book import xray as X
 
     labels = torch.tensor([2, 0, 1, 0, 2, 1, 0])
     assert X.examples_per_class(labels, per_class=2) == [1, 3, 2, 5, 0, 4]

@@ -2,7 +2,7 @@
 import pytest
 
 from prunedyn.run.config import ConfigError, config_hash
-from prunedyn.run.study import COMPARISON, COMPARISONS, QUICK_COMPARISONS, profile_overrides, resolve
+from prunedyn.book.study import COMPARISON, COMPARISONS, QUICK_COMPARISONS, profile_overrides, resolve
 
 
 def test_mlp_runs_keep_their_cache_keys():
@@ -48,7 +48,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from prunedyn.analysis import seeds as S  # noqa: E402
-from prunedyn.run import study  # noqa: E402
+from prunedyn.book import study  # noqa: E402
 from prunedyn.run.config import load_config  # noqa: E402
 from prunedyn.run.experiments import run  # noqa: E402
 

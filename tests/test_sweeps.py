@@ -140,7 +140,7 @@ def test_second_stage_points_start_from_their_sources_run_of_the_same_seed(tmp_p
     again = run_sweep(load_spec(tmp_path / "spec.yaml"), tmp_path / "out", workers=2, progress=False)
     pd.testing.assert_frame_equal(again, table)
     # the loader that reads a sweep still running rebuilds the same rows from the run folders
-    from prunedyn.analysis.tradeoffs import load_table
+    from prunedyn.book.tradeoffs import load_table
 
     (tmp_path / "out" / "summary.csv").unlink()
     rebuilt = load_table(tmp_path / "out", derived=False)
@@ -156,7 +156,7 @@ def test_cpu_scale_specs_repeat_the_chapters_live_runs(preset, name):
     from pathlib import Path
 
     from prunedyn.run.config import config_hash, load_config
-    from prunedyn.run.study import resolve
+    from prunedyn.book.study import resolve
     from prunedyn.run.sweeps import overrides_of
 
     root = Path(__file__).parents[1]
@@ -200,7 +200,7 @@ def test_killing_a_sweep_kills_its_pool_workers(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: orphans\nbase: mlp-mnist\nset:\n" + "".join(f"  - '{s}'\n" for s in [*SMALL, "epochs=50"])
                     + "grid:\n  - {pruner.sigma: [0.01, 0.02]}\nseeds: [0]\nworkers: 2\n")
-    proc = subprocess.Popen([sys.executable, "-m", "prunedyn.run.cli", "sweep", str(spec), "--out", str(tmp_path / "o"),
+    proc = subprocess.Popen([sys.executable, "-m", "prunedyn.cli", "sweep", str(spec), "--out", str(tmp_path / "o"),
                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, workers = time.time() + 120, []
     while time.time() < deadline and len(workers) < 2:
@@ -220,7 +220,7 @@ def test_killing_a_sweep_kills_its_pool_workers(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_point_stops_no_other_and_the_summary_keeps_the_finished(tmp_path, capsys):
-    from prunedyn.run.cli import main
+    from prunedyn.cli import main
 
     spec = tmp_path / "s.yaml"
     spec.write_text("name: partial\nbase: mlp-mnist\nset:\n" + "".join(f"  - '{s}'\n" for s in [*SMALL, "epochs=1"])

@@ -1,4 +1,4 @@
-"""Trade-off analysis (prunedyn.analysis.tradeoffs) and its figures: synthetic tables with known answers,
+"""Trade-off analysis (prunedyn.book.tradeoffs) and its figures: synthetic tables with known answers,
 and the loader on a tiny real sweep, complete and partial."""
 import json
 import math
@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from prunedyn.analysis import tradeoffs as T
-from prunedyn.plots import tradeoffs as P
+from prunedyn.book import tradeoffs as T
+from prunedyn.book import fronts as FR
+from prunedyn.book import tradeoff_plots as P
 from prunedyn.run.sweeps import load_spec, run_sweep
 
 
@@ -216,28 +217,28 @@ def test_fronts_on_the_validation_split_choose_and_compare_by_known_numbers():
     # validation scores: the test scores shifted, so that selection can be told from the test set
     t["val_accuracy"] = t["test_accuracy"] + np.where(t["setting"].str.contains("0.01"), 0.03, 0.0)
     with pytest.raises(KeyError, match="val_accuracy"):
-        T.paired_front(t.drop(columns="val_accuracy"))
-    f = T.paired_front(t).set_index("setting")
+        FR.paired_front(t.drop(columns="val_accuracy"))
+    f = FR.paired_front(t).set_index("setting")
     a, b = "swp+l2, lam=0.005", "swp+l2, lam=0.01"
     # paired gaps dense - setting per seed: a (0.02, 0.02, 0.02), b on validation (0.04, 0.01, 0.04)
     assert f.loc[a, "gap_mean"] == pytest.approx(0.02) and f.loc[a, "gap_std"] == pytest.approx(0.0, abs=1e-12)
     assert f.loc[b, "gap_mean"] == pytest.approx(0.03) and f.loc[b, "share_mean"] == pytest.approx(0.75)
     assert f.loc[b, "gap_se"] == pytest.approx(np.std([0.04, 0.01, 0.04], ddof=1) / math.sqrt(3))
     assert "dense" not in f.index and f.loc[a, "n"] == 3
-    front = T.paired_front(t)
+    front = FR.paired_front(t)
     # the most nodes within the tolerance on validation: a within 2.5 points, b (more nodes) within 3.5
-    chosen = T.choose_within(front, 0.025).set_index("method")
+    chosen = FR.choose_within(front, 0.025).set_index("method")
     assert chosen.loc["swp+l2", "setting"] == a  # b's validation gap is 0.03 > 0.025
-    assert T.choose_within(front, 0.035).set_index("method").loc["swp+l2", "setting"] == b
+    assert FR.choose_within(front, 0.035).set_index("method").loc["swp+l2", "setting"] == b
     # gap_at: linear between the dense origin and the method's points, nothing beyond its largest share
-    g, se = T.gap_at(front, 0.5, "swp+l2")
+    g, se = FR.gap_at(front, 0.5, "swp+l2")
     assert g == pytest.approx(0.02) and se == pytest.approx(0.0, abs=1e-12)
-    g, _ = T.gap_at(front, 0.25, "swp+l2")
+    g, _ = FR.gap_at(front, 0.25, "swp+l2")
     assert g == pytest.approx(0.01)
-    assert math.isnan(T.gap_at(front, 0.9, "swp+l2")[0])
+    assert math.isnan(FR.gap_at(front, 0.9, "swp+l2")[0])
     # a point beaten on both axes leaves the envelope: add a worse setting at a smaller share
     worse = pd.DataFrame([{"method": "swp+l2", "setting": "w", "share_mean": 0.4, "gap_mean": 0.05, "gap_se": 0.0}])
-    assert T.gap_at(pd.concat([front, worse]), 0.4, "swp+l2")[0] == pytest.approx(0.016)
+    assert FR.gap_at(pd.concat([front, worse]), 0.4, "swp+l2")[0] == pytest.approx(0.016)
 
 
 def test_headline_share_is_the_largest_share_within_the_measured_tolerance():
@@ -248,11 +249,11 @@ def test_headline_share_is_the_largest_share_within_the_measured_tolerance():
         {"method": "b", "setting": "b1", "share_mean": 0.6, "gap_mean": 0.020, "gap_se": 0.004},
         {"method": "b", "setting": "b2", "share_mean": 0.8, "gap_mean": 0.040, "gap_se": 0.000},
     ])
-    h = T.headline_share(front, "m", ["b"])
+    h = FR.headline_share(front, "m", ["b"])
     # m1: baseline at 0.3 is 0.010 (se 0.002) -> tol 0.010 + 2 sqrt(0.001^2 + 0.002^2) >= 0.010: within
     # m2: 0.020 + 2 sqrt(0.002^2 + 0.004^2) = 0.02894 < 0.030: not; m3: beyond b's front: no tolerance
     assert h["setting"] == "m1" and h["share_mean"] == 0.3
     assert h["margin"] == pytest.approx(2 * math.sqrt(0.001 ** 2 + 0.002 ** 2))
-    assert T.headline_share(front, "m", ["b"], z=3)["setting"] == "m2"
-    none = T.headline_share(front.assign(gap_mean=front["gap_mean"] + (front["method"] == "m") * 0.05), "m", ["b"])
+    assert FR.headline_share(front, "m", ["b"], z=3)["setting"] == "m2"
+    none = FR.headline_share(front.assign(gap_mean=front["gap_mean"] + (front["method"] == "m") * 0.05), "m", ["b"])
     assert none["setting"] is None and none["share_mean"] == 0.0

@@ -3,8 +3,8 @@ __version__ = "0.1.0"
 
 from prunedyn.core.hooks import attach  # noqa: E402
 from prunedyn.core.kernels import KERNELS, get_kernel, register_kernel  # noqa: E402
+from prunedyn.core.baseline_pruners import MagnitudePruner  # noqa: E402
 from prunedyn.core.pruning import (  # noqa: E402
-    MagnitudePruner,
     StochasticWeightPruner,
     prunable_weights,
     weight_sparsity,

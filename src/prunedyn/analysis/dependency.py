@@ -72,18 +72,13 @@ Every function here is a pure function of pandas tables (the ``nodes`` and
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
-from torch.nn import functional as F
 
-from prunedyn.core.pruning import prunable_weights
-from prunedyn.core.regularization import make_regularizer
 from prunedyn.structure.nodes import incoming_rows, node_layers, outgoing_columns
 
 STATUSES = ("alive", "in-dead", "out-dead", "both")
@@ -176,7 +171,7 @@ class Dynamics:
 
 
 def run_dynamics(result) -> Dynamics:
-    """:class:`Dynamics` of a :class:`prunedyn.run.study.RunResult` (SGD only).
+    """:class:`Dynamics` of a :class:`prunedyn.book.study.RunResult` (SGD only).
 
     Steps per epoch are read from the metrics table (``step / epoch``).
     """
@@ -474,97 +469,6 @@ def aligned_summary(aligned: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------
 # the laws on a live model
 # --------------------------------------------------------------------------
-@torch.no_grad()
-def model_imbalance(model: nn.Module) -> pd.DataFrame:
-    """Per node of a live model: ``layer, node, in_sq`` (``||w_in||^2`` including the
-    bias), ``bias_sq``, ``out_sq``, ``delta = in_sq - out_sq`` and
-    ``delta_weights = delta - bias_sq`` (the part L2 on weights contracts exactly)."""
-    rows = []
-    for layer in node_layers(model):
-        w_in = incoming_rows(layer.producer).detach().double()
-        n = w_in.shape[0]
-        bias = layer.producer.bias
-        b2 = bias.detach().double() ** 2 if bias is not None else torch.zeros(n, dtype=torch.float64)
-        out_sq = torch.zeros(n, dtype=torch.float64)
-        for c in layer.consumers:
-            out_sq += outgoing_columns(c, n).detach().double().pow(2).sum(1)
-        in_sq = w_in.pow(2).sum(1) + b2
-        for j in range(n):
-            rows.append(
-                {
-                    "layer": layer.name,
-                    "node": j,
-                    "in_sq": float(in_sq[j]),
-                    "bias_sq": float(b2[j]),
-                    "out_sq": float(out_sq[j]),
-                    "delta": float(in_sq[j] - out_sq[j]),
-                    "delta_weights": float(in_sq[j] - b2[j] - out_sq[j]),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def tracked_summary(track: pd.DataFrame, lam: float = 0.0) -> pd.DataFrame:
-    """Per node of a :func:`track_imbalance` table: ``delta0``, ``delta_end``, the
-    end-to-start ratio against the law ``exp(-2 lam t_end)`` (``ratio``,
-    ``law``, ``rel_error = ratio / law - 1``), the absolute drift
-    ``|delta_end - delta0|`` and, for scale, how much ``||w_in||^2`` itself
-    moved (``in_sq_change``)."""
-    t0, t1 = track["t"].min(), track["t"].max()
-    a = track[track["t"] == t0].set_index(["layer", "node"])
-    b = track[track["t"] == t1].set_index(["layer", "node"])
-    out = pd.DataFrame({"delta0": a["delta"], "delta_end": b["delta"]})
-    out["ratio"] = out["delta_end"] / out["delta0"]
-    out["law"] = math.exp(-2.0 * lam * t1) if t0 == 0 else math.exp(-2.0 * lam * (t1 - t0))
-    out["rel_error"] = out["ratio"] / out["law"] - 1.0
-    out["drift"] = (out["delta_end"] - out["delta0"]).abs()
-    out["in_sq_change"] = (b["in_sq"] - a["in_sq"]).abs()
-    return out.reset_index()
-
-
-def track_imbalance(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    lr: float,
-    steps: int,
-    regularizer: str = "none",
-    lam: float = 0.0,
-    momentum: float = 0.0,
-    every: int = 1,
-) -> pd.DataFrame:
-    """Train ``model`` in place by full-batch SGD on ``(x, y)`` and record every node's imbalance.
-
-    Cross-entropy loss; the regularizer is prunedyn's (weights only) through
-    :func:`prunedyn.core.regularization.make_regularizer`; no pruning. Rows every
-    ``every`` steps (and at step 0): ``step, t`` (:func:`effective_time`),
-    ``loss`` and the columns of :func:`model_imbalance`.
-    """
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    reg = make_regularizer(regularizer, lam)
-    weights = list(prunable_weights(model).values())
-    frames = []
-
-    def record(step: int, loss: float) -> None:
-        df = model_imbalance(model)
-        df.insert(0, "loss", loss)
-        df.insert(0, "t", float(effective_time(step, lr, momentum)))
-        df.insert(0, "step", step)
-        frames.append(df)
-
-    model.train()
-    for step in range(steps + 1):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        if step % every == 0 or step == steps:
-            record(step, float(loss.detach()))
-        if step == steps:
-            break
-        loss.backward()
-        reg.add_gradient(weights)
-        opt.step()
-    return pd.concat(frames, ignore_index=True)
 
 
 # --------------------------------------------------------------------------

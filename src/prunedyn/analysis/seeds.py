@@ -7,7 +7,7 @@ between two settings is therefore read **paired by seed**: for seeds
 ``mean(d)`` against its spread ``std(d)`` (ddof=1), not about one seed.
 
 Input tables have one row per run and seed (``run``, ``seed`` and metric
-columns), as :func:`prunedyn.run.study.summary_table` returns them.
+columns), as :func:`prunedyn.book.study.summary_table` returns them.
 
 The verdict :func:`compare` gives is the book's own rule, chosen so that it
 does not flip with seed noise or with the CPU: a difference is called

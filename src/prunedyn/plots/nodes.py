@@ -352,69 +352,6 @@ def plot_inout_scatter(
     return fig
 
 
-def plot_imbalance_decay(
-    decays: Mapping[str, pd.DataFrame],
-    layers: Optional[Sequence[str]] = None,
-    x: str = "epoch",
-    predicted: Sequence[str] = (),
-    colors: Optional[Mapping[str, str]] = None,
-    ylim=None,
-) -> Figure:
-    """rms imbalance ``sqrt(mean_j delta_j^2)`` over time, one panel per layer (log y).
-
-    ``decays``: ``{label: imbalance_decay(...) table}``; for each label in
-    ``predicted`` the law ``rms(0) exp(-2 lam t)`` is drawn dashed in the
-    same colour. ``x`` is ``"epoch"`` or ``"t"`` (flow time).
-    """
-    first = next(iter(decays.values()))
-    names = _layer_names(first, layers)
-    fig = Figure(figsize=(4.3 * len(names), 3.4), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
-    observed_min = min(float(dec["rms"][dec["rms"] > 0].min()) for dec in decays.values())
-    for ax, layer in zip(axes, names):
-        for i, (label, dec) in enumerate(decays.items()):
-            d = dec[dec["layer"] == layer].sort_values(x)
-            color = (colors or {}).get(label, f"C{i % 10}")
-            ax.plot(d[x], d["rms"], color=color, lw=1.8, marker="o", ms=3, label=label)
-            if label in predicted:
-                ax.plot(d[x], d["predicted"], color=color, lw=1.3, ls="--", label=f"{label}: predicted")
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch" if x == "epoch" else "flow time t = lr * steps / (1 - m)")
-        ax.set_title(_short(layer), fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        # the predicted law can fall many decades below anything observed: clip the view
-        ax.set_ylim(*(ylim if ylim is not None else (observed_min / 10, None)))
-    axes[0].set_ylabel(r"rms over nodes of $\delta = \|w_{in}\|^2 - \|w_{out}\|^2$")
-    axes[-1].legend(fontsize=7, loc="best")
-    return fig
-
-
-def plot_tracked_imbalance(tracks: Mapping[str, pd.DataFrame], lams: Mapping[str, float], max_nodes: int = 40) -> Figure:
-    """Per-node imbalance ``delta_j(t) / delta_j(0)`` from :func:`prunedyn.analysis.dependency.track_imbalance`.
-
-    One panel per track; thin lines are nodes, the dashed black line the
-    law ``exp(-2 lam t)`` (a flat line at 1 for ``lam = 0``).
-    """
-    fig = Figure(figsize=(4.2 * len(tracks), 3.3), layout="constrained")
-    axes = fig.subplots(1, len(tracks), squeeze=False)[0]
-    for ax, (label, tr) in zip(axes, tracks.items()):
-        lam = lams.get(label, 0.0)
-        for i, ((layer, node), d) in enumerate(tr.groupby(["layer", "node"], sort=False)):
-            if i >= max_nodes:
-                break
-            d = d.sort_values("t")
-            d0 = d["delta"].iloc[0]
-            ax.plot(d["t"], d["delta"] / d0, lw=0.7, alpha=0.5, color=LAYER_COLORS[0 if layer == tr["layer"].iloc[0] else 1])
-        t = np.linspace(0, tr["t"].max(), 100)
-        ax.plot(t, np.exp(-2 * lam * t), "k--", lw=1.6, label=rf"$e^{{-2\lambda t}}$, $\lambda$={lam:g}")
-        ax.set_xlabel("flow time t = lr * steps")
-        ax.set_title(label, fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(r"$\delta_j(t) / \delta_j(0)$")
-    return fig
-
-
 def plot_aligned_norms(summaries: Mapping[str, pd.DataFrame], side: str = "in") -> Figure:
     """Median ``||w_in||`` and ``||w_out||`` (quartile bands) against epochs since one side's
     first death, one panel per run (tables from :func:`prunedyn.analysis.dependency.aligned_summary`)."""
@@ -435,24 +372,3 @@ def plot_aligned_norms(summaries: Mapping[str, pd.DataFrame], side: str = "in") 
     return fig
 
 
-def plot_l1_drive(drive: pd.DataFrame, epochs: Sequence[int]) -> Figure:
-    """Under L1: the observed one-epoch change of ``delta_l2`` against the L1 term
-    ``-2 lam (||w_in||_1 - ||w_out||_1) * time per epoch``, one panel per epoch
-    (table from :func:`prunedyn.analysis.dependency.l1_drive`). Points on the diagonal are
-    changes the L1 term alone explains."""
-    fig = Figure(figsize=(3.4 * len(epochs), 3.3), layout="constrained")
-    axes = fig.subplots(1, len(epochs), squeeze=False)[0]
-    for ax, e in zip(axes, epochs):
-        d = drive[drive["epoch"] == e]
-        for i, layer in enumerate(dict.fromkeys(d["layer"])):
-            g = d[d["layer"] == layer]
-            ax.scatter(g["l1_term"], g["observed"], s=8, alpha=0.6, lw=0, color=LAYER_COLORS[i % len(LAYER_COLORS)], label=_short(layer))
-        lo = float(np.nanmin([d["l1_term"].min(), d["observed"].min(), 0]))
-        hi = float(np.nanmax([d["l1_term"].max(), d["observed"].max(), 0]))
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set_title(f"epoch {e} -> {e + 1}", fontsize=10)
-        ax.set_xlabel("L1 term's change of $\\delta$")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(r"observed change of $\delta$")
-    axes[0].legend(fontsize=8)
-    return fig

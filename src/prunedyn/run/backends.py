@@ -6,7 +6,7 @@ backend; a backend takes the jobs still to do and yields ``(index, summary)`` as
 
 ``process``: a pool of spawned processes on this machine (one run in-process with one worker).
 GPU runs share the GPUs: each worker has a number (``$PRUNEDYN_WORKER_SLOT``), and a run with
-``device: cuda`` takes GPU ``slot % n_gpus`` (:func:`prunedyn.run.experiments.worker_gpu`), so
+``device: cuda`` takes GPU ``slot % n_gpus`` (:func:`prunedyn.run.device.worker_gpu`), so
 ``--workers 4`` on a one-GPU machine trains four configs at once on that GPU (each process its
 own CUDA context, some 0.5 GB; small models leave most of a large GPU idle when trained one at a
 time, so several at once raise the throughput; the kernels of the processes time-share the GPU,
@@ -38,7 +38,7 @@ from prunedyn.run.config import ConfigError
 
 BACKENDS = ("process", "ray")
 RAY_PIN = "ray[default]==2.60.0"  # the pin of requirements.txt and pyproject's `ray` extra
-# The environment variable holding a process-pool worker's number (read by prunedyn.run.experiments.resolve_device)
+# The environment variable holding a process-pool worker's number (read by prunedyn.run.device.resolve_device)
 WORKER_SLOT = "PRUNEDYN_WORKER_SLOT"
 
 

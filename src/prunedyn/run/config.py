@@ -296,7 +296,7 @@ def _validator(cls, prefix: str = "") -> Any:
             optional = spelled.startswith("Optional[")
             typ = _BASE[spelled[9:-1] if optional else spelled]
             extra = ([_one_of(key)] if key in CHOICES else []) + (_bounds(key) if key in RANGES else [])
-            typ = Annotated[typ, *extra] if extra else typ
+            typ = Annotated[(typ, *extra)] if extra else typ
             typ = Optional[typ] if optional else typ
             default = (
                 {"default_factory": f.default_factory}

@@ -19,13 +19,11 @@ made before the section existed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import platform
 import shutil
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -50,8 +48,16 @@ from prunedyn.core.regularization import (
 )
 from prunedyn.data.datasets import DatasetBundle, load_dataset
 from prunedyn.models import build_model
-from prunedyn.run.backends import WORKER_SLOT
-from prunedyn.run.config import ConfigError, ExperimentConfig, config_hash
+from prunedyn.run.config import ExperimentConfig, config_hash
+from prunedyn.run.device import autocast, numeric_path, resolve_device, swp_backend, train_path
+from prunedyn.run.folders import (  # RunError, TrainingDiverged: re-exported (the errors of a run)
+    RunError,
+    TrainingDiverged,
+    _checkpoint,
+    folder_lock,
+    prepare_folder,
+    read_run_config,
+)
 from prunedyn.run.records import (
     RecordError,
     RunRecord,
@@ -59,19 +65,10 @@ from prunedyn.run.records import (
     atomic_write_json,
     atomic_write_text,
 )
-from prunedyn.atomic import CheckpointError, load_checkpoint
 from prunedyn.modes import eval_mode
 from prunedyn.structure.nodes import HIST_EDGES, magnitude_histogram, model_nodes
 from prunedyn.structure.surgery import compact
 from prunedyn.tasks.scoring import Task, evaluate, task_for  # noqa: F401 (evaluate: re-exported)
-
-
-class RunError(Exception):
-    """The run cannot start or continue (bad folder state, config mismatch)."""
-
-
-class TrainingDiverged(RunError):
-    """The loss or the weights became NaN/inf; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -113,84 +110,6 @@ def regularized_parameters(model: nn.Module, scope: str, layers: Optional[Sequen
         if str(e).startswith("regularizer.layers:"):  # a name the model lacks: a run error, like the others
             raise RunError(str(e)) from None
         raise
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device of ``device: cpu | cuda | auto``. In a sweep's worker process on a machine with
-    several GPUs, ``cuda`` is the worker's own GPU (:func:`worker_gpu`); with one GPU every worker
-    shares it."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunError("device: 'cuda' requested but no CUDA device is available; allowed here: cpu, auto")
-    if name == "cuda":
-        index = worker_gpu(os.environ.get(WORKER_SLOT), torch.cuda.device_count())
-        if index is not None:
-            return torch.device("cuda", index)
-    return torch.device(name)
-
-
-def worker_gpu(slot: Optional[str], gpus: int) -> Optional[int]:
-    """The GPU of sweep worker ``slot`` among ``gpus``: round robin, so that ``--workers k`` on a
-    machine with ``n`` GPUs puts ``k / n`` runs on each. None outside a worker or with one GPU
-    (then ``cuda`` means the current device, as in a single run)."""
-    if slot is None or gpus <= 1:
-        return None
-    return int(slot) % gpus
-
-
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def autocast(t: "Trainer"):
-    """The context of the training forward and loss: autocast to ``train.precision``, or none."""
-    dtype = AUTOCAST_DTYPES[t.cfg.train.precision]
-    return nullcontext() if dtype is None else torch.autocast(t.device.type, dtype=dtype)
-
-
-#: Variables that choose the CPU kernels of MKL, ATen and oneDNN; ``make ... NUMERICS=emulated`` sets
-#: them to the portable kernels (another CPU's arithmetic, the same bits on any x86-64 CPU tried).
-NUMERIC_VARS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
-
-
-def numeric_path() -> dict:
-    """Which CPU kernels this process computes with: ATen's capability and the variables that pin them."""
-    return {"aten_capability": torch.backends.cpu.get_cpu_capability(),
-            **{k: os.environ[k] for k in NUMERIC_VARS if k in os.environ}}
-
-
-def train_path(cfg: ExperimentConfig, device: torch.device) -> str:
-    """The training path of a run, as recorded in its summary (``train_path``): the device
-    type and the precision, then ``channels_last``, ``compiled``, ``resident`` where set.
-    E.g. ``cpu fp32`` (the reference path) or ``cuda bf16 channels_last compiled resident``."""
-    tc = cfg.train
-    flags = [name for name, on in (("channels_last", tc.channels_last), ("compiled", tc.compile),
-                                   ("resident", tc.resident)) if on]
-    return " ".join([device.type, tc.precision, *flags])
-
-
-def swp_backend(pruner: WeightPruner) -> str:
-    """Which code drew SWP's random numbers, as recorded in a run's summary (``swp_backend``):
-    ``torch`` (the exact stream), ``counter:`` and the kernels its last step ran (``c``, ``triton``,
-    ``triton-group``, ``reference``; comma-separated), or ``none`` for other pruners."""
-    if not isinstance(pruner, StochasticWeightPruner):
-        return "none"
-    if pruner.stream != "counter":
-        return pruner.stream
-    return "counter:" + (",".join(sorted(set(pruner.backends.values()))) or "not run")
-
-
-def recorded_train_path(folder: Path) -> str:
-    """The training path of the finished run in ``folder``, for a figure's caption. Runs made
-    before the path was recorded ran the reference path (fp32, host batches) on the device their
-    ``timing.json`` names."""
-    folder = Path(folder)
-    summary = json.loads((folder / "summary.json").read_text())
-    if "train_path" in summary:
-        return summary["train_path"]
-    timing = folder / "timing.json"
-    device = json.loads(timing.read_text()).get("device", "cpu") if timing.exists() else "cpu"
-    return f"{torch.device(device).type} fp32"
 
 
 def lr_at(cfg, step: int, total_steps: int) -> float:
@@ -235,41 +154,6 @@ def load_run_model(folder: Path, data: Optional[DatasetBundle] = None, map_locat
     ckpt = _checkpoint(folder / "checkpoint.pt", map_location)
     model.load_state_dict(ckpt["model"])
     return model, cfg, ckpt
-
-
-def read_run_config(path: Path) -> ExperimentConfig:
-    """A run folder's ``config.yaml`` as a config; :class:`RunError` naming the file when it does not
-    parse or is not a valid config."""
-    from prunedyn.run.config import from_dict
-
-    try:
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, dict):
-            raise ConfigError(f"expected a mapping of sections, got {type(data).__name__}")
-        return from_dict(data)
-    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as e:
-        first = " ".join(str(e).split())[:160]
-        raise RunError(f"{path}: not a readable run config ({first})") from None
-
-
-def read_summary(path: Path) -> dict:
-    """A run folder's ``summary.json``; :class:`RunError` naming the file when it is damaged."""
-    try:
-        done = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        done = e
-    if not isinstance(done, dict):
-        raise RunError(f"{path}: not a readable run summary ({str(done)[:120] or 'empty'}); remove it to resume "
-                       "from the checkpoint, or pass --overwrite")
-    return done
-
-
-def _checkpoint(path: Path, map_location) -> dict:
-    """A run's checkpoint, read without unpickling code (:func:`prunedyn.atomic.load_checkpoint`)."""
-    try:
-        return load_checkpoint(path, map_location)
-    except CheckpointError as e:
-        raise RunError(str(e)) from None
 
 
 def initial_model_from_run(folder: Path, data: DatasetBundle, compact_first: bool) -> nn.Module:
@@ -514,45 +398,6 @@ def _check_finite(model: nn.Module, epoch: int) -> None:
             raise TrainingDiverged(f"parameter {name} became NaN/inf in epoch {epoch}; the last good checkpoint is kept")
 
 
-#: The files a run writes into its folder (prunedyn.run.records).
-RUN_FILES = frozenset({"config.yaml", "metrics.csv", "layers.csv", "nodes.csv", "histograms.csv", "checkpoint.pt",
-                       "summary.json", "timing.json"})
-
-
-def is_run_file(name: str) -> bool:
-    """Whether a file name is one a run folder holds (records, checkpoint, compact model, temporaries)."""
-    return name in RUN_FILES or name.startswith("compact.") or (name.startswith(".") and name.endswith(".tmp"))
-
-
-def prepare_folder(out: Path, cfg_hash: str, resume: bool, overwrite: bool) -> Optional[dict]:
-    """Check the run folder's state. Returns the finished summary if there is nothing to do.
-
-    With ``overwrite`` nothing is deleted here: the folder must be a run folder (only files a run
-    writes), and :func:`run` clears it once the config has been built (data loaded, model made)."""
-    if not out.exists():
-        return None
-    if overwrite:
-        if not out.is_dir() or out.is_symlink():
-            raise RunError(f"--overwrite: {out} is not a run folder")
-        foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and is_run_file(p.name)))
-        if foreign:
-            raise RunError(f"--overwrite: {out} is not a run folder (it holds {foreign[0]!r}); refusing to delete it")
-        return None
-    summary = out / "summary.json"
-    ckpt = out / "checkpoint.pt"
-    cfg_file = out / "config.yaml"
-    if not (summary.exists() or ckpt.exists() or cfg_file.exists()):
-        return None
-    if not resume:
-        raise RunError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
-    if summary.exists():
-        done = read_summary(summary)
-        if done.get("config_hash") != cfg_hash:
-            raise RunError(f"{out} holds a finished run of another config (hash {done.get('config_hash')}, this one {cfg_hash})")
-        return done
-    return None
-
-
 def save_checkpoint(t: Trainer, path: Path, epoch: int, h: str, elapsed: float,
                     rows: Optional[Dict[str, List[dict]]] = None) -> None:
     """Everything needed to continue after ``epoch`` exactly as if never interrupted.
@@ -598,50 +443,6 @@ def run(
             return finished
         with pinned_threads(cfg.threads):
             return _train(cfg, out, h, resume, progress, data, clear=overwrite)
-
-
-@contextmanager
-def folder_lock(out: Path):
-    """An exclusive lock on ``<out>.lock`` beside the run folder for the duration of the block
-    (POSIX ``flock``; released by the OS if the process dies), removed when the block ends. The lock
-    file is opened without following a symbolic link (a link there is refused, never written
-    through) and without truncating anything. A no-op where ``fcntl`` is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.parent / f"{out.name}.lock"
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    while True:
-        try:
-            fd = os.open(path, flags, 0o600)
-        except OSError as err:
-            if path.is_symlink():
-                raise RunError(f"{path}: is a symbolic link; refusing to lock through it") from None
-            raise RunError(f"{path}: cannot create the run's lock file ({err.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:  # the holder before us may have removed the file: then lock the new one
-                same = os.fstat(fd).st_ino == os.lstat(path).st_ino
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 @contextmanager

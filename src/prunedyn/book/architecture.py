@@ -172,7 +172,7 @@ def plot_filters_vs_accuracy(
     annotate_min: float = 0.05,
 ) -> Figure:
     """Accuracy against the fraction of filters removed, one point per run (a table like
-    :func:`prunedyn.analysis.conv_report.load_recorded`'s).
+    :func:`prunedyn.book.conv_report.load_recorded`'s).
 
     Left: test accuracy; dense runs (``pruned`` False) are black stars at 0
     and a dotted line per budget (``epochs``). Right: points of accuracy lost
@@ -243,7 +243,7 @@ def plot_filters_vs_accuracy(
     return fig
 
 
-#: Axis labels of the per-node norms of :func:`prunedyn.analysis.conv_report.bn_balance` (and recorded nodes tables).
+#: Axis labels of the per-node norms of :func:`prunedyn.book.conv_report.bn_balance` (and recorded nodes tables).
 NORM_LABELS = {
     "affine_l2": r"$\|(\gamma_j,\beta_j)\|$ (BatchNorm scale, shift)",
     "filter_l2": r"$\|W_j\|$ (conv filter)",
@@ -263,7 +263,7 @@ def plot_bn_balance(
 
     ``balance_by_run``: ``{panel title: table}`` with ``layer, out_l2,
     in_dead, out_dead`` and the ``columns`` (as
-    :func:`prunedyn.analysis.conv_report.bn_balance` gives them; a recorded nodes
+    :func:`prunedyn.book.conv_report.bn_balance` gives them; a recorded nodes
     table has ``in_l2``). One row of panels per column, e.g. ``affine_l2``
     (BatchNorm's pair, the side of the ReLU rescaling symmetry) and
     ``filter_l2`` (scale-free under BatchNorm), each against
@@ -311,7 +311,7 @@ def plot_bn_balance(
 def plot_latency(table: pd.DataFrame, title: str = "") -> Figure:
     """Measured speedup over the reference network per model, one panel per batch size.
 
-    ``table``: :func:`prunedyn.analysis.conv_report.time_architectures` output. Bars:
+    ``table``: :func:`prunedyn.book.conv_report.time_architectures` output. Bars:
     measured speedup (labelled with the milliseconds); red ticks: the FLOP
     ratio, the speedup if time were proportional to FLOPs.
     """

@@ -1,7 +1,7 @@
 """Node-removing methods on one budget, over seeds: what each removes and what it costs.
 
 Input: the table a sweep with labelled points writes (``summary.csv``, or the
-copy :func:`prunedyn.analysis.tradeoffs.record_sweep` keeps), one row per run,
+copy :func:`prunedyn.book.tradeoffs.record_sweep` keeps), one row per run,
 with ``label``, ``seed``, ``dead_node_fraction``, ``weight_sparsity``, the task
 metrics and, for the staged rows, ``weights`` / ``nonzero_weights`` (the
 prunable weights of the run's last checkpoint).
@@ -18,7 +18,7 @@ The second stage of claim 4 (a node-pruned network compacted, then pruned by
 weight and fine-tuned) is compared with the dense network trained as many
 epochs in all (:func:`staged_table`); its weight sparsity is counted against
 the weights of the *original* architecture, so removed nodes count as removed
-weights (:func:`prunedyn.analysis.tradeoffs.total_weight_sparsity`).
+weights (:func:`prunedyn.book.tradeoffs.total_weight_sparsity`).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from prunedyn.analysis.seeds import paired
-from prunedyn.analysis.tradeoffs import total_weight_sparsity
+from prunedyn.book.tradeoffs import total_weight_sparsity
 
 #: The labels of the BatchNorm-aware comparison, in display order, and their names in tables and figures.
 METHODS: Dict[str, str] = {

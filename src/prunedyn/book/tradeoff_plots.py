@@ -1,9 +1,9 @@
 """Figures of the trade-offs: phase diagrams, Pareto fronts, baseline curves, speed (chapter 5);
 node-removing methods on one budget and claim 4's second stage (chapters 6-8).
 
-Inputs are the tables of :mod:`prunedyn.analysis.tradeoffs`: the per-run table of
-:func:`~prunedyn.analysis.tradeoffs.load_table` and its per-setting aggregate
-(:func:`~prunedyn.analysis.tradeoffs.aggregate`, columns ``<metric>_mean`` /
+Inputs are the tables of :mod:`prunedyn.book.tradeoffs`: the per-run table of
+:func:`~prunedyn.book.tradeoffs.load_table` and its per-setting aggregate
+(:func:`~prunedyn.book.tradeoffs.aggregate`, columns ``<metric>_mean`` /
 ``<metric>_std``), and the speed table of :func:`prunedyn.analysis.latency.speed_table`.
 Every function returns a :class:`matplotlib.figure.Figure` built without
 pyplot (nothing is shown twice, nothing leaks).
@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
-from prunedyn.analysis.tradeoffs import pareto_front, phase_grid
+from prunedyn.book.tradeoffs import pareto_front, phase_grid
 
 #: One colour per method, the same in every figure of the chapter.
 METHOD_COLORS = {
@@ -34,7 +34,7 @@ METHOD_COLORS = {
     "targeted-dropout-unit": "#e377c2",
     "torch-l1-unstructured": "#bcbd22",
     "swp+l2, then magnitude": "#8b0000",
-    # the BatchNorm-aware comparison (prunedyn.analysis.baselines.METHODS)
+    # the BatchNorm-aware comparison (prunedyn.book.baselines.METHODS)
     "swp-l2": "#d62728",
     "swp-l2-weights": "#ff9896",
     "swp-l2-bn": "#8b0000",
@@ -96,7 +96,7 @@ def plot_phase(
 ) -> Figure:
     """Heatmaps of ``metric`` over (lambda x sigma), one panel per method, cells annotated.
 
-    ``agg``: :func:`prunedyn.analysis.tradeoffs.aggregate` output. Each cell shows the
+    ``agg``: :func:`prunedyn.book.tradeoffs.aggregate` output. Each cell shows the
     mean over seeds and, below it, the standard deviation (when n > 1).
     Panels share the colour scale (``vmin``/``vmax``, default: the range of
     the data), so colours compare across regularizers.
@@ -161,7 +161,7 @@ def plot_nodes_vs_accuracy(
     """Mean test accuracy against mean fraction of nodes removed, one point per setting.
 
     Error bars: one standard deviation over seeds on both axes. The Pareto
-    front (:func:`prunedyn.analysis.tradeoffs.pareto_front`: no other setting removes at
+    front (:func:`prunedyn.book.tradeoffs.pareto_front`: no other setting removes at
     least as many nodes *and* is at least as accurate) is drawn as a step
     line; ``dense`` = (mean, std) of the dense accuracy draws a band;
     ``highlight`` (a setting name) is circled.
@@ -227,7 +227,7 @@ def plot_sparsity_curves(
 ) -> Figure:
     """Accuracy against weight sparsity, one line per method, error bars over seeds.
 
-    ``curves``: :func:`prunedyn.analysis.tradeoffs.curves` output. With
+    ``curves``: :func:`prunedyn.book.tradeoffs.curves` output. With
     ``annotate_nodes`` each point is labelled with the mean number of hidden
     nodes its runs remove (0 for methods that only scatter zeros). ``extra``:
     further points with columns ``method, weight_sparsity, test_accuracy`` and
@@ -369,8 +369,8 @@ def plot_method_costs(table: pd.DataFrame, metric: str, labels: Sequence[str], r
     small dot per seed, a large marker at the mean with one sd bars both ways, one colour per
     method; the labels of one method at several lambdas (``method@lambda``) are joined in order
     of their dead share (the method's trade-off curve), each mean marked with its lambda when
-    the table has ``regularizer.lam``. Input: a labelled sweep table (:mod:`prunedyn.analysis.baselines`)."""
-    from prunedyn.analysis.baselines import METHODS, gap_values, method_of
+    the table has ``regularizer.lam``. Input: a labelled sweep table (:mod:`prunedyn.book.baselines`)."""
+    from prunedyn.book.baselines import METHODS, gap_values, method_of
 
     fig = Figure(figsize=(7.6, 4.8), layout="constrained")
     ax = fig.subplots()
@@ -406,7 +406,7 @@ def plot_staged(staged: pd.DataFrame, metric: str, metric_label: Optional[str] =
     """Claim 4: total weight sparsity (x, against the original architecture) and the gap to the
     dense network of the same total epochs (y) of the node-pruned source and of the compacted,
     further weight-pruned network, one line per seed from the first to the second.
-    Input: :func:`prunedyn.analysis.baselines.staged_table`."""
+    Input: :func:`prunedyn.book.baselines.staged_table`."""
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     ax.axhline(0, color="0.6", lw=0.8)
@@ -432,7 +432,7 @@ def plot_schedule(schedule: Union[pd.DataFrame, Mapping[str, pd.DataFrame]], met
                   metric_label: Optional[str] = None, title: str = "") -> Figure:
     """Two panels against the number of epochs (log axis): the dead share of the pruned runs, and
     the paired gap to the dense runs of the same epochs; mean with one sd bars over seeds.
-    Input: :func:`prunedyn.analysis.baselines.schedule_table`, or ``{name: table}`` for several
+    Input: :func:`prunedyn.book.baselines.schedule_table`, or ``{name: table}`` for several
     pruned arms (e.g. a constant and a ramped sigma), one colour each."""
     arms = {"SWP + L2": schedule} if isinstance(schedule, pd.DataFrame) else dict(schedule)
     fig = Figure(figsize=(8.0, 3.4), layout="constrained")

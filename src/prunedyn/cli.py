@@ -181,8 +181,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "book":
             import subprocess
 
-            from prunedyn.run.book import main as build_book
-            from prunedyn.run.study import check_profile
+            from prunedyn.book.build import main as build_book
+            from prunedyn.book.study import check_profile
 
             check_profile(args.profile)
             if args.jobs is not None and args.jobs < 1:

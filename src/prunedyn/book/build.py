@@ -1,7 +1,7 @@
 """Build the book: re-execute every chapter with papermill, then render HTML.
 
 ``prunedyn book`` (the README's book command, through ``make book``) builds the
-checkout it is run from (see :func:`prunedyn.run.study.repo_root`):
+checkout it is run from (see :func:`prunedyn.book.study.repo_root`):
 
 1. executes each notebook listed in ``_toc.yml`` in place with papermill
    (cwd = its folder; ``profile`` parameter), one chapter per CPU core at once
@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 
 from prunedyn.atomic import atomic_write_json
-from prunedyn.run.study import check_profile, repo_root, usable_cores
+from prunedyn.book.study import check_profile, repo_root, usable_cores
 
 DEFAULT_PROFILE = "quick"
 #: Seconds a cell may run in the book build (the longest, chapter 6's live VGG-16 runs, take about
@@ -284,7 +284,7 @@ def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[
                 nb = queue.pop(0)
                 print(f"executing {nb.relative_to(root)} (profile {profile}; {len(running) + 1} of {jobs} at once)",
                       file=sys.stderr, flush=True)
-                proc = subprocess.Popen([sys.executable, "-m", "prunedyn.run.book", str(root), str(nb), profile],
+                proc = subprocess.Popen([sys.executable, "-m", "prunedyn.book.build", str(root), str(nb), profile],
                                         cwd=str(root), env=env)
                 running[proc] = (nb, time.perf_counter())
             time.sleep(0.5)

@@ -13,7 +13,7 @@ Inputs:
   dataset's ``class_names``;
 - for the saliency grid, per network a :class:`Explained` (its class
   probabilities ``(N, K)`` and maps ``(N, H, W)``, e.g. from
-  :func:`prunedyn.analysis.saliency.occlusion_map`);
+  :func:`prunedyn.book.saliency.occlusion_map`);
 - for the metric figures, the tidy table of :func:`summary_table`: one row
   per run (``run`` = none / l1 / l2 / dense, ``seed``, the test metrics,
   ``dead_fraction``, ``removed_fraction``, ...).
@@ -133,7 +133,7 @@ def plot_xray_saliency(
     column per network in ``explained`` (e.g. ``{"dense": ..., "compact":
     ...}``): the same X-ray with the network's saliency map laid over it (the
     map's value, clipped to [0, 1], sets the overlay's opacity: normalise maps
-    first, :func:`prunedyn.analysis.saliency.normalise_maps`), and its predicted class
+    first, :func:`prunedyn.book.saliency.normalise_maps`), and its predicted class
     with probability, green where right and red where wrong. ``panel``:
     inches per image; ``dpi``: the figure's resolution.
     """
