@@ -53,6 +53,50 @@ def test_supported_architectures_compact_exactly_with_fewer_parameters(name):
         assert torch.allclose(small(x), model(x), rtol=1e-4, atol=1e-5 * model(x).abs().max())
 
 
+#: architecture -> (the BatchNorm before one grouped conv, the grouped conv, its BatchNorm, the node layers
+#: of its inputs and outputs, the parameters compaction removes)
+GROUPED = {
+    "regnet_x_400mf": ("trunk_output.block1.block1-0.f.a.1", "trunk_output.block1.block1-0.f.b.0",
+                       "trunk_output.block1.block1-0.f.b.1", "trunk_output.block1.block1-0.f.a.0",
+                       "trunk_output.block1.block1-0.f.b.0", 694),
+    "resnext50_32x4d": ("layer1.0.bn1", "layer1.0.conv2", "layer1.0.bn2", "layer1.0.conv1", "layer1.0.conv2", 12_384),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(GROUPED))
+def test_grouped_convolutions_lose_the_same_number_of_channels_from_every_group(name):
+    """One grouped conv (RegNet: 2 groups of 16 channels; ResNeXt: 32 groups of 4) with one dead input
+    channel in every group and a second in group 0 (uneven: 1 goes from each group, 1 stays, said in
+    one warning), and one dead output channel in every group (even: all go). Both sides are sliced
+    consistently (producer, its BatchNorm, the grouped conv's rows and per-group columns, its
+    BatchNorm, the next conv's inputs): the exact parameter count and the same outputs."""
+    bn_in, conv, bn_out, layer_in, layer_out, removed = GROUPED[name]
+    torch.manual_seed(0)
+    model, x = getattr(tvm, name)(num_classes=10).eval(), torch.randn(2, 3, 64, 64)
+    mods = dict(model.named_modules())
+    g = mods[conv].groups
+    per_in, per_out = mods[conv].in_channels // g, mods[conv].out_channels // g
+    with torch.no_grad():
+        for bn, dead in ((bn_in, [q * per_in for q in range(g)] + [1]), (bn_out, [q * per_out for q in range(g)])):
+            mods[bn].weight[dead], mods[bn].bias[dead] = 0, 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Torch-Pruning.*")
+        stats = {s.name: int(s.dead.sum()) for s in model_nodes(model, x)}
+        with pytest.warns(KeptChannelsWarning, match=rf"^1 dead channel\(s\) stay .*: {layer_in} \(1\)$"):
+            small, report = compact(model, x)
+    assert stats[layer_in] == g + 1 and stats[layer_out] == g
+    assert {k: v for k, v in report.widths_after.items() if v != report.widths_before[k]} == {
+        layer_in: g * (per_in - 1), layer_out: g * (per_out - 1)}
+    assert {k: v for k, v in report.kept_for_groups.items() if v} == {layer_in: 1}
+    grouped = dict(small.named_modules())[conv]
+    assert (grouped.groups, grouped.in_channels, grouped.out_channels) == (g, g * (per_in - 1), g * (per_out - 1))
+    assert report.params_after == report.params_before - removed
+    assert report.rel_diff <= 1e-5
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), rtol=1e-4, atol=1e-5 * model(x).abs().max())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_unsupported_architectures_are_refused_naming_the_first_layer(name):

@@ -4,6 +4,7 @@
 - :mod:`~prunedyn.structure.nodes`: node layers (producer, consumers at offsets), dead and alive nodes;
 - :mod:`~prunedyn.structure.traced`: node layers read off torch-pruning's trace (residual groups);
 - :mod:`~prunedyn.structure.surgery`: exact removal of dead nodes (:func:`compact`), FLOPs and parameters;
+- :mod:`~prunedyn.structure.grouped`: grouped convolutions in compaction (equal groups);
 - :mod:`~prunedyn.structure.alignment`: compact widths rounded up to a multiple (``compact(align=...)``);
 - :mod:`~prunedyn.structure.saving`: a compact model saved and loaded as plain tensors.
 """

@@ -39,8 +39,9 @@ batch and positions (a node that is not is kept). Folding and carrier merging
 then work per consumer with its own constants: the carrier is the node whose
 smallest non-zero constant is largest, and a constant node the carrier cannot
 stand for (its constant is non-zero in a consumer where the carrier's is zero)
-is kept too. Parameters and FLOPs (``torch.utils.flop_counter``) are
-reported before and after.
+is kept too. Next to a grouped convolution every group loses the same number of
+nodes (:mod:`prunedyn.structure.grouped`), with a carrier per group. Parameters and FLOPs
+(``torch.utils.flop_counter``) are reported before and after.
 """
 from __future__ import annotations
 
@@ -522,7 +523,8 @@ def silence_nodes(
     shift are zeroed in every (tied) producer. Each then emits the constant
     ``act(0)`` (0 for ReLU, and for the identity of a U-Net's up-convolution),
     so :func:`compact` removes it with nothing to fold and the compact width is
-    ``size - counts[name]``. Raises ``KeyError`` for a name that is not a node
+    ``size - counts[name]`` (next to a grouped convolution: as many per group as the group with
+    the fewest, :mod:`prunedyn.structure.grouped`). Raises ``KeyError`` for a name that is not a node
     layer and ``ValueError`` for a count outside ``[0, size]``.
     """
     layers = {layer.name: layer for layer in node_layers(model, example)}

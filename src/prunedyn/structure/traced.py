@@ -38,10 +38,14 @@ nodes; neither has a group tied to a tensor that cannot shrink (summed with
 the model input or a buffer, or read by a depthwise conv straight from the
 input). A group whose channels pass through a norm that pools several channels' statistics
 (LayerNorm, GroupNorm with fewer groups than channels: a transformer's residual stream, a ConvNeXt
-stage), or through a grouped convolution that is not depthwise (ResNeXt, RegNet: its groups must
-stay equal in size), is not a node layer either: removing a channel would change the others'
-normalisation or the convolution's wiring, so the group is kept whole, and one
-:class:`KeptChannelsWarning` names every such group and why.
+stage) is not a node layer either: removing a channel would change the others' normalisation, so
+the group is kept whole, and one :class:`KeptChannelsWarning` names every such group and why.
+The channels a grouped convolution that is not depthwise (ResNeXt, RegNet) reads or writes are
+nodes, in ``groups`` equal blocks that compaction shrinks equally
+(:attr:`~prunedyn.structure.nodes.NodeLayer.blocks`, :mod:`prunedyn.structure.grouped`); they are
+kept whole (and named) only where its groups cannot be read that way: a grouped conv that reads
+a group together with other channels (a concatenation), a transposed one, or one with a single
+output channel per group (torch-pruning traces it as depthwise).
 Structures that cannot be wired exactly (a depthwise multiplier, a norm that does not directly follow a
 producer, other layers with per-channel parameters in a group, a consumer
 reading a group at non-contiguous positions) raise :class:`WiringError`
