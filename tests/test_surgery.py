@@ -714,6 +714,32 @@ def test_a_grouped_convolution_keeps_two_outputs_per_group_and_unpadded_folds_it
     assert report.rel_diff <= 1e-6
 
 
+def _dead_grouped_chain():
+    model = _grouped_chain()
+    with torch.no_grad():
+        model[1].weight[[0, 5, 8, 13]], model[1].bias[[0, 5, 8, 13]] = 0, 0
+    return model
+
+
+def test_compact_checks_its_grouped_slicing(monkeypatch):
+    """The self-check covers grouped convolutions: with the wrong columns kept in each group, compact
+    raises instead of returning the model."""
+    from prunedyn.structure import grouped, surgery
+    from prunedyn.structure.surgery import CompactionError
+
+    monkeypatch.setattr(surgery, "shrink_grouped_inputs", lambda m, mask: _shifted(grouped, m, mask))
+    with pytest.raises(CompactionError, match="changed the outputs by"):
+        compact(_dead_grouped_chain(), torch.randn(4, 3, 10, 10))
+
+
+def _shifted(grouped, module, keep_mask):
+    """Keep the first channels of each group (as many as ``keep_mask`` keeps), whichever died."""
+    per, k = keep_mask.numel() // module.groups, int(keep_mask.sum()) // module.groups
+    shifted = torch.zeros(module.groups, per, dtype=torch.bool)
+    shifted[:, :k] = True
+    grouped.shrink_grouped_inputs(module, shifted.flatten())
+
+
 # ---------------------------------------------------------------- saving and loading a compact model
 
 
@@ -741,7 +767,8 @@ def _depthwise_chain():
     (lambda: dead_conv_chain(0), lambda: conv_chain(3, 0), (8, 2, 8, 8)),
     (lambda: dead_conv_chain(1), lambda: conv_chain(3, 1), (8, 2, 8, 8)),
     (_depthwise_chain, lambda: nn.Sequential(*[copy.deepcopy(m) for m in _depthwise_chain()]), (4, 3, 8, 8)),
-], ids=["mlp", "conv-folded", "conv-carrier", "depthwise"])
+    (_dead_grouped_chain, _grouped_chain, (4, 3, 10, 10)),
+], ids=["mlp", "conv-folded", "conv-carrier", "depthwise", "grouped"])
 def test_a_compact_model_saved_as_plain_tensors_loads_back_exactly(tmp_path, build, fresh, shape):
     """compact.pt holds a state dict and the widths, read with weights_only=True; loading resizes a freshly
     built network of the same architecture (a bias that folding added to a bias-free layer included)."""
