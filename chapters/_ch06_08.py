@@ -523,3 +523,88 @@ class Study:
                         "lower": "SWP + L2 lower in every seed",
                     }.get(r["verdict"], "no clear difference")
         return out
+
+
+# --------------------------------------------------------------------------
+# a conv net at its competent CPU scale (issue 21): the gate study and the front, recorded
+# --------------------------------------------------------------------------
+#: preset -> (the schedule study of the dense network, the front, the front's epochs)
+COMPETENT = {"unet-dsb2018": ("unet-cpu-competence", "unet-cpu-front", 32)}
+#: The tolerance of a paired gap (chapter 9's rule): 1.5 accuracy points, 0.02 Dice, 0.02 AUC.
+TOLERANCE = {"test_accuracy": 0.015, "test_dice": 0.02, "test_auc": 0.02}
+
+
+class Front:
+    """A conv net's recorded front at its competent CPU scale (``chapters/results/<front>.csv``):
+    every method along its strength, three seeds, a validation split; each method's setting chosen
+    on it (:func:`prunedyn.book.fronts.choose`), the test split read for the chosen ones only."""
+
+    def __init__(self, preset: str):
+        from prunedyn.book import fronts as FR
+        from prunedyn.book import tradeoffs as T
+
+        self.FR = FR
+        self.preset, self.metric = preset, METRIC[preset]
+        self.short = self.metric.split("_", 1)[1]
+        gate_name, self.name, self.epochs = COMPETENT[preset]
+        self.tol = TOLERANCE[self.metric]
+        self.schedule = pd.read_csv(RESULTS / f"{gate_name}.csv")
+        self.table = T.load_table(RESULTS / f"{self.name}.csv")
+        methods = dict.fromkeys(self.table["method"])
+        self.context = tuple(m for m in methods if m not in FR.PAPER_METHODS and m != "dense")
+        self.chosen = FR.choose(self.table, self.tol, metric=self.short, context=self.context)
+        self.val = FR.paired_front(self.table, self.short, "val")
+
+    def provenance(self) -> dict:
+        import json
+
+        return json.loads((RESULTS / "provenance.json").read_text())[self.name]
+
+    def dense(self, column: str, epochs: Optional[int] = None) -> np.ndarray:
+        """``column`` of the dense network's seeds at ``epochs`` (default the front's budget)."""
+        d = self.schedule[self.schedule["epochs"] == (epochs or self.epochs)]
+        return d.sort_values("seed")[column].to_numpy(dtype=float)
+
+    def choice_frame(self) -> pd.DataFrame:
+        return self.FR.choice_frame(self.chosen, scale=1.0, unit=METRIC_WORD[self.metric], digits=4)
+
+    def plot(self, target: float, title: str = ""):
+        fig = self.FR.plot_front(
+            self.table,
+            self.chosen,
+            self.tol,
+            metric=self.short,
+            context=self.context,
+            target=target,
+            scale=1.0,
+            unit="",
+            nodes="channels",
+            ycap=0.2,
+        )
+        if title:
+            fig.suptitle(title, fontsize=10)
+        return fig
+
+    def best_paper(self) -> pd.Series:
+        """The paper's method's chosen setting with the most channels dead."""
+        paper = self.chosen[self.chosen["method"].isin(self.FR.PAPER_METHODS)]
+        return paper.sort_values("share_mean", ascending=False, kind="mergesort").iloc[0]
+
+    def texts(self, prefix: str) -> Dict[str, str]:
+        """Glue texts: the dense network at the budget and at twice it, and per chosen method its
+        setting, channels dead and gaps (validation, test)."""
+        g = {}
+        d, d2 = self.dense(self.metric), self.dense(self.metric, 2 * self.epochs)
+        g[f"{prefix}_dense"] = fmt_metric(self.metric, d.mean(), d.std(ddof=1))
+        g[f"{prefix}_dense2"] = fmt_metric(self.metric, d2.mean(), d2.std(ddof=1))
+        g[f"{prefix}_change"] = f"{d2.mean() - d.mean():+.4f}"
+        bnd = self.dense("test_boundary_recall") if "test_boundary_recall" in self.schedule else None
+        if bnd is not None:
+            g[f"{prefix}_boundary"] = f"{100 * bnd.mean():.0f}%"
+        for _, r in self.chosen.iterrows():
+            k = f"{prefix}_{r['method'].replace('-', '_')}"
+            g[f"{k}_setting"] = r["setting"].split(", ", 1)[1] if ", " in r["setting"] else r["setting"]
+            g[f"{k}_dead"] = f"{100 * r['share_mean']:.1f}% ± {100 * r['share_std']:.1f}"
+            g[f"{k}_val_gap"] = f"{r['gap_mean']:+.4f} ± {r['gap_std']:.4f}"
+            g[f"{k}_test_gap"] = f"{r['test_gap_mean']:+.4f} ± {r['test_gap_std']:.4f}"
+        return g

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from _ch06_08 import TOLERANCE as CH_TOLERANCE
 from _ch06_08 import markdown as markdown_table  # one pipe-table writer for chapters 6-9
 from prunedyn import StochasticWeightPruner, get_kernel
 from prunedyn.book import competence as K
@@ -42,9 +43,10 @@ from prunedyn.analysis import dependency as dep
 from prunedyn.analysis import seeds as S
 from prunedyn.book import tradeoffs as T
 from prunedyn.book import fronts as FR
+from prunedyn.book.fronts import FRONT_NAME, PAPER_METHODS
 
 #: "Little loss": the largest mean paired gap to the dense network that still counts as little.
-TOLERANCE: Dict[str, float] = {"test_accuracy": 0.015, "test_dice": 0.02, "test_auc": 0.02}
+TOLERANCE: Dict[str, float] = CH_TOLERANCE  # one definition: chapters 6-8 judge by it too
 #: How a metric is named and shown: accuracy in percentage points, Dice and AUC as they are.
 METRIC_LABEL = {
     "test_accuracy": "accuracy",
@@ -307,7 +309,7 @@ def claim2_row(
     chosen: Optional[pd.DataFrame] = None,
 ) -> Row:
     """Claim 2. (a) from the live runs (one lambda each: SWP alone against SWP + L1 and + L2); (b),
-    with ``front`` (the recorded mlp-front table) and ``chosen`` (:func:`front_choices`), along the
+    with ``front`` (the recorded mlp-front table) and ``chosen`` (:func:`prunedyn.book.fronts.choose`), along the
     front: L2 against L1 each at the setting chosen on the validation split at the same tolerance,
     i.e. at matched accuracy, paired by seed. Without them (b) compares the live runs' lambdas."""
     d = {k: S.paired(table, "dead_node_fraction", k, "none") for k in ("l1", "l2")}
@@ -983,6 +985,7 @@ def plot_node_claims(rows: Sequence[Row]):
         "vgg16_cpu_best": "#d62728",
         "unet_cpu_best": "#9467bd",
         "cxr_cpu_best": "#ff7f0e",
+        "unet_front": "#9467bd",
     }
     xs, ys = [], []
     for r in rows:
@@ -1010,12 +1013,15 @@ def plot_node_claims(rows: Sequence[Row]):
             x, y = float(nodes.mean()), float(gaps.mean())
             sx = float(nodes.std(ddof=1)) if len(nodes) > 1 else 0.0
             sy = float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0
-            recorded = r.key == "mlp_best" or r.key.endswith("_cpu_best")
+            front = r.key == "mlp_best" or r.key.endswith("_front")
+            recorded = front or r.key.endswith("_cpu_best")
             label = r.claim.split(":")[0].replace("3. ", "") + (
                 " (best method, recorded CPU comparison)"
                 if r.key.endswith("_cpu_best")
+                else " (recorded front, competent scale, chosen on validation)"
+                if r.key.endswith("_front")
                 else " (recorded front, chosen on validation)"
-                if recorded
+                if front
                 else " (live, quick scale, SWP + L2)"
             )
             # a reference that fails the gate: grey, no verdict
@@ -1085,7 +1091,7 @@ def node_share_frame(rows: Sequence[Row]) -> pd.DataFrame:
                 "best method, recorded CPU comparison"
                 if r.key.endswith("_cpu_best")
                 else "recorded front, chosen on validation"
-                if r.key == "mlp_best"
+                if r.key == "mlp_best" or r.key.endswith("_front")
                 else "live, quick scale, SWP + L2"
             )
         else:
@@ -1200,63 +1206,7 @@ def gate_sentence(name: str, g: K.Competence) -> str:
 # --------------------------------------------------------------------------
 # the MLP's fronts (recorded, mlp-front.csv): settings chosen on the validation split
 # --------------------------------------------------------------------------
-#: The paper's method along lambda, and the context methods along their strength (mlp-front.yaml's
-#: labels).
-PAPER_METHODS = ("swp-l2", "swp-l1")
 CONTEXT_METHODS = ("swp-group-lasso", "targeted-dropout-unit")
-FRONT_NAME = {
-    "swp-l2": "SWP + L2",
-    "swp-l1": "SWP + L1",
-    "swp-group-lasso": "SWP + group lasso",
-    "targeted-dropout-unit": "targeted dropout, unit",
-}
-FRONT_COLOR = {
-    "swp-l2": "#1f77b4",
-    "swp-l1": "#2ca02c",
-    "swp-group-lasso": "#9467bd",
-    "targeted-dropout-unit": "#ff7f0e",
-}
-
-
-def front_choices(table: pd.DataFrame, tol: float = TOLERANCE["test_accuracy"]) -> pd.DataFrame:
-    """Per method, the setting chosen on the validation split (the largest mean node share
-    whose mean
-    paired validation gap is at most ``tol``: :func:`prunedyn.book.tradeoffs.choose_within`),
-    with its test gap beside it: the only place the test set is read. Gaps in accuracy
-    (fractions)."""
-    val, test = FR.paired_front(table, split="val"), FR.paired_front(table, split="test")
-    chosen = FR.choose_within(val, tol)
-    t = test.set_index("setting")
-    chosen["test_gap_mean"] = [t.loc[s, "gap_mean"] for s in chosen["setting"]]
-    chosen["test_gap_std"] = [t.loc[s, "gap_std"] for s in chosen["setting"]]
-    order = {m: i for i, m in enumerate(PAPER_METHODS + CONTEXT_METHODS)}
-    return chosen.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
-
-
-def front_choice_frame(chosen: pd.DataFrame) -> pd.DataFrame:
-    """:func:`front_choices` as the chapter shows it."""
-    sd = lambda m, s: f"{100 * m:+.2f} ± {100 * s:.2f}"  # noqa: E731
-    return pd.DataFrame(
-        {
-            "method": [
-                FRONT_NAME[m] + ("" if m in PAPER_METHODS else " (context)")
-                for m in chosen["method"]
-            ],
-            "setting chosen on validation": [
-                s.split(", ", 1)[1] if ", " in s else s for s in chosen["setting"]
-            ],
-            "nodes dead": [
-                pct_spread([m]) + f" ± {100 * s:.1f}"
-                for m, s in zip(chosen["share_mean"], chosen["share_std"])
-            ],
-            "validation gap (points)": [
-                sd(m, s) for m, s in zip(chosen["gap_mean"], chosen["gap_std"])
-            ],
-            "test gap (points), read once": [
-                sd(m, s) for m, s in zip(chosen["test_gap_mean"], chosen["test_gap_std"])
-            ],
-        }
-    )
 
 
 def front_best_table(table: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
@@ -1273,6 +1223,28 @@ def front_best_table(table: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
         table.loc[table["method"].isin(PAPER_METHODS), "setting"].nunique()
     )
     return rows
+
+
+def conv_front_row(key: str, front, scale: str) -> Row:
+    """Claim 3 for a conv net from its recorded front at a competent scale (:class:`_ch06_08.Front`):
+    the paper's method's setting chosen on the validation split with the most nodes dead, judged
+    on the test split (read once) against the dense network of the same seeds."""
+    best = front.best_paper()
+    t = front.table[front.table["setting"].isin([best["setting"], "dense"])].copy()
+    t["run"] = np.where(t["setting"] == "dense", "dense", "best")
+    t["node_fraction"] = t["nodes_removed"]
+    n = int(front.table.loc[front.table["method"].isin(PAPER_METHODS), "setting"].nunique())
+    return node_row(
+        key,
+        front.preset,
+        t,
+        scale,
+        pruned="best",
+        fraction="node_fraction",
+        metric=front.metric,
+        label=f"recorded front at a competent scale, chosen on validation among {n} settings: "
+        f"{best['setting']}",
+    )
 
 
 def headline_frame(table: pd.DataFrame, z: float = 2.0) -> pd.DataFrame:
@@ -1298,74 +1270,6 @@ def headline_frame(table: pd.DataFrame, z: float = 2.0) -> pd.DataFrame:
             row[f"_{b or 'best'}"] = h
         out.append(row)
     return pd.DataFrame(out)
-
-
-def plot_fronts(table: pd.DataFrame, chosen: pd.DataFrame, tol: float = TOLERANCE["test_accuracy"]):
-    """Two panels, every method along its strength (3 seeds, mean ± sd): the paired validation
-    gap against the share of hidden nodes dead, with the tolerance and the chosen settings
-    circled; and the share of nodes dead against the weight sparsity (L1 against L2 at matched
-    sparsity)."""
-    from matplotlib.figure import Figure
-
-    val = FR.paired_front(table, split="val")
-    fig = Figure(figsize=(10.5, 4.4), layout="constrained")
-    ax, bx = fig.subplots(1, 2)
-    for m in PAPER_METHODS + CONTEXT_METHODS:
-        f = val[val["method"] == m].sort_values("share_mean")
-        kw = dict(
-            color=FRONT_COLOR[m],
-            label=FRONT_NAME[m] + ("" if m in PAPER_METHODS else " (context)"),
-            ls="-" if m in PAPER_METHODS else ":",
-            marker="o" if m in PAPER_METHODS else "s",
-            ms=5,
-            capsize=2,
-        )
-        ax.errorbar(
-            100 * f["share_mean"],
-            100 * f["gap_mean"],
-            xerr=100 * f["share_std"],
-            yerr=100 * f["gap_std"],
-            **kw,
-        )
-        bx.errorbar(
-            100 * f["sparsity_mean"], 100 * f["share_mean"], yerr=100 * f["share_std"], **kw
-        )
-    c = chosen[chosen["method"].isin(PAPER_METHODS + CONTEXT_METHODS)]
-    ax.plot(
-        100 * c["share_mean"],
-        100 * c["gap_mean"],
-        "o",
-        ms=14,
-        mfc="none",
-        mec="k",
-        mew=1.2,
-        label="chosen on validation",
-    )
-    ax.axhline(100 * tol, color="0.4", lw=0.8, ls="--")
-    ax.annotate(
-        "tolerance",
-        (1, 100 * tol),
-        xytext=(2, 3),
-        textcoords="offset points",
-        fontsize=8,
-        color="0.3",
-    )
-    ax.axvline(100 * PAPER_FRACTION["mlp-mnist"], color="0.4", lw=0.8, ls=":")
-    ax.set_xlabel("hidden nodes dead (%)")
-    ax.set_ylabel("validation accuracy gap to dense (points)")
-    ax.set_title("the trade-off front, on the validation split", fontsize=10)
-    ax.set_ylim(min(-0.5, ax.get_ylim()[0]), min(ax.get_ylim()[1], 8))
-    bx.set_xlabel("weight sparsity (%)")
-    bx.set_ylabel("hidden nodes dead (%)")
-    bx.set_title("nodes against weights", fontsize=10)
-    fig.legend(
-        *ax.get_legend_handles_labels(),
-        fontsize=8,
-        loc="outside lower center",
-        ncols=5,
-        frameon=False,
-    )
-    return fig
 
 
 # --------------------------------------------------------------------------

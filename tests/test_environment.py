@@ -1,7 +1,9 @@
 """The repository's promises about itself: pins agree, README commands, CI entry point."""
+import os
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +76,31 @@ def test_the_package_declares_what_it_imports_and_the_pins_meet_its_bounds():
     for r in declared + [r for rs in extras.values() for r in rs]:
         if r.name.lower() in pins:
             assert r.specifier.contains(pins[r.name.lower()], prereleases=True), (str(r), pins[r.name.lower()])
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_runs_outside_the_repository(tmp_path):
+    """``pip install .`` (a built wheel, not the checkout) used from a folder outside any checkout:
+    ``prunedyn run`` finds its data through ``$PRUNEDYN_DATA``, and without it says so in one line."""
+    import subprocess
+    import sys
+
+    target, work = tmp_path / "site", tmp_path / "elsewhere"
+    work.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--disable-pip-version-check",
+                    "--target", str(target), str(ROOT)], check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PRUNEDYN_DATA", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(target)
+    cmd = [sys.executable, "-m", "prunedyn.cli", "run", "mlp-mnist", "--set", "epochs=1",
+           "--set", "data.train_size=500", "--set", "data.test_size=500", "--quiet"]
+    where = subprocess.run([sys.executable, "-c", "import prunedyn; print(prunedyn.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(target)), where  # the installed copy, not the checkout
+    missing = subprocess.run(cmd + ["--out", "a"], cwd=work, env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "PRUNEDYN_DATA" in missing.stderr, missing.stderr
+    assert not (work / "a").exists()
+    env["PRUNEDYN_DATA"] = str(ROOT / "data")
+    ok = subprocess.run(cmd + ["--out", "b"], cwd=work, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert (work / "b" / "summary.json").exists()

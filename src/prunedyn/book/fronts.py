@@ -98,3 +98,97 @@ def headline_share(front: pd.DataFrame, method: str, baselines: Sequence[str], z
         return pd.Series({"method": method, "setting": None, "share_mean": 0.0, "gap_mean": math.nan,
                           "tol": math.nan, "baseline_gap": math.nan, "margin": math.nan})
     return ok.iloc[0][cols]
+
+
+# --------------------------------------------------------------------------
+# a recorded front as the chapters show it (chapter 9's MLP, chapter 7's U-Net)
+# --------------------------------------------------------------------------
+#: The paper's method on a front (SWP with L2, with L1); every other method is context.
+PAPER_METHODS = ("swp-l2", "swp-l1")
+FRONT_NAME = {
+    "swp-l2": "SWP + L2",
+    "swp-l1": "SWP + L1",
+    "swp-group-lasso": "SWP + group lasso",
+    "targeted-dropout-unit": "targeted dropout, unit",
+    "slimming": "network slimming",
+}
+FRONT_COLOR = {
+    "swp-l2": "#1f77b4",
+    "swp-l1": "#2ca02c",
+    "swp-group-lasso": "#9467bd",
+    "targeted-dropout-unit": "#ff7f0e",
+    "slimming": "#8c564b",
+}
+
+
+def choose(table: pd.DataFrame, tol: float, metric: str = "accuracy",
+           context: Sequence[str] = ("swp-group-lasso", "targeted-dropout-unit")) -> pd.DataFrame:
+    """Per method, the setting chosen on the validation split (the largest mean node share whose
+    mean paired validation gap is at most ``tol``: :func:`choose_within`), with its test gap beside
+    it: the only place the test set is read. Gaps in the metric's units (accuracy: fractions)."""
+    val, test = paired_front(table, metric, "val"), paired_front(table, metric, "test")
+    chosen = choose_within(val, tol)
+    t = test.set_index("setting")
+    chosen["test_gap_mean"] = [t.loc[s, "gap_mean"] for s in chosen["setting"]]
+    chosen["test_gap_std"] = [t.loc[s, "gap_std"] for s in chosen["setting"]]
+    order = {m: i for i, m in enumerate(PAPER_METHODS + tuple(context))}
+    return chosen.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def choice_frame(chosen: pd.DataFrame, scale: float = 100.0, unit: str = "points",
+                 digits: int = 2) -> pd.DataFrame:
+    """:func:`choose` as a chapter shows it: gaps times ``scale``, in ``unit``."""
+    sd = lambda m, s: f"{scale * m:+.{digits}f} ± {scale * s:.{digits}f}"  # noqa: E731
+    return pd.DataFrame({
+        "method": [FRONT_NAME.get(m, m) + ("" if m in PAPER_METHODS else " (context)")
+                   for m in chosen["method"]],
+        "setting chosen on validation": [s.split(", ", 1)[1] if ", " in s else s
+                                         for s in chosen["setting"]],
+        "nodes dead": [f"{100 * m:.1f}% ± {100 * s:.1f}"
+                       for m, s in zip(chosen["share_mean"], chosen["share_std"])],
+        f"validation gap ({unit})": [sd(m, s) for m, s in zip(chosen["gap_mean"], chosen["gap_std"])],
+        f"test gap ({unit}), read once": [sd(m, s) for m, s in zip(chosen["test_gap_mean"],
+                                                                   chosen["test_gap_std"])],
+    })
+
+
+def plot_front(table: pd.DataFrame, chosen: pd.DataFrame, tol: float, metric: str = "accuracy",
+               context: Sequence[str] = ("swp-group-lasso", "targeted-dropout-unit"),
+               target: float = 0.5, scale: float = 100.0, unit: str = "points",
+               nodes: str = "hidden nodes", ycap: float = 8.0):
+    """Two panels, every method along its strength (mean ± sd over seeds): the paired validation
+    gap against the share of nodes dead, with the tolerance, the paper's share (``target``) and
+    the chosen settings circled; and the share of nodes dead against the weight sparsity."""
+    from matplotlib.figure import Figure
+
+    val = paired_front(table, metric, "val")
+    fig = Figure(figsize=(10.5, 4.4), layout="constrained")
+    ax, bx = fig.subplots(1, 2)
+    for m in PAPER_METHODS + tuple(context):
+        f = val[val["method"] == m].sort_values("share_mean")
+        if f.empty:
+            continue
+        kw = dict(color=FRONT_COLOR.get(m), ms=5, capsize=2,
+                  label=FRONT_NAME.get(m, m) + ("" if m in PAPER_METHODS else " (context)"),
+                  ls="-" if m in PAPER_METHODS else ":", marker="o" if m in PAPER_METHODS else "s")
+        ax.errorbar(100 * f["share_mean"], scale * f["gap_mean"], xerr=100 * f["share_std"],
+                    yerr=scale * f["gap_std"], **kw)
+        bx.errorbar(100 * f["sparsity_mean"], 100 * f["share_mean"], yerr=100 * f["share_std"], **kw)
+    c = chosen[chosen["method"].isin(PAPER_METHODS + tuple(context))]
+    ax.plot(100 * c["share_mean"], scale * c["gap_mean"], "o", ms=14, mfc="none", mec="k", mew=1.2,
+            label="chosen on validation")
+    ax.axhline(scale * tol, color="0.4", lw=0.8, ls="--")
+    ax.annotate("tolerance", (1, scale * tol), xytext=(2, 3), textcoords="offset points", fontsize=8,
+                color="0.3")
+    ax.axvline(100 * target, color="0.4", lw=0.8, ls=":")
+    word = {"dice": "Dice", "auc": "AUC"}.get(metric, metric)
+    ax.set_xlabel(f"{nodes} dead (%)")
+    ax.set_ylabel(f"validation {word} gap to dense" + (f" ({unit})" if unit else ""))
+    ax.set_title("the trade-off front, on the validation split", fontsize=10)
+    ax.set_ylim(min(-0.005 * scale, ax.get_ylim()[0]), min(ax.get_ylim()[1], ycap))
+    bx.set_xlabel("weight sparsity (%)")
+    bx.set_ylabel(f"{nodes} dead (%)")
+    bx.set_title("nodes against weights", fontsize=10)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=5,
+               frameon=False)
+    return fig

@@ -187,7 +187,8 @@ def sha256(path: Path) -> str:
 
 def verify(path: Path, expected: str) -> None:
     if not path.exists():
-        raise DataError(f"data file missing: {path}")
+        hint = "" if os.environ.get("PRUNEDYN_DATA") else " (set PRUNEDYN_DATA to the data/ folder of a checkout)"
+        raise DataError(f"data file missing: {path}{hint}")
     got = sha256(path)
     if got != expected:
         raise DataError(f"checksum mismatch for {path}: sha256 {got[:12]}..., expected {expected[:12]}...")
