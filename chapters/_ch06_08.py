@@ -549,7 +549,13 @@ class Front:
         gate_name, self.name, self.epochs = COMPETENT[preset]
         self.tol = TOLERANCE[self.metric]
         self.schedule = pd.read_csv(RESULTS / f"{gate_name}.csv")
-        self.table = T.load_table(RESULTS / f"{self.name}.csv")
+        table = T.load_table(RESULTS / f"{self.name}.csv")
+        # a setting is judged on every seed of the dense network, or not at all (a sweep recorded
+        # while it still ran has settings with fewer)
+        seeds = set(table.loc[table["setting"] == "dense", "seed"])
+        complete = table.groupby("setting")["seed"].apply(lambda s: seeds <= set(s))
+        self.table = table[table["setting"].map(complete)].reset_index(drop=True)
+        self.incomplete = sorted(set(table["setting"]) - set(self.table["setting"]))
         methods = dict.fromkeys(self.table["method"])
         self.context = tuple(m for m in methods if m not in FR.PAPER_METHODS and m != "dense")
         self.chosen = FR.choose(self.table, self.tol, metric=self.short, context=self.context)
@@ -585,6 +591,26 @@ class Front:
             fig.suptitle(title, fontsize=10)
         return fig
 
+    def instance_frame(self) -> pd.DataFrame:
+        """The dense network and each method's chosen setting on the test tiles (read once, for
+        these only): foreground Dice, the instance metric (mAP over IoU 0.5..0.95) and the share
+        of true boundary pixels labelled boundary, mean ± sd over the seeds."""
+        pm = lambda v, f: f"{np.mean(v):{f}} ± {np.std(v, ddof=1):{f}}"  # noqa: E731
+        rows = []
+        for setting in ["dense", *self.chosen["setting"]]:
+            g = self.table[self.table["setting"] == setting]
+            rows.append(
+                {
+                    "setting": setting,
+                    "channels dead": f"{100 * g['nodes_removed'].mean():.1f}%",
+                    "test Dice": pm(g["test_dice"], ".3f"),
+                    "test mAP": pm(g["test_map"], ".3f"),
+                    "boundary pixels found": f"{100 * g['test_boundary_recall'].mean():.1f}% ± "
+                    f"{100 * g['test_boundary_recall'].std(ddof=1):.1f}",
+                }
+            )
+        return pd.DataFrame(rows)
+
     def best_paper(self) -> pd.Series:
         """The paper's method's chosen setting with the most channels dead."""
         paper = self.chosen[self.chosen["method"].isin(self.FR.PAPER_METHODS)]
@@ -598,12 +624,16 @@ class Front:
         g[f"{prefix}_dense"] = fmt_metric(self.metric, d.mean(), d.std(ddof=1))
         g[f"{prefix}_dense2"] = fmt_metric(self.metric, d2.mean(), d2.std(ddof=1))
         g[f"{prefix}_change"] = f"{d2.mean() - d.mean():+.4f}"
-        bnd = self.dense("test_boundary_recall") if "test_boundary_recall" in self.schedule else None
+        bnd = (
+            self.dense("test_boundary_recall") if "test_boundary_recall" in self.schedule else None
+        )
         if bnd is not None:
             g[f"{prefix}_boundary"] = f"{100 * bnd.mean():.0f}%"
         for _, r in self.chosen.iterrows():
             k = f"{prefix}_{r['method'].replace('-', '_')}"
-            g[f"{k}_setting"] = r["setting"].split(", ", 1)[1] if ", " in r["setting"] else r["setting"]
+            g[f"{k}_setting"] = (
+                r["setting"].split(", ", 1)[1] if ", " in r["setting"] else r["setting"]
+            )
             g[f"{k}_dead"] = f"{100 * r['share_mean']:.1f}% ± {100 * r['share_std']:.1f}"
             g[f"{k}_val_gap"] = f"{r['gap_mean']:+.4f} ± {r['gap_std']:.4f}"
             g[f"{k}_test_gap"] = f"{r['test_gap_mean']:+.4f} ± {r['test_gap_std']:.4f}"

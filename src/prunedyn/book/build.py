@@ -306,7 +306,7 @@ def execute_chapters(root: Path, profile: str = DEFAULT_PROFILE, only: Optional[
 
 def checks_log(root: Path, nb: Path) -> Path:
     """Where a chapter's kernel logs its claim checks (one JSON line each, see chapters/_book.py)."""
-    return root / "_build" / "checks" / f"{nb.stem}.jsonl"
+    return Path(root).resolve() / "_build" / "checks" / f"{nb.stem}.jsonl"  # the kernel runs in chapters/
 
 
 def read_checks(root: Path) -> Dict[str, List[dict]]:
