@@ -309,7 +309,8 @@ def claim2_row(
     chosen: Optional[pd.DataFrame] = None,
 ) -> Row:
     """Claim 2. (a) from the live runs (one lambda each: SWP alone against SWP + L1 and + L2); (b),
-    with ``front`` (the recorded mlp-front table) and ``chosen`` (:func:`prunedyn.book.fronts.choose`), along the
+    with ``front`` (the recorded mlp-front table) and ``chosen``
+    (:func:`prunedyn.book.fronts.choose`), along the
     front: L2 against L1 each at the setting chosen on the validation split at the same tolerance,
     i.e. at matched accuracy, paired by seed. Without them (b) compares the live runs' lambdas."""
     d = {k: S.paired(table, "dead_node_fraction", k, "none") for k in ("l1", "l2")}
@@ -1226,7 +1227,8 @@ def front_best_table(table: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
 
 
 def conv_front_row(key: str, front, scale: str) -> Row:
-    """Claim 3 for a conv net from its recorded front at a competent scale (:class:`_ch06_08.Front`):
+    """Claim 3 for a conv net from its recorded front at a competent scale
+    (:class:`_ch06_08.Front`):
     the paper's method's setting chosen on the validation split with the most nodes dead, judged
     on the test split (read once) against the dense network of the same seeds."""
     best = front.best_paper()
