@@ -71,9 +71,7 @@ def measure(width: float, batch: int, steps: int, device: torch.device) -> list:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     decay = make_regularizer("l2", lam=5e-4)
     weights = list(prunable_weights(model).values())
-    pruners = {"per_tensor": StochasticWeightPruner(model, sigma=0.002, seed=1, fused=False)}
-    if device.type == "cuda":
-        pruners["multi_tensor"] = StochasticWeightPruner(model, sigma=0.002, seed=1, fused=True)
+    pruners = {"per_tensor": StochasticWeightPruner(model, sigma=0.002, seed=1)}
     pruners["counter"] = StochasticWeightPruner(model, sigma=0.002, seed=1, stream="counter")
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -110,7 +108,7 @@ def measure(width: float, batch: int, steps: int, device: torch.device) -> list:
     rows = []
     for k, v in swp.items():
         t = statistics.median(v)
-        backend = ",".join(sorted(set(pruners[k].backends.values()))) if k == "counter" else "torch"
+        backend = ",".join(sorted(set(pruners[k].stream.backends.values()))) if k == "counter" else "torch"
         rows.append({
             "device": device.type,
             "hardware": hardware,

@@ -63,7 +63,7 @@ def previous_prune(pruner: StochasticWeightPruner) -> None:
     """The SWP step before issue #12 (CPU, absolute sigma, constant schedule)."""
     todo = [(n, w, pruner.sigma) for n, w in pruner.weights.items()]
     first = todo[0][1]
-    u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=pruner.generator, dtype=first.dtype)
+    u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=pruner.stream.generator, dtype=first.dtype)
     offset = 0
     for name, w, scale in todo:
         u = u_all[offset : offset + w.numel()].view_as(w)
@@ -72,7 +72,7 @@ def previous_prune(pruner: StochasticWeightPruner) -> None:
 
 
 #: the SWP paths per device type
-PATHS = {"cpu": ("previous", "exact", "counter"), "cuda": ("previous", "exact", "multi_tensor", "counter")}
+PATHS = {"cpu": ("previous", "exact", "counter"), "cuda": ("previous", "exact", "counter")}
 
 #: ``wall``: elapsed time; ``cpu``: this thread's CPU time (with one torch thread all the work runs
 #: in it), far less sensitive to other processes sharing the cores, though not to their use of
@@ -95,8 +95,7 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str, d
         for w, w0 in zip(weights, initial):
             w.copy_(w0)
 
-    options = {"previous": {}, "exact": {"fused": False}, "multi_tensor": {"fused": True},
-               "counter": {"stream": "counter"}}
+    options = {"previous": {}, "exact": {}, "counter": {"stream": "counter"}}
     pruners = {path: StochasticWeightPruner(model, sigma=sigma, seed=1, **options[path]) for path in PATHS[device.type]}
 
     def swp(path):
@@ -153,7 +152,7 @@ def measure(name: str, rounds: int, train_rounds: int, batch: int, clock: str, d
     rows = []
     for path in pruners:
         t_swp = max(med[path] - med["restore"], 0.0)
-        backend = ",".join(sorted(set(pruners[path].backends.values()))) if path == "counter" else "torch"
+        backend = ",".join(sorted(set(pruners[path].stream.backends.values()))) if path == "counter" else "torch"
         rows.append({
             "device": device.type,
             "clock": clock,

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from prunedyn.book import baselines as B
+from prunedyn.book import fronts as FR
+from prunedyn.book import tradeoffs as T
 from prunedyn.book import study
 
 #: Overrides on top of the quick profile (none in the full profile).
@@ -540,10 +542,6 @@ class Front:
     on it (:func:`prunedyn.book.fronts.choose`), the test split read for the chosen ones only."""
 
     def __init__(self, preset: str):
-        from prunedyn.book import fronts as FR
-        from prunedyn.book import tradeoffs as T
-
-        self.FR = FR
         self.preset, self.metric = preset, METRIC[preset]
         self.short = self.metric.split("_", 1)[1]
         gate_name, self.name, self.epochs = COMPETENT[preset]
@@ -572,10 +570,10 @@ class Front:
         return d.sort_values("seed")[column].to_numpy(dtype=float)
 
     def choice_frame(self) -> pd.DataFrame:
-        return self.FR.choice_frame(self.chosen, scale=1.0, unit=METRIC_WORD[self.metric], digits=4)
+        return FR.choice_frame(self.chosen, scale=1.0, unit=METRIC_WORD[self.metric], digits=4)
 
     def plot(self, target: float, title: str = ""):
-        fig = self.FR.plot_front(
+        fig = FR.plot_front(
             self.table,
             self.chosen,
             self.tol,
@@ -613,12 +611,12 @@ class Front:
 
     def best_paper(self) -> pd.Series:
         """The paper's method's chosen setting with the most channels dead."""
-        paper = self.chosen[self.chosen["method"].isin(self.FR.PAPER_METHODS)]
+        paper = self.chosen[self.chosen["method"].isin(FR.PAPER_METHODS)]
         return paper.sort_values("share_mean", ascending=False, kind="mergesort").iloc[0]
 
     def texts(self, prefix: str) -> Dict[str, str]:
-        """Glue texts: the dense network at the budget and at twice it, and per chosen method its
-        setting, channels dead and gaps (validation, test)."""
+        """Glue texts: the dense network at the budget and at twice it (the chapter glues the
+        chosen settings it discusses itself)."""
         g = {}
         d, d2 = self.dense(self.metric), self.dense(self.metric, 2 * self.epochs)
         g[f"{prefix}_dense"] = fmt_metric(self.metric, d.mean(), d.std(ddof=1))
@@ -629,12 +627,4 @@ class Front:
         )
         if bnd is not None:
             g[f"{prefix}_boundary"] = f"{100 * bnd.mean():.0f}%"
-        for _, r in self.chosen.iterrows():
-            k = f"{prefix}_{r['method'].replace('-', '_')}"
-            g[f"{k}_setting"] = (
-                r["setting"].split(", ", 1)[1] if ", " in r["setting"] else r["setting"]
-            )
-            g[f"{k}_dead"] = f"{100 * r['share_mean']:.1f}% ± {100 * r['share_std']:.1f}"
-            g[f"{k}_val_gap"] = f"{r['gap_mean']:+.4f} ± {r['gap_std']:.4f}"
-            g[f"{k}_test_gap"] = f"{r['test_gap_mean']:+.4f} ± {r['test_gap_std']:.4f}"
         return g

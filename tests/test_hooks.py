@@ -358,7 +358,7 @@ def test_grad_scaler_skipped_step_runs_no_hook(fused):
     (x, y), = batches(steps=1)
     train(model, opt, [(x, y)], sc)
     assert h.pruner.steps_done == 1
-    before, rng = params(model), h.pruner.generator.get_state()
+    before, rng = params(model), h.pruner.stream.generator.get_state()
     loss = F.cross_entropy(model(x), y)
     opt.zero_grad()
     sc.scale(loss).backward()
@@ -366,7 +366,7 @@ def test_grad_scaler_skipped_step_runs_no_hook(fused):
     sc.step(opt)
     sc.update()
     assert h.pruner.steps_done == 1 and h.steps == 1
-    assert torch.equal(h.pruner.generator.get_state(), rng)
+    assert torch.equal(h.pruner.stream.generator.get_state(), rng)
     assert all(torch.equal(before[n], p) for n, p in params(model).items())
     train(model, opt, [(x, y)], sc)  # the next finite step runs them again
     assert h.pruner.steps_done == 2 and h.steps == 2

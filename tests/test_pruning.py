@@ -632,21 +632,6 @@ def test_one_draw_for_all_tensors_matches_per_tensor_draws_on_cpu(kernel):
     assert weight_sparsity(a) > 0.2  # the comparison is not vacuous
 
 
-def test_multi_tensor_gaussian_path_takes_the_same_decisions():
-    from prunedyn.core.pruning import _gaussian_zero_foreach
-
-    torch.manual_seed(1)
-    ws = [torch.randn(30, 20) * 0.05, torch.randn(7, 3, 3) * 0.05]
-    us = [torch.rand(w.shape) for w in ws]
-    expected = [w.masked_fill(u < torch.exp(-(w * w) / (2 * 0.03**2)), 0.0) for w, u in zip(ws, us)]
-    got = [w.clone() for w in ws]
-    _gaussian_zero_foreach(got, us, 0.03)
-    for e, g_ in zip(expected, got):
-        assert torch.equal(e == 0, g_ == 0)
-        assert torch.equal(e, g_)
-    assert sum(int((g_ == 0).sum()) for g_ in got) > 50
-
-
 def test_one_class_in_one_file_adds_a_pruner_everywhere(tmp_path):
     """A pruner registered with ``register_pruner`` is a valid ``pruner.kind``, runs, and attaches."""
     import torch

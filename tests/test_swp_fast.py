@@ -154,7 +154,7 @@ def previous_step(pruner):
         if not todo:
             return
         first = todo[0][1]
-        u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=pruner.generator, dtype=first.dtype)
+        u_all = torch.rand(sum(w.numel() for _, w, _ in todo), generator=pruner.stream.generator, dtype=first.dtype)
         offset = 0
         for name, w, scale in todo:
             u = u_all[offset : offset + w.numel()].view_as(w)
@@ -204,7 +204,7 @@ def test_exact_stream_zeroes_what_the_previous_implementation_zeroed(options, fl
             assert torch.equal(torch.signbit(wa), torch.signbit(wb))  # pruned weights are +0.0, as masked_fill_ writes
         for name in new.masks:
             assert torch.equal(new.masks[name], old.masks[name])
-    assert torch.equal(new.generator.get_state(), old.generator.get_state())
+    assert torch.equal(new.stream.generator.get_state(), old.stream.generator.get_state())
     zeros = sum(int((w == 0).sum()) for w in prunable_weights(a).values())
     assert zeros > 100  # the comparison is not vacuous
 

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from prunedyn.core.counter import (  # noqa: F401 (re-exported: the stream is part of this API)
@@ -39,6 +40,7 @@ from prunedyn.core.counter import (  # noqa: F401 (re-exported: the stream is pa
     storage_order,
     reference_decisions,
 )
+from prunedyn.core.kernels import EXPONENTIAL_FORMS, KERNELS
 
 # ----------------------------------------------------------------------------- the CPU kernel (C)
 C_SOURCE = r"""
@@ -459,3 +461,67 @@ def _bump_version(w: torch.Tensor) -> None:
     # a write through a raw pointer does not move autograd's version counter, which guards
     # tensors saved for backward against in-place changes; move it as masked_fill_ would
     torch.autograd.graph.increment_version(w)
+
+
+# ----------------------------------------------------------------------------- the stream
+class CounterStream:
+    """SWP's counter-based draws (``pruner.stream=counter``): ``u`` is a function of ``(seed, step,
+    tensor, element)`` (:mod:`prunedyn.core.counter`), computed inside the op :func:`swp_counter_`,
+    which applies the rule ``w <- 0 where u < kappa`` in the same pass (C on the CPU; on a GPU every
+    tensor of a step in one Triton launch, :class:`TritonGroup`). Kernels with no fused form take
+    ``u`` from the NumPy reference and the pruner's own rule. The step is the optimiser step's
+    0-based index and the tensor its position among the prunable weights: a resumed run draws the
+    same numbers with no state to restore."""
+
+    name = "counter"
+
+    def __init__(self, seed: int, names, kernel: str):
+        self.seed, self.kernel = int(seed), kernel
+        self.index = {name: j for j, name in enumerate(names)}
+        self.fused = kernel in FUSED_KERNELS and dict.get(KERNELS, kernel) is EXPONENTIAL_FORMS[kernel][0]
+        #: the backend of the last step per tensor (c, triton, triton-group, reference): runs record it
+        self.backends: dict[str, str] = {}
+        self._group: Optional[TritonGroup] = None  # the GPU's one-launch tables, rebuilt when the weights move
+
+    def prune_(self, todo, step: int, rule) -> None:
+        """Prune every ``(name, w, scale, mask)`` of ``todo`` at optimiser step ``step``; ``rule(w, u,
+        scale, mask)`` applies the pruner's rule to reference draws ``u``."""
+        if self.fused and self._prune_group(todo, step):
+            return
+        for name, w, scale, mask in todo:
+            key = stream_key(self.seed, step, self.index[name])
+            if self.fused:
+                self.backends[name] = fused_prune_(w, mask, key, self.kernel, scale)
+                continue
+            order = storage_order(w)  # numbered in memory order, as the fused kernels number them
+            u = torch.from_numpy(reference_draws(w.numel(), key)).view(w.permute(order).shape)
+            rule(w, u.permute(tuple(int(d) for d in np.argsort(order))).to(device=w.device, dtype=w.dtype), scale, mask)
+            self.backends[name] = "reference"
+
+    def _prune_group(self, todo, step: int) -> bool:
+        """All tensors in one Triton launch, where every one is a dense float32 CUDA tensor, they share
+        one scale and any masks lie in their weights' memory order; False otherwise (the caller goes
+        tensor by tensor, with the same decisions)."""
+        if todo[0][1].device.type != "cuda" or triton_kernel() is None or len({t[2] for t in todo}) != 1:
+            return False
+        views, masks = [], None if todo[0][3] is None else []
+        for _, w, _, mask in todo:
+            view, m = w.permute(storage_order(w)), None if mask is None else mask.permute(storage_order(w))
+            if w.dtype != torch.float32 or not view.is_contiguous() or (m is not None and not m.is_contiguous()):
+                return False
+            views.append(view)
+            if m is not None:
+                masks.append(m.view(torch.uint8))
+        if self._group is None or not self._group.matches(views, masks):
+            self._group = TritonGroup(views, masks)
+        self._group.launch([stream_key(self.seed, step, self.index[name]) for name, *_ in todo], self.kernel, todo[0][2])
+        for name, w, *_ in todo:
+            _bump_version(w)
+            self.backends[name] = "triton-group"
+        return True
+
+    def state_dict(self) -> dict:
+        return {"backends": dict(self.backends)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.backends = dict(state.get("backends", {}))

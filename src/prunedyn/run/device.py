@@ -78,9 +78,9 @@ def swp_backend(pruner: WeightPruner) -> str:
     ``triton-group``, ``reference``; comma-separated), or ``none`` for other pruners."""
     if not isinstance(pruner, StochasticWeightPruner):
         return "none"
-    if pruner.stream != "counter":
-        return pruner.stream
-    return "counter:" + (",".join(sorted(set(pruner.backends.values()))) or "not run")
+    if pruner.stream.name != "counter":
+        return pruner.stream.name
+    return "counter:" + (",".join(sorted(set(pruner.stream.backends.values()))) or "not run")
 
 
 def recorded_train_path(folder: Path) -> str:
