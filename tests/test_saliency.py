@@ -275,3 +275,43 @@ def test_xray_figures_and_helpers():
     assert rgba.shape == (2, 2, 4) and rgba[..., 3].flatten().tolist() == pytest.approx([0.0, 0.4, 0.8, 0.8])
     fig = X.plot_xray_examples(imgs, [0, 1, 1], ["a", "b", "c"], per_class=2, notes={"a": "source A"})
     assert len(fig.axes) == 6 and "source A" in fig.axes[0].get_ylabel()
+
+
+def _cxr_and_images():
+    torch.manual_seed(0)
+    model = CXRNet(in_channels=1, num_classes=3, width=0.25).eval()
+    return model, torch.randn(3, 1, 40, 40)
+
+
+def test_occlusion_map_equals_captums_where_their_patch_positions_agree():
+    """Captum's ``Occlusion`` (per pixel: the mean score drop of the windows covering it) on a grid
+    whose stride divides ``H - k``, where it and :func:`patch_positions` place the same windows (the
+    book adds a last window flush with the border where the stride does not divide it; Captum
+    leaves those border pixels uncovered). The same maps, target the predicted class."""
+    from captum.attr import Occlusion
+
+    model, x = _cxr_and_images()
+    tgt = S.resolve_target(model, x)
+    for score, fn in (("prob", lambda v: torch.softmax(model(v), 1)), ("logit", model)):
+        ours = S.occlusion_map(model, x, patch=8, stride=4, score=score)
+        theirs = Occlusion(fn).attribute(x, sliding_window_shapes=(1, 8, 8), strides=(1, 4, 4), baselines=0.0,
+                                         target=tgt, perturbations_per_eval=16).squeeze(1)
+        assert ours.abs().max() > 1e-4  # not vacuous
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6 * float(ours.abs().max())), score
+
+
+def test_input_gradient_equals_captums_saliency_and_input_x_gradient():
+    """Without SmoothGrad's noise (drawn from the book's own seeded generator), the input gradient
+    is Captum's ``Saliency`` (``abs=True``, the channel maximum) and, times the input and summed
+    over the channels, its ``InputXGradient``."""
+    from captum.attr import InputXGradient, Saliency
+
+    model, x = _cxr_and_images()
+    tgt = S.resolve_target(model, x)
+    ours = S.input_gradient(model, x, score="logit", reduce="absmax")
+    theirs = Saliency(model).attribute(x.clone().requires_grad_(True), target=tgt, abs=True).amax(1)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+    ours = S.input_gradient(model, x, score="logit", reduce="sum", times_input=True)
+    theirs = InputXGradient(model).attribute(x.clone().requires_grad_(True), target=tgt).sum(1)
+    assert ours.abs().max() > 0
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-7)

@@ -53,6 +53,12 @@ display), :func:`map_correlation` (Pearson correlation of two maps per
 image), :func:`region_share` (share of the positive saliency inside a mask,
 e.g. the image border, where X-ray markers and collimation edges lie), and
 :func:`top_region` (the position of the largest occlusion drop).
+
+Why not Captum's ``Occlusion`` and ``NoiseTunnel`` themselves: Captum places windows at ``0, s,
+2s, ...`` only, leaving the border pixels uncovered where ``s`` does not divide ``H - k`` (the
+X-rays' markers lie there), and draws SmoothGrad's noise from the global generator. Where the
+windows agree, and without noise, the maps equal Captum's ``Occlusion``, ``Saliency`` and
+``InputXGradient`` (tests/test_saliency.py).
 """
 from __future__ import annotations
 
