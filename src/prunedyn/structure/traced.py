@@ -46,10 +46,13 @@ nodes, in ``groups`` equal blocks that compaction shrinks equally
 kept whole (and named) only where its groups cannot be read that way: a grouped conv that reads
 a group together with other channels (a concatenation), a transposed one, or one with a single
 output channel per group (torch-pruning traces it as depthwise).
+A view that moves channels through a tensor of more than 4 dims (a channel shuffle's view / transpose / view,
+ShuffleNet) is traced as an opaque op (:func:`regrouping`, :func:`build_graph`): the groups through it (a
+ShuffleNet block's outputs) are kept whole and named in the warning; those inside its branches are nodes.
 Structures that cannot be wired exactly (a depthwise multiplier, a norm that does not directly follow a
 producer, other layers with per-channel parameters in a group, a consumer
-reading a group at non-contiguous positions) raise :class:`WiringError`
-naming the layer.
+reading a group at non-contiguous positions, a producer only part of whose channels the trace
+ties to a group: a reshape torch-pruning maps wrongly) raise :class:`WiringError` naming the layer.
 """
 from __future__ import annotations
 
@@ -125,12 +128,49 @@ def _unwired_grouped(module: nn.Module) -> Optional[str]:
     return None
 
 
+def regrouping(grad_fn) -> str | None:
+    """Why a traced view / reshape regroups channels that torch-pruning cannot map, or ``None`` (shapes read
+    off the autograd node: its saved input sizes, its output's metadata; unknown: not mapped). Its index
+    mapping handles 2-D to 4-D tensors only (and flattening to (N, features)); a view through more dims (a
+    channel shuffle's (N, groups, C / groups, H, W)) gets a wrong mapping or none (VainF/Torch-Pruning#14)."""
+    meta = getattr(grad_fn, "_input_metadata", ())
+    src, dst = getattr(grad_fn, "_saved_self_sym_sizes", None), tuple(meta[0].shape) if meta else None
+    if src is None or dst is None:
+        return "a view of unknown shapes, which torch-pruning cannot map"
+    if max(len(src), len(dst)) <= 4 or (len(dst) == 2 and dst[0] == src[0]):
+        return None
+    return (f"a view {tuple(src)} -> {dst} moves them across dims (as a channel shuffle does), which torch-pruning "
+            "cannot map")
+
+
 def build_graph(model: nn.Module, example: torch.Tensor):
-    """torch-pruning's dependency graph of ``model`` traced on ``example`` (eval mode; the mode is restored)."""
+    """torch-pruning's dependency graph of ``model`` traced on ``example`` (eval mode; the mode is restored).
+    Views that regroup channels (:func:`regrouping`) are traced as element-wise ops, with no index mapping,
+    and listed in ``graph.regrouping`` (module -> why): every group through them is kept whole."""
     import torch_pruning as tp
+    from torch_pruning.dependency import index_mapping
+    from torch_pruning.ops import OPTYPE
+
+    class Graph(tp.DependencyGraph):
+        def _build_dependency(self, module2node):  # after the trace, before shape inference and index mapping
+            super()._build_dependency(module2node)
+            self.regrouping = {m: why for m, nd in module2node.items() if nd.type == OPTYPE.RESHAPE
+                               and (why := regrouping(nd.grad_fn))}
+            for m in self.regrouping:
+                module2node[m].type = OPTYPE.ELEMENTWISE
+
+        def build_dependency(self, *args, **kwargs):  # chunks' sizes from their grad_fn, as torch-pruning means
+            super().build_dependency(*args, **kwargs)  # to (it misses torch 2's names and infers them downstream,
+            for nd in self.module2node.values():  # wrongly past a regrouping view)
+                fn, size = nd.grad_fn, getattr(nd.grad_fn, "_saved_split_size", None)
+                if nd.type == OPTYPE.SPLIT and size and fn._saved_dim == 1:
+                    total = fn._saved_self_sym_sizes[1]
+                    nd.module.offsets = list(range(0, total, size)) + [total]
+                    index_mapping.update_split_index_mapping(self, nd)
+            return self
 
     with eval_mode(model), torch.enable_grad():
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        return Graph().build_dependency(model, example_inputs=example)
 
 
 def _downstream(graph, start_nodes):
@@ -260,19 +300,21 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
     order = {id(m): i for i, m in enumerate(order_list)}
     outputs = output_layers(graph, model)
     kept: List[Tuple[int, str]] = []
+    regrouped = getattr(graph, "regrouping", {})
 
     def keep(group, mixer, why) -> None:  # the group is not nodes: named in the warning
         makers = [item.dep.target.module for item in group.items
                   if isinstance(item.dep.target.module, PRUNABLE_TYPES) and graph.is_out_channel_pruning_fn(item.dep.handler)]
         first = min((order.get(id(m), 1 << 30) for m in makers), default=order.get(id(mixer), 1 << 30))
         label = names.get(order_list[first], "?") if first < len(order_list) else "?"
-        kept.append((first, f"{label} (through {names.get(mixer, '?')}, a {type(mixer).__name__}: {why})"))
+        via = f"through {names[mixer]}, a {type(mixer).__name__}: " if mixer in names else ""
+        kept.append((first, f"{label} ({via}{why})"))
 
     def read(group) -> Optional[TracedGroup]:
         mixer = next((item.dep.target.module for item in group.items if mixes_channels(item.dep.target.module)
-                      or _unwired_grouped(item.dep.target.module)), None)
-        if mixer is not None:  # kept: removing a channel would shift the statistics of the others
-            keep(group, mixer, _unwired_grouped(mixer) or "it pools their statistics")
+                      or _unwired_grouped(item.dep.target.module) or item.dep.target.module in regrouped), None)
+        if mixer is not None:  # kept: removing a channel would shift the statistics (or positions) of the others
+            keep(group, mixer, _unwired_grouped(mixer) or regrouped.get(mixer) or "it pools their statistics")
             return None
         producers, norms, consumers = [], [], []
         n = None
@@ -288,6 +330,9 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
                     raise WiringError(f"{label}: its output channels are tied to the group out of order")
                 if n is not None and n != len(idxs):
                     raise WiringError(f"{label}: {len(idxs)} channels tied to a group of {n}")
+                size = getattr(module, "out_channels", getattr(module, "out_features", len(idxs)))
+                if len(idxs) != size:  # torch-pruning mapped a reshape it does not understand
+                    raise WiringError(f"{label}: {len(idxs)} of its {size} output channels traced into one group")
                 n = len(idxs)
                 if module not in producers:
                     producers.append(module)
@@ -372,8 +417,9 @@ def _read_wiring(model: nn.Module, example: torch.Tensor, graph=None) -> List[Tr
         import warnings
 
         listed = [why for _, why in sorted(kept)]
-        warnings.warn(f"{len(listed)} channel group(s) are not nodes, kept whole (removing a channel would change "
-                      f"the others' normalisation or a grouped convolution's wiring): {'; '.join(listed[:4])}"
+        warnings.warn(f"{len(listed)} channel group(s) are not nodes, kept whole (removing a channel would change the "
+                      "others' normalisation, a grouped convolution's wiring or a channel shuffle's): "
+                      f"{'; '.join(listed[:4])}"
                       + ("; ..." if len(listed) > 4 else ""), KeptChannelsWarning, stacklevel=3)
     groups.sort(key=lambda g: order.get(id(g.producers[0][0]), 1 << 30))
     return groups
