@@ -252,6 +252,7 @@ def staged_frame(staged: pd.DataFrame, metric: str) -> pd.DataFrame:
     names = {
         "swp-l2": "SWP + L2 (node-pruned)",
         "compact-then-magnitude": "compacted, then magnitude-pruned and fine-tuned",
+        "dense-magnitude": "dense, magnitude-pruned to that sparsity and fine-tuned (control)",
     }
     ep = staged.groupby("arm", sort=False)["epochs"].first()
     return pd.DataFrame(
@@ -532,6 +533,8 @@ class Study:
 # --------------------------------------------------------------------------
 #: preset -> (the schedule study of the dense network, the front, the front's epochs)
 COMPETENT = {"unet-dsb2018": ("unet-cpu-competence", "unet-cpu-front", 32)}
+#: Claim 4's two stages at that scale, with the matched-sparsity control (results/<name>.csv)
+COMPETENT_CLAIM4 = {"unet-dsb2018": "unet-cpu-claim4"}
 #: The tolerance of a paired gap (chapter 9's rule): 1.5 accuracy points, 0.02 Dice, 0.02 AUC.
 TOLERANCE = {"test_accuracy": 0.015, "test_dice": 0.02, "test_auc": 0.02}
 
@@ -608,6 +611,50 @@ class Front:
                 }
             )
         return pd.DataFrame(rows)
+
+    def staged(self) -> pd.DataFrame:
+        """Claim 4 at this scale (:func:`prunedyn.book.baselines.staged_table`): the chosen SWP + L2
+        network, it compacted, magnitude-pruned and fine-tuned, and the dense network
+        magnitude-pruned to the same total sparsity and fine-tuned as long (``dense-magnitude``)."""
+        table = T.load_table(RESULTS / f"{COMPETENT_CLAIM4[self.preset]}.csv")
+        return B.staged_table(table, self.metric, matched="dense-magnitude")
+
+    def claim4_texts(self, staged: pd.DataFrame, prefix: str) -> Dict[str, str]:
+        """Glue texts of :meth:`staged`: the second stage's settings (read from the sweep's spec),
+        each arm's gap and total sparsity, and the control's gap minus the staged network's, paired
+        by seed."""
+        import yaml
+
+        spec = RESULTS.parent / "sweeps" / f"{COMPETENT_CLAIM4[self.preset]}.yaml"
+        runs = {r["label"]: r for r in yaml.safe_load(spec.read_text())["runs"]}
+        ss = B.staged_summary(staged, self.metric)
+        arm = {a: staged[staged["arm"] == a].set_index("seed") for a in ss.index}
+        src, st, mt = arm["swp-l2"], arm["compact-then-magnitude"], arm["dense-magnitude"]
+        kept = ((1 - st["total_sparsity"]) / (1 - src["total_sparsity"])).mean()
+        paired = mt["gap"] - st["gap"]
+        g = {
+            "target": f"{100 * runs['compact-then-magnitude']['pruner.sparsity']:.0f}%",
+            "matched_target": f"{100 * runs['dense-magnitude']['pruner.sparsity']:.2f}%",
+            "epochs": str(runs["compact-then-magnitude"]["epochs"]),
+            "total": str(int(st["epochs"].iloc[0])),
+            "removed": f"{100 * (1 - kept):.0f}%",
+            "paired": fmt_metric(self.metric, paired.mean(), paired.std(ddof=1)),
+            "paired_seeds": ", ".join(f"{v:+.3f}" for v in paired),
+            "seeds": ", ".join(str(s) for s in paired.index),
+            "worst": str(paired.idxmin()),
+            "worst_dead": f"{100 * src.loc[paired.idxmin(), 'dead_node_fraction']:.0f}%",
+            "worst_alive": str(int(st.loc[paired.idxmin(), "nodes_alive"])),
+        }
+        arms = (("swp-l2", "src"), ("compact-then-magnitude", "st"), ("dense-magnitude", "mt"))
+        for a, key in arms:
+            g[f"{key}_gap"] = fmt_metric(self.metric, ss.loc[a, "gap_mean"], ss.loc[a, "gap_sd"])
+            g[f"{key}_sparsity"] = f"{100 * ss.loc[a, 'total_sparsity_mean']:.2f}%"
+        return {f"{prefix}_{k}": v for k, v in g.items()}
+
+    def plot_staged(self, staged: pd.DataFrame, title: str = ""):
+        from prunedyn.book.tradeoff_plots import plot_staged
+
+        return plot_staged(staged, self.metric, title=title)
 
     def best_paper(self) -> pd.Series:
         """The paper's method's chosen setting with the most channels dead."""

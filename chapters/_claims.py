@@ -609,22 +609,34 @@ def recorded_conv_best_row(
 
 
 def conv_claim4_row(
-    preset: str, staged: pd.DataFrame, scale: str, nodes: str = "dead_node_fraction"
+    preset: str,
+    staged: pd.DataFrame,
+    scale: str,
+    nodes: str = "dead_node_fraction",
+    key: Optional[str] = None,
 ) -> Row:
     """Claim 4 for a conv net: ``staged`` is :func:`prunedyn.book.baselines.staged_table` of its
     recorded comparison (the SWP + L2 network, then compacted, weight-pruned further and
-    fine-tuned),
+    fine-tuned; where it has one, the matched-sparsity control ``dense-magnitude``),
     with the dead share in column ``nodes``."""
     metric = PRESET_METRIC[preset]
     src = staged[staged["arm"] == "swp-l2"].sort_values("seed")
-    st = staged[staged["arm"] != "swp-l2"].sort_values("seed")
+    st = staged[staged["arm"] == "compact-then-magnitude"].sort_values("seed")
+    matched = staged[staged["arm"] == "dense-magnitude"].sort_values("seed")
     gaps = st["gap"].to_numpy(dtype=float)
+    control = (
+        f"; the dense network magnitude-pruned to "
+        f"{pct_spread(matched['total_sparsity'].tolist())} and fine-tuned as long (control): gap "
+        f"{gap_text(matched['gap'].tolist(), metric)}"
+        if len(matched)
+        else ""
+    )
     # the share of the source's nonzero weights the second stage removed
     removed = 1 - (1 - st["total_sparsity"].to_numpy(dtype=float)) / (
         1 - src["total_sparsity"].to_numpy(dtype=float)
     )
     return Row(
-        key=f"claim4_{preset.split('-')[0]}",
+        key=key or f"claim4_{preset.split('-')[0]}",
         claim=f"4. {MODEL_WORD[preset]}: the node-pruned network weight-pruned further, "
         f"{METRIC_LABEL[metric].split(' ')[0]} only slightly below the dense one",
         result=(
@@ -636,7 +648,7 @@ def conv_claim4_row(
             f"global magnitude and {int(st['epochs'].iloc[0] - src['epochs'].iloc[0])} epochs "
             f"of fine-tuning: total sparsity {pct_spread(st['total_sparsity'].tolist())}, gap "
             f"to the dense network of the same "
-            f"{int(st['epochs'].iloc[0])} epochs {gap_text(gaps, metric)}"
+            f"{int(st['epochs'].iloc[0])} epochs {gap_text(gaps, metric)}{control}"
         ),
         scale=scale,
         seeds=seeds_text(st["seed"].unique()),
@@ -656,6 +668,7 @@ def conv_claim4_row(
             "source_dead": src[nodes].to_numpy(dtype=float),
             "removed": removed,
             "source_sparsity": src["total_sparsity"].to_numpy(dtype=float),
+            "matched_gaps": matched["gap"].to_numpy(dtype=float),
             "metric": metric,
         },
     )

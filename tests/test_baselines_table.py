@@ -65,6 +65,24 @@ def test_staged_table_counts_sparsity_against_the_original_weights_and_pairs_by_
         B.staged_table(runs().drop(columns="nonzero_weights"), "test_accuracy")
 
 
+def test_staged_table_adds_the_matched_sparsity_control_against_the_same_epochs():
+    """The dense network magnitude-pruned to the staged arm's sparsity and fine-tuned as long: its
+    epochs count from the dense run, its gap is against the dense network trained as long."""
+    from prunedyn.book.tradeoff_plots import plot_staged
+
+    t = runs()
+    control = t[t["label"] == "dense-more"].assign(label="dense-magnitude", nonzero_weights=50,
+                                                   test_accuracy=t.loc[t["label"] == "dense-more", "test_accuracy"] - 0.1)
+    st = B.staged_table(pd.concat([t, control], ignore_index=True), "test_accuracy", matched="dense-magnitude")
+    m = st[st["arm"] == "dense-magnitude"].set_index("seed")
+    assert len(m) == 3 and (m["epochs"] == 15).all() and m["gap"].tolist() == pytest.approx([0.1] * 3)
+    assert m.loc[0, "total_sparsity"] == pytest.approx(0.95)
+    fig = plot_staged(st, "test_accuracy")
+    assert len(fig.axes[0].get_legend().get_texts()) == 3 and len(fig.axes[0].lines) == 1 + 3  # seeds' lines: 2 arms
+    with pytest.raises(KeyError, match="dense-magnitude"):
+        B.staged_table(t, "test_accuracy", matched="dense-magnitude")
+
+
 def test_staged_table_reads_the_dead_share_from_the_named_column():
     t = runs().assign(filter_share=lambda d: d["dead_node_fraction"] / 2)  # e.g. VGG-16's filters only
     st = B.staged_table(t, "test_accuracy", nodes="filter_share")

@@ -90,15 +90,17 @@ def method_table(table: pd.DataFrame, metric: str, labels: Optional[Sequence[str
 
 def staged_table(table: pd.DataFrame, metric: str, source: str = "swp-l2", staged: str = "compact-then-magnitude",
                  control: str = "dense-more", reference: str = "dense",
-                 nodes: str = "dead_node_fraction") -> pd.DataFrame:
+                 nodes: str = "dead_node_fraction", matched: Optional[str] = None) -> pd.DataFrame:
     """Claim 4, one row per seed and arm: ``arm`` (``source``: the node-pruned network;
     ``staged``: it compacted, weight-pruned further and fine-tuned), ``epochs`` (in all),
     ``nodes_alive``, the dead share (column ``nodes``, e.g. VGG-16's filter share; of the arm's own
     network: the staged arm's nodes are the source's alive ones), ``total_sparsity`` (against the original architecture's weights, taken from
     the ``reference`` run of the seed), ``metric`` and ``gap``: the dense network's metric at
     the same total epochs minus the arm's (``reference`` for the source, ``control`` -- the dense
-    network trained as long as the second stage -- for the staged arm)."""
-    _check(table, [source, staged, control, reference], metric)
+    network trained as long as the second stage -- for the staged arm). ``matched``: the label of
+    the matched-sparsity control, the dense network magnitude-pruned to the staged arm's total
+    sparsity and fine-tuned as long (its gap against ``control`` too); an arm of its own."""
+    _check(table, [source, staged, control, reference, *([matched] if matched else [])], metric)
     for col in ("weights", "nonzero_weights", nodes):
         if col not in table.columns:
             raise KeyError(f"the table has no column {col!r}: record the sweep with record_sweep (it counts the weights)")
@@ -107,9 +109,11 @@ def staged_table(table: pd.DataFrame, metric: str, source: str = "swp-l2", stage
     rows = []
     for s in seeds:
         dense_weights = int(by[(reference, s)]["weights"])
-        for arm, ref in ((source, reference), (staged, control)):
+        arms = ((source, reference), (staged, control), *(((matched, control),) if matched else ()))
+        for arm, ref in arms:
             r = by[(arm, s)]
-            epochs = int(r["epochs_completed"]) + (int(by[(source, s)]["epochs_completed"]) if arm == staged else 0)
+            before = {staged: source, matched: reference}.get(arm)  # the run it started from
+            epochs = int(r["epochs_completed"]) + (int(by[(before, s)]["epochs_completed"]) if before else 0)
             rows.append({
                 "seed": s, "arm": arm, "epochs": epochs, "nodes_alive": int(r["nodes_alive"]),
                 nodes: float(r[nodes]),

@@ -48,6 +48,8 @@ METHOD_COLORS = {
 METRIC_LABELS = {
     "nodes_removed": "hidden nodes removed",
     "test_accuracy": "test accuracy",
+    "test_dice": "test Dice",
+    "test_auc": "test AUC",
     "weight_sparsity": "weight sparsity",
     "param_ratio": "compression (dense / compact params)",
     "flop_ratio": "FLOP ratio (dense / compact)",
@@ -412,13 +414,14 @@ def plot_staged(staged: pd.DataFrame, metric: str, metric_label: Optional[str] =
     ax.axhline(0, color="0.6", lw=0.8)
     arms = list(dict.fromkeys(staged["arm"]))
     for seed, g in staged.groupby("seed"):
-        g = g.set_index("arm").loc[arms]
+        g = g.set_index("arm").loc[arms[:2]]  # the source, then what it became
         ax.plot(g["total_sparsity"], g["gap"], color="0.7", lw=0.8, zorder=1)
-    names = {arms[0]: "node-pruned (SWP + L2)", **({arms[1]: "compacted, then weight-pruned + fine-tuned"} if len(arms) > 1 else {})}
+    names = dict(zip(arms, ["node-pruned (SWP + L2)", "compacted, then weight-pruned + fine-tuned",
+                            "dense, magnitude-pruned to that sparsity + fine-tuned (control)"]))
     for i, arm in enumerate(arms):
         g = staged[staged["arm"] == arm]
         ax.scatter(g["total_sparsity"], g["gap"], s=40, color=method_color(arm, i) if i else "#d62728",
-                   marker="os"[i % 2], label=f"{names.get(arm, arm)} ({g['seed'].nunique()} seeds)", zorder=2)
+                   marker="os^"[i % 3], label=f"{names.get(arm, arm)} ({g['seed'].nunique()} seeds)", zorder=2)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     ax.set_xlabel("weights removed (share of the original dense network's weights)")
     ax.set_ylabel(f"{metric_label or METRIC_LABELS.get(metric, metric)} gap to dense, same epochs")
