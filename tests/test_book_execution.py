@@ -124,7 +124,7 @@ def test_a_lost_execute_reply_is_detected_within_the_grace_period():
     nb.cells = [nbformat.v4.new_code_cell("print('first')"), nbformat.v4.new_code_cell("print('second')")]
     tic = time.monotonic()
     Lossy(nb, timeout=600, kernel_name="python3").execute()
-    assert time.monotonic() - tic < 30  # not the 600 s cell timeout
+    assert time.monotonic() - tic < 300  # not the 600 s cell timeout (a wide margin: busy machines)
     assert [c.outputs[0]["text"] for c in nb.cells] == ["first\n", "second\n"]
 
     nb.cells = [nbformat.v4.new_code_cell("raise ValueError('boom')")]
@@ -204,33 +204,34 @@ def test_the_test_command_runs_the_chosen_chapters_on_the_emulated_path(tmp_path
 
 @pytest.mark.slow
 def test_chapters_run_in_parallel_and_a_failure_stops_the_others(tmp_path):
-    # three chapters of a tiny book: two that sleep, executed two at a time, take about one sleep
+    # three chapters of a tiny book: two that sleep, executed two at a time, overlap (each writes when
+    # its sleep began and ended: no wall-clock budget, which a busy machine would break)
     chapters = tmp_path / "chapters"
     chapters.mkdir()
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: chapters/a\nchapters:\n"
                                        "  - file: chapters/b\n  - file: chapters/c\n")
-    notebook(chapters / "a.ipynb", "import time, os\ntime.sleep(8)\nprint(os.environ['OMP_NUM_THREADS'])")
-    notebook(chapters / "b.ipynb", "import time\ntime.sleep(8)\nprint('b done')")
+    stamp = "import time, pathlib\nt0 = time.time()\ntime.sleep(8)\npathlib.Path('{0}').write_text(f'{{t0}} {{time.time()}}')\n"
+    notebook(chapters / "a.ipynb", stamp.format("a.span") + "import os\nprint(os.environ['OMP_NUM_THREADS'])")
+    notebook(chapters / "b.ipynb", stamp.format("b.span") + "print('b done')")
     notebook(chapters / "c.ipynb", "print('c done')")
-    tic = time.perf_counter()
     seconds = B.execute_chapters(tmp_path, jobs=2)
-    wall = time.perf_counter() - tic
     assert list(seconds) == ["chapters/a.ipynb", "chapters/b.ipynb", "chapters/c.ipynb"]
-    assert wall < seconds["chapters/a.ipynb"] + seconds["chapters/b.ipynb"]  # a and b overlapped
+    (a0, a1), (b0, b1) = (map(float, (chapters / f"{x}.span").read_text().split()) for x in "ab")
+    assert a0 < b1 and b0 < a1  # a and b overlapped
     outputs = {p.stem: nbformat.read(p, as_version=4).cells[-1].outputs for p in chapters.glob("*.ipynb")}
     assert outputs["c"][0]["text"].strip() == "c done"
     assert "injected-parameters" not in str(nbformat.read(chapters / "a.ipynb", as_version=4).cells)
 
     # a fails at once: b (started beside it) is stopped, c never starts
     notebook(chapters / "a.ipynb", "raise ValueError('broken chapter')")
-    notebook(chapters / "b.ipynb", "import time, pathlib\ntime.sleep(60)\npathlib.Path('b-finished').touch()")
+    notebook(chapters / "b.ipynb", "import time, pathlib\ntime.sleep(600)\npathlib.Path('b-finished').touch()")
     notebook(chapters / "c.ipynb", "import pathlib\npathlib.Path('c-ran').touch()")
     (tmp_path / "_build").mkdir(exist_ok=True)
     (tmp_path / "_build" / "timings.json").unlink(missing_ok=True)
     tic = time.perf_counter()
     with pytest.raises(B.ChapterFailed, match="a.ipynb"):
         B.execute_chapters(tmp_path, jobs=2)
-    assert time.perf_counter() - tic < 50
+    assert time.perf_counter() - tic < 300  # b was stopped, not waited for (it sleeps 600 s)
     assert not (chapters / "b-finished").exists() and not (chapters / "c-ran").exists()
 
 
