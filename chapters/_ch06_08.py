@@ -620,22 +620,25 @@ class Front:
         return B.staged_table(table, self.metric, matched="dense-magnitude")
 
     def claim4_texts(self, staged: pd.DataFrame, prefix: str) -> Dict[str, str]:
-        """Glue texts of :meth:`staged`: the second stage's settings (read from the sweep's spec),
-        each arm's gap and total sparsity, and the control's gap minus the staged network's, paired
-        by seed."""
-        import yaml
+        """Glue texts of :meth:`staged`: the second stage's settings (read from the recorded
+        table's ``pruner.sparsity`` and ``epochs``: what ran), each arm's gap and total sparsity, and
+        the control's gap minus the staged network's, paired by seed."""
+        table = T.load_table(RESULTS / f"{COMPETENT_CLAIM4[self.preset]}.csv")
 
-        spec = RESULTS.parent / "sweeps" / f"{COMPETENT_CLAIM4[self.preset]}.yaml"
-        runs = {r["label"]: r for r in yaml.safe_load(spec.read_text())["runs"]}
+        def ran(label: str, column: str):
+            """The one value ``column`` took in the runs labelled ``label``."""
+            (value,) = table.loc[table["label"] == label, column].unique()
+            return value
+
         ss = B.staged_summary(staged, self.metric)
         arm = {a: staged[staged["arm"] == a].set_index("seed") for a in ss.index}
         src, st, mt = arm["swp-l2"], arm["compact-then-magnitude"], arm["dense-magnitude"]
         kept = ((1 - st["total_sparsity"]) / (1 - src["total_sparsity"])).mean()
         paired = mt["gap"] - st["gap"]
         g = {
-            "target": f"{100 * runs['compact-then-magnitude']['pruner.sparsity']:.0f}%",
-            "matched_target": f"{100 * runs['dense-magnitude']['pruner.sparsity']:.2f}%",
-            "epochs": str(runs["compact-then-magnitude"]["epochs"]),
+            "target": f"{100 * ran('compact-then-magnitude', 'pruner.sparsity'):.0f}%",
+            "matched_target": f"{100 * ran('dense-magnitude', 'pruner.sparsity'):.2f}%",
+            "epochs": str(int(ran("compact-then-magnitude", "epochs"))),
             "total": str(int(st["epochs"].iloc[0])),
             "removed": f"{100 * (1 - kept):.0f}%",
             "paired": fmt_metric(self.metric, paired.mean(), paired.std(ddof=1)),

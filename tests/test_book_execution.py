@@ -250,3 +250,35 @@ def test_parallel_order_puts_the_longest_chapters_of_the_last_build_first(tmp_pa
 
 def test_default_jobs_is_one_per_usable_core_at_most_four():
     assert 1 <= B.default_jobs() <= min(B.MAX_JOBS, os.cpu_count() or 1)
+
+
+@pytest.mark.slow
+def test_a_kernel_that_dies_before_it_answers_is_started_again(tmp_path, monkeypatch, capfd):
+    """A chapter's kernel can die at start (a ZMQ port taken by another kernel on a busy machine):
+    the chapter is executed again with a fresh kernel; a kernel that never starts fails the chapter."""
+    import sys
+
+    # a "python3" kernelspec (found first on JUPYTER_PATH) whose first start exits at once
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(
+        "import os, pathlib, runpy, sys\n"
+        f"marker = pathlib.Path({str(tmp_path / 'started')!r})\n"
+        "if os.environ.get('NEVER_START') or not marker.exists():\n"
+        "    marker.touch(); sys.exit(1)\n"
+        "sys.argv = ['ipykernel_launcher'] + sys.argv[1:]\n"
+        "runpy.run_module('ipykernel_launcher', run_name='__main__')\n")
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, str(launcher), "-f", "{connection_file}"],
+        "display_name": "Python 3", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb = tmp_path / "chapter.ipynb"
+    notebook(nb, "print('ran')")
+    execute_notebook(nb, {}, timeout=120, start_timeout=60)
+    assert "ran" in nbformat.read(nb, as_version=4).cells[-1].outputs[0]["text"]
+    assert "its kernel did not start (Kernel died before replying" in capfd.readouterr().err
+
+    monkeypatch.setenv("NEVER_START", "1")
+    with pytest.raises(RuntimeError, match="Kernel died before replying"):
+        execute_notebook(nb, {}, timeout=120, start_timeout=60)

@@ -293,3 +293,30 @@ def test_validation_split_carries_the_instance_labels(dsb128):
     # the per-pixel classes are the instance labels' (interior 1, edge 2), pixel for pixel
     assert torch.equal(view.y_test != 0, view.extras["test_instances"] != 0)
     assert torch.equal(b.y_test, dsb128.y_test)
+
+
+def test_chest_xray_validation_split_holds_out_whole_patients_in_class_shares():
+    full = load_dataset(cfg("covid_cxr"))
+    b = load_dataset(cfg("covid_cxr", val_size=67))
+    train, val = b.extras["train_groups"], b.extras["val_groups"]
+    assert len(val) == len(b.y_val) == 67 and len(train) == len(b.y_train) == len(full.y_train) - 67
+    assert not set(train.tolist()) & set(val.tolist())  # no patient on both sides
+    # every patient with several images went whole to one side (there are such patients)
+    sizes = torch.bincount(full.extras["train_groups"])
+    assert sizes.max() > 1 and all(int((val == g).sum()) in (0, int(sizes[g])) for g in val.unique())
+    # each class's share of the 67, by largest remainders: 194, 70, 70 of 334 -> 39, 14, 14
+    assert torch.bincount(full.y_train).tolist() == [194, 70, 70]
+    assert torch.bincount(b.y_val).tolist() == [39, 14, 14]
+    # the same split on every load
+    again = load_dataset(cfg("covid_cxr", val_size=67))
+    assert torch.equal(again.x_val, b.x_val) and torch.equal(again.x_train, b.x_train)
+
+
+def test_a_validation_split_that_whole_groups_cannot_fill_is_refused():
+    # two patients of two images each: one example cannot be held out without splitting one
+    b = datasets.DatasetBundle("t", "test", torch.zeros(4, 1), torch.zeros(4, dtype=torch.long), torch.zeros(1, 1),
+                               torch.zeros(1, dtype=torch.long), "", extras={"train_groups": torch.tensor([0, 0, 1, 1])})
+    with pytest.raises(DataError, match=r"data.val_size: 1 examples cannot be held out in whole groups"):
+        datasets.carve_validation(b, 1)
+    datasets.carve_validation(b, 2)
+    assert b.extras["val_groups"].unique().numel() == 1 and len(b.y_train) == 2

@@ -186,9 +186,22 @@ def environment(values: Dict[str, str]):
                 os.environ[k] = v
 
 
-def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retries: int = 1) -> None:
-    """Execute ``nb`` in place (cwd: its folder), headless; a cell over ``timeout`` seconds fails the
-    attempt, which is repeated up to ``retries`` times. Errors raised by a cell fail at once."""
+#: Seconds a chapter's kernel may take to start and answer (papermill's default is 60; a machine
+#: busy with two builds went past that).
+KERNEL_START_TIMEOUT = 180
+
+
+def _kernel_start_failed(e: BaseException) -> bool:
+    """Whether ``e`` is jupyter_client's failure to start a kernel (it died first, e.g. on a ZMQ port
+    taken by another kernel between the pick and the bind, or did not answer in time)."""
+    return isinstance(e, RuntimeError) and str(e).startswith(("Kernel didn't respond", "Kernel died before"))
+
+
+def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retries: int = 1,
+                     start_timeout: float = KERNEL_START_TIMEOUT) -> None:
+    """Execute ``nb`` in place (cwd: its folder), headless; a cell over ``timeout`` seconds, or a
+    kernel that does not start within ``start_timeout``, fails the attempt, which is repeated up to
+    ``retries`` times. Errors raised by a cell fail at once."""
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
 
@@ -200,14 +213,15 @@ def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retr
         try:
             with environment(kernel_env):
                 pm.execute_notebook(str(nb), str(nb), parameters=params, cwd=str(nb.parent), kernel_name="python3",
-                                    progress_bar=False, execution_timeout=timeout, engine_name=engine)
+                                    progress_bar=False, execution_timeout=timeout, start_timeout=start_timeout,
+                                    engine_name=engine)
             return
-        except CellTimeoutError:
-            if attempt == retries:
+        except (CellTimeoutError, RuntimeError) as e:
+            if attempt == retries or not (isinstance(e, CellTimeoutError) or _kernel_start_failed(e)):
                 raise
             _drop_injected(nb)
-            print(f"{nb.name}: a cell ran over {timeout:g} s; executing the chapter again (attempt {attempt + 2})",
-                  file=sys.stderr, flush=True)
+            why = f"a cell ran over {timeout:g} s" if isinstance(e, CellTimeoutError) else f"its kernel did not start ({e})"
+            print(f"{nb.name}: {why}; executing the chapter again (attempt {attempt + 2})", file=sys.stderr, flush=True)
 
 
 def default_jobs() -> int:

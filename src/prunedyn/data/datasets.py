@@ -477,7 +477,17 @@ def _covid_cxr(root: Path, image_size: Optional[int]) -> DatasetBundle:
             "source confound: see data/README.md"
         ),
         class_names=CXR_CLASSES,
+        # a validation split must not share a patient with the training images (carve_validation)
+        extras={"train_groups": _patient_groups(a["patients"][~test])},
     )
+
+
+def _patient_groups(patients: np.ndarray) -> torch.Tensor:
+    """One group id per image: images of one patient share theirs; an image without a patient id
+    (the Kermany images) is a group of its own."""
+    keys = [p if p else f"image {i}" for i, p in enumerate(patients.tolist())]
+    ids = {k: j for j, k in enumerate(dict.fromkeys(keys))}
+    return torch.tensor([ids[k] for k in keys], dtype=torch.int64)
 
 
 def load_dataset(cfg) -> DatasetBundle:
@@ -540,13 +550,35 @@ def carve_validation(bundle: DatasetBundle, val_size: int) -> None:
     validation split is the same for every seed and every training-set size and never
     overlaps the examples trained on; the rest keep their order (a prefix stays
     class-balanced). Settings are chosen on this split; the test set is never trained on
-    or chosen on.
+    or chosen on. Where the bundle groups its examples (``extras["train_groups"]``: the chest
+    X-rays' patients, one class each) a group moves whole, so no patient is on both sides, and
+    each class gets its share of ``val_size`` (largest remainders): the examples are visited in
+    the seeded order and each one's group is taken if it still fits in its class's share.
     """
     n = len(bundle.y_train)
     if not 0 < val_size < n:
         raise DataError(f"data.val_size must be from 1 to {n - 1} (the {bundle.name} training set has {n}); got {val_size}")
     pick = torch.zeros(n, dtype=torch.bool)
-    pick[torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))[:val_size]] = True
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    groups = bundle.extras.get("train_groups")
+    if groups is None:
+        pick[order[:val_size]] = True
+    else:
+        # per class, in proportion to its share of the training set (largest remainders)
+        counts = torch.bincount(bundle.y_train).tolist()
+        exact = [val_size * c / n for c in counts]
+        quota = [int(q) for q in exact]
+        for c in sorted(range(len(counts)), key=lambda c: quota[c] - exact[c])[: val_size - sum(quota)]:
+            quota[c] += 1
+        for i in order.tolist():
+            members = groups == groups[i]
+            c, size = int(bundle.y_train[i]), int(members.sum())
+            if not pick[i] and size <= quota[c]:
+                pick |= members
+                quota[c] -= size
+        if any(quota):
+            raise DataError(f"data.val_size: {val_size} examples cannot be held out in whole groups "
+                            f"(patients) of the {bundle.name} training set in proportion to its classes")
     bundle.x_val, bundle.y_val = bundle.x_train[pick], bundle.y_train[pick]
     bundle.x_train, bundle.y_train = bundle.x_train[~pick], bundle.y_train[~pick]
     for k in [k for k in bundle.extras if k.startswith("train_")]:
