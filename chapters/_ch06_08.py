@@ -621,8 +621,8 @@ class Front:
 
     def claim4_texts(self, staged: pd.DataFrame, prefix: str) -> Dict[str, str]:
         """Glue texts of :meth:`staged`: the second stage's settings (read from the recorded
-        table's ``pruner.sparsity`` and ``epochs``: what ran), each arm's gap and total sparsity, and
-        the control's gap minus the staged network's, paired by seed."""
+        table's ``pruner.sparsity`` and ``epochs``: what ran), each arm's gap and total
+        sparsity, and the control's gap minus the staged network's, paired by seed."""
         table = T.load_table(RESULTS / f"{COMPETENT_CLAIM4[self.preset]}.csv")
 
         def ran(label: str, column: str):
