@@ -50,14 +50,25 @@ TOLERANCE: Dict[str, float] = CH_TOLERANCE  # one definition: chapters 6-8 judge
 #: How a metric is named and shown: accuracy in percentage points, Dice and AUC as they are.
 METRIC_LABEL = {
     "test_accuracy": "accuracy",
+    "test_balanced_accuracy": "balanced accuracy (the mean recall of the classes)",
     "test_dice": "Dice",
     "test_auc": "AUC (one-vs-rest, macro)",
 }
 SCALE = {
     "test_accuracy": (100.0, ".2f", " points"),
+    "test_balanced_accuracy": (100.0, ".2f", " points"),
     "test_dice": (1.0, ".3f", ""),
     "test_auc": (1.0, ".3f", ""),
 }
+
+
+def metric_word(metric: str) -> str:
+    """A metric's name in a sentence: ``METRIC_LABEL`` without its explanation in brackets."""
+    return METRIC_LABEL[metric].split(" (")[0]
+
+
+#: The metrics shown in percent.
+PERCENT = ("test_accuracy", "test_balanced_accuracy")
 VERDICTS = ("reproduced", "partly", "not at this scale")
 #: The verdict of a row whose dense reference fails the gate, of a context row, and of claim 1.
 NOT_TESTABLE = "not testable at this scale"
@@ -886,7 +897,7 @@ def competence_frame(gates: Dict[str, K.Competence]) -> pd.DataFrame:
     out = []
     for name, g in gates.items():
         scale, fmt, unit = SCALE[g.metric]
-        pct_sign = "%" if g.metric == "test_accuracy" else ""
+        pct_sign = "%" if g.metric in PERCENT else ""
         # noqa: E731
         show = lambda vals: (
             S.mean_std_text(list(vals), fmt, scale) + pct_sign
@@ -896,7 +907,7 @@ def competence_frame(gates: Dict[str, K.Competence]) -> pd.DataFrame:
         out.append(
             {
                 "dense reference": name,
-                "metric": METRIC_LABEL[g.metric].split(" ")[0],
+                "metric": metric_word(g.metric),
                 "at the budget": f"{show(g.dense)} ({g.budget} epochs)"
                 if g.budget
                 else show(g.dense),
@@ -1194,11 +1205,9 @@ def trivial_metrics(preset: str, overrides: Sequence[str] = ()) -> Dict[str, flo
 def gate_sentence(name: str, g: K.Competence) -> str:
     """One sentence on a dense reference's gate, for the prose."""
     scale, fmt, unit = SCALE[g.metric]
-    m = METRIC_LABEL[g.metric].split(" ")[0]
+    m = metric_word(g.metric)
     article = "an" if m[0].lower() in "aeiou" else "a"
-    dense = S.mean_std_text(list(g.dense), fmt, scale) + (
-        "%" if g.metric == "test_accuracy" else ""
-    )
+    dense = S.mean_std_text(list(g.dense), fmt, scale) + ("%" if g.metric in PERCENT else "")
     conv = (
         "its convergence was not measured"
         if g.change is None
@@ -1208,7 +1217,7 @@ def gate_sentence(name: str, g: K.Competence) -> str:
         "no trivial model was fitted to its data"
         if g.trivial is None
         else f"a trivial model on the same images reaches {format(g.trivial * scale, fmt)}"
-        f"{'%' if g.metric == 'test_accuracy' else ''} (error ratio {g.error_ratio:.2f})"
+        f"{'%' if g.metric in PERCENT else ''} (error ratio {g.error_ratio:.2f})"
     )
     return f"The dense {name} reaches {article} {m} of {dense}; {conv}, and {triv}: " + (
         "a competent reference."

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from prunedyn.run.config import DataConfig, load_config
-from prunedyn.data.datasets import augment_batch, load_dataset
+from prunedyn.data.datasets import load_dataset
+from prunedyn.tasks.scoring import augment_batch
 from prunedyn.models import VGG, build_model
 from prunedyn.structure.nodes import model_nodes, node_layers
 from prunedyn.structure.surgery import compact

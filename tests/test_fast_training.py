@@ -15,7 +15,8 @@ import os
 import pytest
 import torch
 
-from prunedyn.data.datasets import DatasetBundle, augment_batch, crop_flip, crop_flip_draws
+from prunedyn.data.datasets import DatasetBundle
+from prunedyn.tasks.scoring import augment_batch, crop_flip, crop_flip_draws
 from prunedyn.run.backends import WORKER_SLOT, take_worker_slot
 from prunedyn.run.config import ConfigError, config_hash, from_dict, load_config
 from prunedyn.run.device import recorded_train_path, resolve_device, worker_gpu

@@ -245,7 +245,7 @@ def test_cxr_bundle(cxr):
     assert b.task == "classification" and b.source == "embedded"
     assert b.class_names == ("covid", "normal", "viral_pneumonia") and b.num_classes == 3
     assert b.x_train.shape == (334, 1, 128, 128) and b.x_test.shape == (89, 1, 128, 128)
-    assert b.y_train.dtype == torch.int64 and b.extras == {}
+    assert b.y_train.dtype == torch.int64 and set(b.extras) == {"train_groups"}  # the patients
     assert torch.bincount(b.y_test).tolist() == [49, 20, 20]
     assert abs(float(b.x_train.mean())) < 0.05 and abs(float(b.x_train.std()) - 1) < 0.05
     # 256: the stored pixels, only normalised; 128: a smooth downscale of them

@@ -186,15 +186,8 @@ def environment(values: Dict[str, str]):
                 os.environ[k] = v
 
 
-#: Seconds a chapter's kernel may take to start and answer (papermill's default is 60; a machine
-#: busy with two builds went past that).
+#: Seconds a chapter's kernel may take to start (papermill's 60 were too few on a busy machine).
 KERNEL_START_TIMEOUT = 180
-
-
-def _kernel_start_failed(e: BaseException) -> bool:
-    """Whether ``e`` is jupyter_client's failure to start a kernel (it died first, e.g. on a ZMQ port
-    taken by another kernel between the pick and the bind, or did not answer in time)."""
-    return isinstance(e, RuntimeError) and str(e).startswith(("Kernel didn't respond", "Kernel died before"))
 
 
 def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retries: int = 1,
@@ -217,7 +210,10 @@ def execute_notebook(nb: Path, params: dict, timeout: float = CELL_TIMEOUT, retr
                                     engine_name=engine)
             return
         except (CellTimeoutError, RuntimeError) as e:
-            if attempt == retries or not (isinstance(e, CellTimeoutError) or _kernel_start_failed(e)):
+            # a kernel that failed to start, in jupyter_client's words (it died first, e.g. on a ZMQ
+            # port another kernel took between the pick and the bind, or it did not answer in time)
+            unstarted = str(e).startswith(("Kernel didn't respond", "Kernel died before"))
+            if attempt == retries or not (isinstance(e, CellTimeoutError) or unstarted):
                 raise
             _drop_injected(nb)
             why = f"a cell ran over {timeout:g} s" if isinstance(e, CellTimeoutError) else f"its kernel did not start ({e})"

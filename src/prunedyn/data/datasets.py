@@ -465,6 +465,7 @@ def _covid_cxr(root: Path, image_size: Optional[int]) -> DatasetBundle:
         )
     a = _load_npz("covid_cxr", root)
     test = a["test"].astype(bool)
+    patients = a["patients"][~test]
     return DatasetBundle(
         name="covid_cxr",
         source="embedded",
@@ -477,17 +478,10 @@ def _covid_cxr(root: Path, image_size: Optional[int]) -> DatasetBundle:
             "source confound: see data/README.md"
         ),
         class_names=CXR_CLASSES,
-        # a validation split must not share a patient with the training images (carve_validation)
-        extras={"train_groups": _patient_groups(a["patients"][~test])},
+        # per patient (carve_validation holds them out whole); each Kermany image is its own
+        extras={"train_groups": torch.from_numpy(np.unique(np.where(
+            patients == "", np.char.add("image ", np.arange(len(patients)).astype(str)), patients), return_inverse=True)[1].astype(np.int64))},
     )
-
-
-def _patient_groups(patients: np.ndarray) -> torch.Tensor:
-    """One group id per image: images of one patient share theirs; an image without a patient id
-    (the Kermany images) is a group of its own."""
-    keys = [p if p else f"image {i}" for i, p in enumerate(patients.tolist())]
-    ids = {k: j for j, k in enumerate(dict.fromkeys(keys))}
-    return torch.tensor([ids[k] for k in keys], dtype=torch.int64)
 
 
 def load_dataset(cfg) -> DatasetBundle:
@@ -550,10 +544,9 @@ def carve_validation(bundle: DatasetBundle, val_size: int) -> None:
     validation split is the same for every seed and every training-set size and never
     overlaps the examples trained on; the rest keep their order (a prefix stays
     class-balanced). Settings are chosen on this split; the test set is never trained on
-    or chosen on. Where the bundle groups its examples (``extras["train_groups"]``: the chest
-    X-rays' patients, one class each) a group moves whole, so no patient is on both sides, and
-    each class gets its share of ``val_size`` (largest remainders): the examples are visited in
-    the seeded order and each one's group is taken if it still fits in its class's share.
+    or chosen on. Where the bundle groups its examples (``extras["train_groups"]``: the X-rays'
+    patients) a group moves whole, so no patient is on both sides: visited in the seeded order,
+    each example's group is taken if it fits in its class's share of ``val_size``.
     """
     n = len(bundle.y_train)
     if not 0 < val_size < n:
@@ -563,63 +556,18 @@ def carve_validation(bundle: DatasetBundle, val_size: int) -> None:
     groups = bundle.extras.get("train_groups")
     if groups is None:
         pick[order[:val_size]] = True
-    else:
-        # per class, in proportion to its share of the training set (largest remainders)
-        counts = torch.bincount(bundle.y_train).tolist()
-        exact = [val_size * c / n for c in counts]
-        quota = [int(q) for q in exact]
-        for c in sorted(range(len(counts)), key=lambda c: quota[c] - exact[c])[: val_size - sum(quota)]:
-            quota[c] += 1
+    else:  # whole groups in the seeded order, each class its share (largest remainders)
+        share = torch.bincount(bundle.y_train) * val_size / n
+        quota = share.floor().long()
+        quota[(quota - share).argsort(stable=True)[: val_size - int(quota.sum())]] += 1
         for i in order.tolist():
-            members = groups == groups[i]
-            c, size = int(bundle.y_train[i]), int(members.sum())
-            if not pick[i] and size <= quota[c]:
-                pick |= members
-                quota[c] -= size
-        if any(quota):
-            raise DataError(f"data.val_size: {val_size} examples cannot be held out in whole groups "
-                            f"(patients) of the {bundle.name} training set in proportion to its classes")
+            members, c = groups == groups[i], int(bundle.y_train[i])
+            if not pick[i] and int(members.sum()) <= quota[c]:
+                pick, quota[c] = pick | members, quota[c] - int(members.sum())
+        if quota.any():
+            raise DataError(f"data.val_size: {val_size} examples cannot be held out in whole groups of {bundle.name}, per class")
     bundle.x_val, bundle.y_val = bundle.x_train[pick], bundle.y_train[pick]
     bundle.x_train, bundle.y_train = bundle.x_train[~pick], bundle.y_train[~pick]
     for k in [k for k in bundle.extras if k.startswith("train_")]:
         bundle.extras[f"val_{k[6:]}"] = bundle.extras[k][pick]
         bundle.extras[k] = bundle.extras[k][~pick]
-
-
-def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Standard CIFAR augmentation on a normalised batch ``(B, C, H, W)``: random crop
-    after zero-padding by ``pad`` pixels, and a horizontal flip with probability 1/2.
-
-    Driven by ``generator``, so an epoch's augmentation repeats exactly on rerun.
-    One gather for the whole batch (no per-image Python loop), so it keeps up
-    with a GPU. The same as :func:`crop_flip` of :func:`crop_flip_draws`.
-    """
-    return crop_flip(x, *crop_flip_draws(x.shape[0], generator, pad), pad=pad)
-
-
-def crop_flip_draws(b: int, generator: torch.Generator, pad: int = 4):
-    """The random part of :func:`augment_batch` for ``b`` images: ``(dy, dx, flip)``, each ``(b,)``.
-
-    Separate from :func:`crop_flip` so that the draws can be made on the host
-    (with the run's CPU generator, the numbers of the recorded runs) for a whole
-    epoch at once and the images cropped where they live (``train.resident``).
-    """
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    flip = torch.rand(b, generator=generator) < 0.5
-    return dy, dx, flip
-
-
-def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Image ``i`` of ``x (B, C, H, W)`` zero-padded by ``pad``, cropped at offset ``(dy[i], dx[i])``
-    and mirrored left-right where ``flip[i]``; on ``x``'s device, with no host synchronisation
-    (the draws must be on that device too)."""
-    b, c, h, w = x.shape
-    dev = x.device
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    cols = torch.arange(w, device=dev)
-    cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # (B, W): flipped crops read right to left
-    rows = torch.arange(h, device=dev) + dy[:, None]  # (B, H)
-    batch = torch.arange(b, device=dev)[:, None, None, None]
-    chan = torch.arange(c, device=dev)[None, :, None, None]
-    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]

@@ -32,7 +32,46 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from prunedyn.data.datasets import DatasetBundle, augment_batch, crop_flip, crop_flip_draws
+from prunedyn.data.datasets import DatasetBundle
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Standard CIFAR augmentation on a normalised batch ``(B, C, H, W)``: random crop
+    after zero-padding by ``pad`` pixels, and a horizontal flip with probability 1/2.
+
+    Driven by ``generator``, so an epoch's augmentation repeats exactly on rerun.
+    One gather for the whole batch (no per-image Python loop), so it keeps up
+    with a GPU. The same as :func:`crop_flip` of :func:`crop_flip_draws`.
+    """
+    return crop_flip(x, *crop_flip_draws(x.shape[0], generator, pad), pad=pad)
+
+
+def crop_flip_draws(b: int, generator: torch.Generator, pad: int = 4):
+    """The random part of :func:`augment_batch` for ``b`` images: ``(dy, dx, flip)``, each ``(b,)``.
+
+    Separate from :func:`crop_flip` so that the draws can be made on the host
+    (with the run's CPU generator, the numbers of the recorded runs) for a whole
+    epoch at once and the images cropped where they live (``train.resident``).
+    """
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    return dy, dx, flip
+
+
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Image ``i`` of ``x (B, C, H, W)`` zero-padded by ``pad``, cropped at offset ``(dy[i], dx[i])``
+    and mirrored left-right where ``flip[i]``; on ``x``'s device, with no host synchronisation
+    (the draws must be on that device too)."""
+    b, c, h, w = x.shape
+    dev = x.device
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    cols = torch.arange(w, device=dev)
+    cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # (B, W): flipped crops read right to left
+    rows = torch.arange(h, device=dev) + dy[:, None]  # (B, H)
+    batch = torch.arange(b, device=dev)[:, None, None, None]
+    chan = torch.arange(c, device=dev)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
