@@ -923,12 +923,9 @@ def competence_frame(gates: Dict[str, K.Competence]) -> pd.DataFrame:
                 "trivial model": "not measured"
                 if g.trivial is None
                 else format(g.trivial * scale, fmt) + pct_sign,
-                "error / trivial's": "" if g.error_ratio is None else f"{g.error_ratio:.2f}",
-                f"far above trivial (error ratio at most {K.ERROR_RATIO:g})": "not measured"
+                f"far above trivial (error / trivial's ≤ {K.ERROR_RATIO:g})": "not measured"
                 if g.trivial is None
-                else "yes"
-                if g.above_trivial
-                else "no",
+                else f"{'yes' if g.above_trivial else 'no'} ({g.error_ratio:.2f})",
                 "competent": "yes" if g.competent else "no",
             }
         )

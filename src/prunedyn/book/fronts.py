@@ -157,8 +157,9 @@ def plot_front(table: pd.DataFrame, chosen: pd.DataFrame, tol: float, metric: st
                target: float = 0.5, scale: float = 100.0, unit: str = "points",
                nodes: str = "hidden nodes", ycap: float = 8.0):
     """Two panels, every method along its strength (mean ± sd over seeds): the paired validation
-    gap against the share of nodes dead, with the tolerance, the paper's share (``target``) and
-    the chosen settings circled; and the share of nodes dead against the weight sparsity."""
+    gap against the share of nodes dead (from ``-ycap / 4`` to ``ycap``), with the tolerance, the
+    paper's share (``target``) and the chosen settings circled; and the share of nodes dead
+    against the weight sparsity."""
     from matplotlib.figure import Figure
 
     val = paired_front(table, metric, "val")
@@ -185,7 +186,8 @@ def plot_front(table: pd.DataFrame, chosen: pd.DataFrame, tol: float, metric: st
     ax.set_xlabel(f"{nodes} dead (%)")
     ax.set_ylabel(f"validation {word} gap to dense" + (f" ({unit})" if unit else ""))
     ax.set_title("the trade-off front, on the validation split", fontsize=10)
-    ax.set_ylim(min(-0.005 * scale, ax.get_ylim()[0]), min(ax.get_ylim()[1], ycap))
+    # at most ycap above zero and a quarter of it below (a collapsed setting's spread is clipped)
+    ax.set_ylim(max(min(-0.005 * scale, ax.get_ylim()[0]), -ycap / 4), min(ax.get_ylim()[1], ycap))
     bx.set_xlabel("weight sparsity (%)")
     bx.set_ylabel(f"{nodes} dead (%)")
     bx.set_title("nodes against weights", fontsize=10)
