@@ -274,6 +274,15 @@ def test_a_missing_sweep_spec_and_a_bad_worker_count(work, capsys):
     expect_refusal(work, capsys, ["sweep", spec, "--out", work / "sweep", "--workers", "0", "--quiet"], "--workers")
 
 
+def test_a_recorded_table_that_is_not_there_or_not_a_record(work, capsys):
+    spec = work / "spec.yaml"
+    spec.write_text("base: mlp-mnist\n")
+    argv = ["sweep", spec, "--out", work / "sweep", "--quiet", "--recorded"]
+    expect_refusal(work, capsys, [*argv, work / "gone.csv"], "--recorded", "gone.csv", "unreadable")
+    (work / "other.csv").write_text("label,seed\ndense,0\n")
+    expect_refusal(work, capsys, [*argv, work / "other.csv"], "--recorded", "no 'run' column")
+
+
 # --------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------

@@ -233,3 +233,65 @@ def test_a_failing_point_stops_no_other_and_the_summary_keeps_the_finished(tmp_p
     assert "Traceback" not in "\n".join(err)
     table = pd.read_csv(tmp_path / "o" / "summary.csv")
     assert table["label"].tolist() == ["swp"]
+
+
+def _end_sitting(out, runs):
+    """A sitting that ended before ``runs`` finished: their folders and the summary are not there."""
+    import shutil
+
+    for run in runs:
+        shutil.rmtree(out / run)
+    (out / "summary.csv").unlink()
+
+
+@pytest.mark.slow
+def test_a_sweep_goes_on_over_sittings_from_its_recorded_table(tmp_path):
+    """A sitting records the runs it finished (``record_sweep``); the next, from a fresh checkout,
+    runs only the others (``--recorded``), and recording again gives the whole sweep's table in its
+    order: the earlier sitting's rows as recorded, a row of a run no longer in the sweep dropped."""
+    from prunedyn.book.tradeoffs import record_sweep
+
+    spec_path = write_spec(tmp_path)
+    first, second, rec = tmp_path / "sitting1", tmp_path / "sitting2", tmp_path / "results"
+    whole = run_sweep(load_spec(spec_path), first, workers=2, progress=False)
+    late = list(whole["run"].iloc[[1, 4, 6]])
+    _end_sitting(first, late)
+    record_sweep(first, rec, "tiny", parts=("metrics",))
+    earlier = pd.read_csv(rec / "tiny.csv")
+    assert len(earlier) == 5 and not set(late) & set(earlier["run"])
+    stale = earlier.iloc[[0]].assign(run="mlp-mnist-000000000000")
+    pd.concat([earlier, stale]).to_csv(rec / "tiny.csv", index=False)
+    res = run_cli("sweep", spec_path, "--out", second, "--workers", "2", "--quiet", "--recorded", rec / "tiny.csv")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.parent.name for p in second.glob("*/summary.json")) == sorted(late)  # only those ran
+    assert list(pd.read_csv(second / "summary.csv")["run"]) == list(whole["run"])
+    record_sweep(second, rec, "tiny", parts=("metrics",))
+    table = pd.read_csv(rec / "tiny.csv")
+    assert list(table["run"]) == list(whole["run"])
+    assert table["test_accuracy"].tolist() == pytest.approx(whole["test_accuracy"].tolist(), abs=1e-6)
+    kept = table.set_index("run").loc[earlier["run"]]
+    assert kept["train_seconds"].tolist() == earlier["train_seconds"].tolist()  # as the first sitting measured
+    assert table["weights"].nunique() == 1 and table["weights"].dtype.kind == "i"  # as a full record writes them
+    metrics = pd.read_csv(rec / "tiny-metrics.csv")
+    assert list(metrics["run"].drop_duplicates()) == list(whole["run"]) and len(metrics) == 8 * 3
+
+
+@pytest.mark.slow
+def test_a_recorded_source_runs_again_when_its_second_stage_has_not(tmp_path):
+    """A second stage starts from its source's folder: where the next sitting (a fresh checkout at
+    the same path: a second stage's hash holds its source's path) lacks it, the source runs again."""
+    import shutil
+
+    from prunedyn.book.tradeoffs import record_sweep
+
+    spec = load_spec(write_spec(tmp_path, text=STAGED))
+    out = tmp_path / "runs"
+    whole = run_sweep(spec, out, workers=2, progress=False)
+    by = {(r["label"], r["seed"]): r["run"] for _, r in whole.iterrows()}
+    _end_sitting(out, [by[("staged", 0)]])
+    record_sweep(out, tmp_path / "results", "staged", parts=())
+    shutil.rmtree(out)
+    table = run_sweep(spec, out, workers=2, progress=False, recorded=pd.read_csv(tmp_path / "results" / "staged.csv"))
+    assert list(table["run"]) == list(whole["run"])
+    assert sorted(p.parent.name for p in out.glob("*/summary.json")) == sorted([by[("swp", 0)], by[("staged", 0)]])
+    assert table["weight_sparsity"].tolist() == pytest.approx(whole["weight_sparsity"].tolist(), abs=1e-6)

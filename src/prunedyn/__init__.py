@@ -13,19 +13,6 @@ from prunedyn.core.regularization import make_regularizer  # noqa: E402
 from prunedyn.structure.nodes import model_nodes, node_layers  # noqa: E402
 from prunedyn.structure.surgery import compact, load_compact, save_compact  # noqa: E402
 
-__all__ = [
-    "attach",
-    "KERNELS",
-    "get_kernel",
-    "register_kernel",
-    "StochasticWeightPruner",
-    "MagnitudePruner",
-    "prunable_weights",
-    "weight_sparsity",
-    "make_regularizer",
-    "model_nodes",
-    "node_layers",
-    "compact",
-    "save_compact",
-    "load_compact",
-]
+__all__ = ["attach", "KERNELS", "get_kernel", "register_kernel", "StochasticWeightPruner", "MagnitudePruner",
+           "prunable_weights", "weight_sparsity", "make_regularizer", "model_nodes", "node_layers", "compact",
+           "save_compact", "load_compact"]

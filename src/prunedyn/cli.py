@@ -47,14 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("config", help="a preset name (see `prunedyn presets`) or a path to a .yaml config")
     r.add_argument("--out", type=Path, help="run folder (default: runs/<name>-<config hash>)")
-    r.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set pruner.sigma=0.002 (repeatable)",
-    )
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set pruner.sigma=0.002 (repeatable)")
     r.add_argument("--resume", action="store_true", help="continue from the folder's last checkpoint (a finished run is reported as is)")
     r.add_argument("--overwrite", action="store_true", help="delete what the run folder holds and start over")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -91,20 +85,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="where the runs execute: local processes (default) or a Ray cluster, one task per run")
     sw.add_argument("--address", help="the Ray cluster (ray://host:10001, or host:6379 on a cluster node; "
                     "default $RAY_ADDRESS, else a local Ray instance); only with --backend ray")
+    sw.add_argument("--recorded", type=Path, metavar="CSV", help="a table an earlier sitting recorded of this sweep "
+                    "(record_sweep's <name>.csv): its runs are taken from it, not run again")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    b = sub.add_parser(
-        "book",
-        help="re-execute every chapter (papermill) and build the HTML book",
-        description="Execute each chapter notebook of _toc.yml in place with papermill, strip timing metadata, "
-        "then run `jupyter-book build --warningiserror --keep-going`. Writes _build/timings.json.",
-    )
-    b.add_argument("--profile", default="quick", help="quick (default: embedded data, CPU, minutes) or full (paper scale)")
-    b.add_argument("--no-execute", action="store_true", help="build HTML from the committed notebooks without executing them")
-    b.add_argument("--only", action="append", help="execute only chapters whose file name contains this (repeatable)")
-    b.add_argument("--jobs", type=int, default=None,
-                   help="chapters executed at once, each its own kernel (default: one per CPU core, at most 4)")
+    from prunedyn.book.build import add_command
 
+    add_command(sub)
     sub.add_parser("presets", help="list the presets shipped with the package")
     return p
 
@@ -127,6 +114,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    import pandas as pd
+
     from prunedyn.run.sweeps import load_spec, run_sweep
 
     if args.workers is not None and args.workers < 1:
@@ -134,8 +123,17 @@ def cmd_sweep(args) -> int:
     if args.address and args.backend != "ray":
         return _fail("--address is for --backend ray")
     spec = load_spec(args.spec)
+    recorded = None
+    if args.recorded is not None:
+        try:
+            recorded = pd.read_csv(args.recorded)
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            return _fail(f"--recorded {args.recorded}: unreadable ({' '.join(str(e).split())[:200]})")
+        if "run" not in recorded:
+            return _fail(f"--recorded {args.recorded}: has no 'run' column (a table record_sweep wrote)")
     out = args.out or Path("runs") / "sweeps" / spec.name
-    table = run_sweep(spec, out, workers=args.workers, progress=not args.quiet, backend=args.backend, address=args.address)
+    table = run_sweep(spec, out, workers=args.workers, progress=not args.quiet, backend=args.backend,
+                      address=args.address, recorded=recorded)
     varied = sorted({k for point in spec.points() for k in point})
     cols = [*varied, "test_accuracy", "weight_sparsity", "dead_node_fraction", "params_compact", "run"]
     print(table[[c for c in cols if c in table]].to_string(index=False))
@@ -179,23 +177,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "sweep":
             return cmd_sweep(args)
         if args.command == "book":
-            import subprocess
+            from prunedyn.book.build import command
 
-            from prunedyn.book.build import main as build_book
-            from prunedyn.book.study import check_profile
-
-            check_profile(args.profile)
-            if args.jobs is not None and args.jobs < 1:
-                return _fail(f"--jobs: {args.jobs} must be >= 1")
-            try:
-                build_book(args.profile, not args.no_execute, args.only, args.jobs)
-            except subprocess.CalledProcessError as e:
-                return _fail(f"book build failed: {e}", 1)
-            except Exception as e:  # papermill's execution errors name the cell
-                if type(e).__name__ not in ("PapermillExecutionError", "ChapterFailed"):
-                    raise
-                return _fail(f"chapter execution failed: {e}", 1)
-            return 0
+            return command(args, _fail)
         from prunedyn.run.config import preset_names
 
         print("\n".join(preset_names()))

@@ -384,6 +384,39 @@ def main(profile: str = DEFAULT_PROFILE, execute: bool = True, only: Optional[Li
     return report
 
 
+
+def add_command(sub) -> None:
+    """The ``prunedyn book`` subcommand's arguments, on the command line's subparsers ``sub``."""
+    b = sub.add_parser(
+        "book",
+        help="re-execute every chapter (papermill) and build the HTML book",
+        description="Execute each chapter notebook of _toc.yml in place with papermill, strip timing metadata, "
+        "then run `jupyter-book build --warningiserror --keep-going`. Writes _build/timings.json.",
+    )
+    b.add_argument("--profile", default="quick", help="quick (default: embedded data, CPU, minutes) or full (paper scale)")
+    b.add_argument("--no-execute", action="store_true", help="build HTML from the committed notebooks without executing them")
+    b.add_argument("--only", action="append", help="execute only chapters whose file name contains this (repeatable)")
+    b.add_argument("--jobs", type=int, default=None,
+                   help="chapters executed at once, each its own kernel (default: one per CPU core, at most 4)")
+
+
+def command(args, fail) -> int:
+    """Run ``prunedyn book``: execute the chapters and build the HTML; ``fail(message, code)``
+    reports a refusal (exit 2) or a failed chapter (exit 1) in one line."""
+    check_profile(args.profile)
+    if args.jobs is not None and args.jobs < 1:
+        return fail(f"--jobs: {args.jobs} must be >= 1")
+    try:
+        main(args.profile, not args.no_execute, args.only, args.jobs)
+    except subprocess.CalledProcessError as e:
+        return fail(f"book build failed: {e}", 1)
+    except Exception as e:  # papermill's execution errors name the cell
+        if type(e).__name__ not in ("PapermillExecutionError", "ChapterFailed"):
+            raise
+        return fail(f"chapter execution failed: {e}", 1)
+    return 0
+
+
 if __name__ == "__main__":  # one chapter, for execute_chapters' parallel build: ROOT NOTEBOOK PROFILE
     _root, _nb, _profile = sys.argv[1:4]
     try:

@@ -301,7 +301,7 @@ def plot_speed(table: pd.DataFrame, title: str = "") -> Figure:
     top = max(float(table["speedup"].max()), float(table["flop_ratio"].max())) * 1.18
     for ax, b in zip(axes, batches):
         t = table[table["batch"] == b].set_index("version").reindex(versions)
-        bars = ax.bar(range(len(versions)), t["speedup"], color=[colors.get(v, "C0") for v in versions])
+        ax.bar(range(len(versions)), t["speedup"], color=[colors.get(v, "C0") for v in versions])
         for k, (v, r) in enumerate(t.iterrows()):
             ax.text(k, r["speedup"] + top * 0.01, f"{r['speedup']:.2f}x\n{r['ms']:.3f} ms", ha="center", va="bottom", fontsize=7)
         if "compact" in t.index:

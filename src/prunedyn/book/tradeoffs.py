@@ -466,7 +466,7 @@ def record_sweep(
     node_runs: Sequence[str] = (),
     parts: Sequence[str] = ("metrics", "layers", "hist", "nodes"),
 ) -> Dict[str, Path]:
-    """Write the tables a chapter needs from a finished sweep folder into ``dest``.
+    """Write the tables a chapter needs from a sweep folder into ``dest``.
 
     Run folders hold large per-node and histogram tables for every epoch (about
     10 MB per VGG-16 run); the book keeps what it shows:
@@ -481,25 +481,33 @@ def record_sweep(
 
     ``parts``: which of the per-run tables to write besides the summary.
     Every table has a ``run`` column (the run folder's name). Written atomically.
+
+    A sweep longer than one sitting is recorded in parts: the rows ``dest`` already holds for
+    runs of this sweep that ``folder`` lacks (an earlier sitting's, on another checkout) are kept,
+    in the sweep's order; rows of runs no longer in the sweep are dropped. The folder's table may
+    list runs it took from such a record (``run_sweep(recorded=...)``): their rows are kept as read.
     """
     unknown = set(parts) - {"metrics", "layers", "hist", "nodes"}
     if unknown:
         raise ValueError(f"record_sweep parts: unknown {sorted(unknown)[0]!r}; allowed: metrics, layers, hist, nodes")
     from prunedyn.atomic import atomic_write_text
+    from prunedyn.run.sweeps import SweepSpec, plan
 
     folder, dest = Path(folder), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     table = load_table(folder, derived=False)
-    timing = {
-        run: json.loads((folder / run / "timing.json").read_text()) for run in table["run"]
-    }
-    for key in ("train_seconds", "device", "gpu"):
-        table[key] = [timing[r].get(key) for r in table["run"]]
-    counts = [weight_counts(folder / r) for r in table["run"]]
-    table["weights"] = [c["weights"] for c in counts]
-    table["nonzero_weights"] = [c["nonzero"] for c in counts]
+    here = [r for r in table["run"] if (folder / r / "summary.json").exists()]
+    extra = {}
+    for run in here:
+        timing, counts = json.loads((folder / run / "timing.json").read_text()), weight_counts(folder / run)
+        extra[run] = {**{k: timing.get(k) for k in ("train_seconds", "device", "gpu")},
+                      "weights": counts["weights"], "nonzero_weights": counts["nonzero"]}
+    for key in ("train_seconds", "device", "gpu", "weights", "nonzero_weights"):
+        kept = table[key] if key in table else [None] * len(table)  # a row taken from a record keeps its own
+        table[key] = [extra[run][key] if run in extra else v for run, v in zip(table["run"], kept)]
+    table = table.astype({"weights": "Int64", "nonzero_weights": "Int64"})
     tables: Dict[str, list] = {k: [] for k in ("metrics", "layers", "hist", "nodes")}
-    for run in table["run"]:
+    for run in here:
         rf = folder / run
         if "metrics" in parts:
             tables["metrics"].append(pd.read_csv(rf / "metrics.csv").assign(run=run))
@@ -511,10 +519,21 @@ def record_sweep(
         if "nodes" in parts and run in node_runs:
             n = pd.read_csv(rf / "nodes.csv")
             tables["nodes"].append(n[n["epoch"] == n["epoch"].max()].assign(run=run))
+    order = []  # the sweep's runs, in its order, from the spec it ran (sweep.yaml)
+    if (folder / "sweep.yaml").exists():
+        d = yaml.safe_load((folder / "sweep.yaml").read_text())
+        spec = SweepSpec(d["name"], d["base"], d.get("set") or [], d.get("variants") or [{}], d.get("seeds") or [0])
+        order = [f.name for _, _, f in plan(spec, folder)]
+    rank = {run: i for i, run in enumerate(order)}
     written = {}
     frames = {"": table, **{f"-{k}": pd.concat(v, ignore_index=True) for k, v in tables.items() if v}}
     for suffix, frame in frames.items():
         path = dest / f"{name}{suffix}.csv"
+        if order and path.exists():  # an earlier sitting's rows of this sweep's other runs
+            earlier = pd.read_csv(path)
+            earlier = earlier[earlier["run"].isin(set(order) - set(table["run"] if suffix == "" else here))]
+            frame = pd.concat([earlier, frame], ignore_index=True)
+            frame = frame.sort_values("run", key=lambda runs: runs.map(rank), kind="stable", ignore_index=True)
         atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
         written[suffix.lstrip("-") or "summary"] = path
     return written

@@ -342,7 +342,7 @@ def _torchvision(name: str, root: Path, download: bool) -> Optional[DatasetBundl
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except (RuntimeError, OSError) as e:  # not present, and no download possible
+    except (RuntimeError, OSError):  # not present, and no download possible
         return None
     if name in ("mnist", "fashion_mnist"):  # torchvision reads its MNIST files unchecked: check them here
         _verify_torchvision_mnist(name, train, test, root)

@@ -233,7 +233,7 @@ def plot_death_side(first_by_run: Mapping[str, pd.DataFrame]) -> Figure:
     """
     fig = Figure(figsize=(10.0, 3.4), layout="constrained")
     ax, bx = fig.subplots(1, 2, width_ratios=[1.2, 1])
-    labels, bottoms = [], []
+    labels = []
     parts = {"in": [], "out": [], "same": []}
     for run, first in first_by_run.items():
         for layer, d in first.groupby("layer", sort=False):

@@ -350,7 +350,6 @@ def snapshot(t: Trainer, epoch: int, train: Dict[str, float]) -> Dict[str, List[
         "lam": t.regularizer.lam,
     }
     layers, nodes = [], []
-    producer_names = {layer.name for layer in stats}
     for s in stats:
         w = weights[s.name]
         # one host copy per statistic, not one read per node (each a device sync on a GPU)

@@ -29,6 +29,10 @@ halfway and started again completes without redoing finished runs. At the
 end ``summary.csv`` holds one row per run: the varied keys, the seed, the
 run folder, and every scalar of the run's ``summary.json``.
 
+A sweep longer than one sitting, where run folders do not outlive it: record its finished runs
+(:func:`prunedyn.book.tradeoffs.record_sweep`, a small table kept with the code); the next sitting,
+from a fresh checkout, takes them from that table (``recorded=``, ``prunedyn sweep --recorded``).
+
 The runs execute in local processes (``backend="process"``, the default) or as
 one Ray task each on a cluster (``backend="ray"``); the backend only decides
 where :func:`_run_one` executes (:mod:`prunedyn.run.backends`): folders,
@@ -41,7 +45,7 @@ import json
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 import yaml
@@ -206,31 +210,12 @@ class SweepFailed(RuntimeError):
     has one line per failed run."""
 
 
-def run_sweep(
-    spec: SweepSpec,
-    out: Path,
-    workers: Optional[int] = None,
-    progress: bool = True,
-    backend: str = "process",
-    address: Optional[str] = None,
-) -> pd.DataFrame:
-    """Run every point of ``spec`` into ``out`` (skipping finished runs); returns the summary table.
-
-    ``backend``: where the runs execute, ``process`` (local processes, the default) or ``ray``
-    (one task per run on the Ray cluster at ``address``, default ``$RAY_ADDRESS``); see
-    :mod:`prunedyn.run.backends`. The folders, the skipping and the table are the same for both."""
-    from prunedyn.run.backends import Job, execute
-
-    out = Path(out).resolve()  # absolute: a Ray task does not run in this process's directory
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sweep.yaml", yaml.safe_dump({"name": spec.name, "base": spec.base, "set": spec.common,
-                                                         "variants": spec.variants, "seeds": spec.seeds}, sort_keys=False))
-    jobs = []
-    waves: List[List[Job]] = [[], []]  # the points without a reference first, then those with one
-    points = spec.points()
-    order = in_run_order(points)
-    folders: Dict[tuple, Path] = {}
-    for point in order:
+def plan(spec: SweepSpec, out: Path) -> List[Tuple[Dict[str, Any], List[str], Path]]:
+    """Every run of ``spec`` in run order (:func:`in_run_order`): its point, its overrides and its
+    folder ``<out>/<config name>-<config hash>`` (a second-stage point's hash depends on ``out``)."""
+    out = Path(out).resolve()
+    jobs, folders = [], {}
+    for point in in_run_order(spec.points()):
         ref = reference_label(point)
         resolved = point if ref is None else {**point, "init.run": str(folders[(ref, point["seed"])])}
         overrides = overrides_of(spec, resolved)
@@ -238,15 +223,55 @@ def run_sweep(
         folder = out / f"{cfg.name}-{config_hash(cfg)}"
         folders.setdefault((point.get(LABEL), point["seed"]), folder)
         jobs.append((point, overrides, folder))  # the table keeps "@label", not this machine's path
-        if not (folder / "summary.json").exists():
-            job = Job(len(jobs) - 1, (spec.base, overrides, str(folder)), cfg.device, getattr(cfg, "threads", 0) or 1)
-            waves[ref is not None].append(job)
+    return jobs
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    workers: Optional[int] = None,
+    progress: bool = True,
+    backend: str = "process",
+    address: Optional[str] = None,
+    recorded: Optional[pd.DataFrame] = None,
+) -> pd.DataFrame:
+    """Run every point of ``spec`` into ``out`` (skipping finished runs); returns the summary table.
+
+    ``backend``: where the runs execute, ``process`` (local processes, the default) or ``ray``
+    (one task per run on the Ray cluster at ``address``, default ``$RAY_ADDRESS``); see
+    :mod:`prunedyn.run.backends`. The folders, the skipping and the table are the same for both.
+
+    ``recorded``: a table an earlier sitting recorded of this sweep (``record_sweep``'s, its ``run``
+    column the folder's name): its runs are taken from it, not run again, but for one whose folder an
+    unfinished second-stage point needs (``init.run``)."""
+    from prunedyn.run.backends import Job, execute
+
+    out = Path(out).resolve()  # absolute: a Ray task does not run in this process's directory
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sweep.yaml", yaml.safe_dump({"name": spec.name, "base": spec.base, "set": spec.common,
+                                                         "variants": spec.variants, "seeds": spec.seeds}, sort_keys=False))
+    jobs = plan(spec, out)
+    rows_of = {} if recorded is None else {str(r["run"]): r for r in recorded.to_dict("records")}
+    sources = {(p.get(LABEL), p["seed"]): f for p, _, f in reversed(jobs)}  # the first of a label, as plan()
+    needed = {sources[(reference_label(p), p["seed"])] for p, _, f in jobs
+              if reference_label(p) is not None and not (f / "summary.json").exists() and f.name not in rows_of}
+    waves: List[List[Job]] = [[], []]  # the points without a reference first, then those with one
+    from_record: Dict[int, dict] = {}
+    for i, (point, overrides, folder) in enumerate(jobs):
+        if (folder / "summary.json").exists():
+            continue
+        if folder.name in rows_of and folder not in needed:
+            from_record[i] = {k: v for k, v in rows_of[folder.name].items() if k not in {*point, "run"} and not pd.isna(v)}
+            continue
+        cfg = load_config(spec.base, overrides)
+        job = Job(i, (spec.base, overrides, str(folder)), cfg.device, getattr(cfg, "threads", 0) or 1)
+        waves[reference_label(point) is not None].append(job)
     todo = [job for wave in waves for job in wave]
     results: Dict[int, dict] = {}
     bar = tqdm(total=len(jobs), desc=f"sweep {spec.name}", unit="run", disable=not progress)
     skipped = set(range(len(jobs))) - {job.index for job in todo}
     for i in sorted(skipped):
-        results[i] = json.loads((jobs[i][2] / "summary.json").read_text())
+        results[i] = from_record.get(i) or json.loads((jobs[i][2] / "summary.json").read_text())
         bar.update(1)
     # the spec's `workers` sizes a local process pool; on a cluster only --workers caps the runs in flight
     n_workers = workers or (spec.workers if backend == "process" else 0) or None
