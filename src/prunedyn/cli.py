@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="where the runs execute: local processes (default) or a Ray cluster, one task per run")
     sw.add_argument("--address", help="the Ray cluster (ray://host:10001, or host:6379 on a cluster node; "
                     "default $RAY_ADDRESS, else a local Ray instance); only with --backend ray")
-    sw.add_argument("--recorded", type=Path, metavar="CSV", help="a table an earlier sitting recorded of this sweep "
-                    "(record_sweep's <name>.csv): its runs are taken from it, not run again")
+    sw.add_argument("--recorded", type=Path, metavar="CSV", action="append", help="a table an earlier sitting "
+                    "recorded (record_sweep's <name>.csv): its runs are taken from it, not run again (repeatable)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
 
     from prunedyn.book.build import add_command
@@ -123,17 +123,17 @@ def cmd_sweep(args) -> int:
     if args.address and args.backend != "ray":
         return _fail("--address is for --backend ray")
     spec = load_spec(args.spec)
-    recorded = None
-    if args.recorded is not None:
+    tables = []
+    for path in args.recorded or []:
         try:
-            recorded = pd.read_csv(args.recorded)
+            tables.append(pd.read_csv(path))
         except (OSError, ValueError, UnicodeDecodeError) as e:
-            return _fail(f"--recorded {args.recorded}: unreadable ({' '.join(str(e).split())[:200]})")
-        if "run" not in recorded:
-            return _fail(f"--recorded {args.recorded}: has no 'run' column (a table record_sweep wrote)")
+            return _fail(f"--recorded {path}: unreadable ({' '.join(str(e).split())[:200]})")
+        if "run" not in tables[-1]:
+            return _fail(f"--recorded {path}: has no 'run' column (a table record_sweep wrote)")
     out = args.out or Path("runs") / "sweeps" / spec.name
     table = run_sweep(spec, out, workers=args.workers, progress=not args.quiet, backend=args.backend,
-                      address=args.address, recorded=recorded)
+                      address=args.address, recorded=pd.concat(tables) if tables else None)
     varied = sorted({k for point in spec.points() for k in point})
     cols = [*varied, "test_accuracy", "weight_sparsity", "dead_node_fraction", "params_compact", "run"]
     print(table[[c for c in cols if c in table]].to_string(index=False))
