@@ -192,6 +192,12 @@ def test_loader_on_a_tiny_real_sweep_complete_and_partial(tmp_path):
     assert set(only) == {"summary", "layers"}
     with pytest.raises(ValueError, match="'histo'.*allowed: metrics, layers, hist, nodes"):
         T.record_sweep(out, tmp_path / "rec3", "tiny", parts=("histo",))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "sweep.yaml").write_text((out / "sweep.yaml").read_text())
+    with pytest.raises(ValueError, match="has no finished run to record"):
+        T.record_sweep(empty, tmp_path / "rec4", "tiny")
+    assert not (tmp_path / "rec4").exists()  # nothing written
 
 
 def test_layer_removal_means_per_setting_and_layer():

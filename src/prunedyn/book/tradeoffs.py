@@ -494,8 +494,10 @@ def record_sweep(
     from prunedyn.run.sweeps import SweepSpec, plan
 
     folder, dest = Path(folder), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     table = load_table(folder, derived=False)
+    if table.empty:
+        raise ValueError(f"record_sweep: {folder} has no finished run to record")
+    dest.mkdir(parents=True, exist_ok=True)
     here = [r for r in table["run"] if (folder / r / "summary.json").exists()]
     extra = {}
     for run in here:
