@@ -695,3 +695,71 @@ class Front:
         if bnd is not None:
             g[f"{prefix}_boundary"] = f"{100 * bnd.mean():.0f}%"
         return g
+
+
+def budget_frame(paths: Dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
+    """The dense runs of recorded competence studies (``label``, ``epochs``, ``seed``, ``metric``),
+    one table per arithmetic path: per path and budget the seeds, the mean and sd of ``metric``, and
+    ``change``, the mean minus the mean at half the budget on the same path (the change chapter 9's
+    gate reads; NaN where half the budget was not run)."""
+    rows = []
+    for path, t in paths.items():
+        d = t[t["label"] == "dense"]
+        by = d.groupby("epochs")[metric]
+        means = by.mean()
+        for e, g in by:
+            half = means.get(e // 2) if e % 2 == 0 else None
+            rows.append(
+                {
+                    "path": path,
+                    "epochs": int(e),
+                    "seeds": ", ".join(str(s) for s in sorted(d.loc[g.index, "seed"])),
+                    "mean": float(g.mean()),
+                    "sd": float(g.std(ddof=1)) if len(g) > 1 else np.nan,
+                    "change": np.nan if half is None else float(g.mean() - half),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_budgets(paths: Dict[str, pd.DataFrame], metric: str, rule: float, title: str = ""):
+    """The dense metric against the budget (log2 axis), one colour per arithmetic path: a dot per
+    seed, the mean joined across budgets, and each doubling's change of the mean written on its
+    segment, in bold where it is at least ``rule`` (not converged under chapter 9's gate)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    scale = 100.0 if metric.endswith("accuracy") else 1.0
+    frame = budget_frame(paths, metric)
+    fig = Figure(figsize=(7.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for i, (path, t) in enumerate(paths.items()):
+        d, f = t[t["label"] == "dense"], frame[frame["path"] == path]
+        color, shift = f"C{i}", 1.0 + 0.02 * (i - (len(paths) - 1) / 2)
+        ax.scatter(d["epochs"] * shift, d[metric] * scale, s=14, color=color, alpha=0.5)
+        ax.plot(f["epochs"] * shift, f["mean"] * scale, "o-", color=color, label=path)
+        for r0, r1 in zip(f.itertuples(), f.iloc[1:].itertuples()):
+            if np.isnan(r1.change):
+                continue
+            big = abs(r1.change) >= rule
+            ax.annotate(
+                f"{r1.change * scale:+.2f}",
+                (r1.epochs / np.sqrt(2) * shift, (r0.mean + r1.mean) / 2 * scale),
+                textcoords="offset points",
+                xytext=(0, 8 if i == 0 else -14),
+                ha="center",
+                fontsize=8,
+                color=color,
+                fontweight="bold" if big else "normal",
+            )
+    ticks = sorted(frame["epochs"].unique())
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(x) for x in ticks])
+    ax.set_xlabel("epochs (the whole budget; cosine schedule over it)")
+    ax.set_ylabel(f"dense {metric.replace('_', ' ')}" + (" (%)" if scale == 100 else ""))
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

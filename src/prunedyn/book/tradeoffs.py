@@ -525,7 +525,7 @@ def record_sweep(
     if (folder / "sweep.yaml").exists():
         d = yaml.safe_load((folder / "sweep.yaml").read_text())
         spec = SweepSpec(d["name"], d["base"], d.get("set") or [], d.get("variants") or [{}], d.get("seeds") or [0])
-        order = [f.name for _, _, f in plan(spec, folder)]
+        order = [f.name for _, _, f, _ in plan(spec, folder)]
     rank = {run: i for i, run in enumerate(order)}
     written = {}
     frames = {"": table, **{f"-{k}": pd.concat(v, ignore_index=True) for k, v in tables.items() if v}}

@@ -210,9 +210,10 @@ class SweepFailed(RuntimeError):
     has one line per failed run."""
 
 
-def plan(spec: SweepSpec, out: Path) -> List[Tuple[Dict[str, Any], List[str], Path]]:
-    """Every run of ``spec`` in run order (:func:`in_run_order`): its point, its overrides and its
-    folder ``<out>/<config name>-<config hash>`` (a second-stage point's hash depends on ``out``)."""
+def plan(spec: SweepSpec, out: Path) -> List[Tuple[Dict[str, Any], List[str], Path, Any]]:
+    """Every run of ``spec`` in run order (:func:`in_run_order`): its point, its overrides, its
+    folder ``<out>/<config name>-<config hash>`` (a second-stage point's hash depends on ``out``) and
+    its config."""
     out = Path(out).resolve()
     jobs, folders = [], {}
     for point in in_run_order(spec.points()):
@@ -222,7 +223,7 @@ def plan(spec: SweepSpec, out: Path) -> List[Tuple[Dict[str, Any], List[str], Pa
         cfg = load_config(spec.base, overrides)
         folder = out / f"{cfg.name}-{config_hash(cfg)}"
         folders.setdefault((point.get(LABEL), point["seed"]), folder)
-        jobs.append((point, overrides, folder))  # the table keeps "@label", not this machine's path
+        jobs.append((point, overrides, folder, cfg))  # the table keeps "@label", not this machine's path
     return jobs
 
 
@@ -252,18 +253,17 @@ def run_sweep(
                                                          "variants": spec.variants, "seeds": spec.seeds}, sort_keys=False))
     jobs = plan(spec, out)
     rows_of = {} if recorded is None else {str(r["run"]): r for r in recorded.to_dict("records")}
-    sources = {(p.get(LABEL), p["seed"]): f for p, _, f in reversed(jobs)}  # the first of a label, as plan()
-    needed = {sources[(reference_label(p), p["seed"])] for p, _, f in jobs
+    sources = {(p.get(LABEL), p["seed"]): f for p, _, f, _ in reversed(jobs)}  # the first of a label, as plan()
+    needed = {sources[(reference_label(p), p["seed"])] for p, _, f, _ in jobs
               if reference_label(p) is not None and not (f / "summary.json").exists() and f.name not in rows_of}
     waves: List[List[Job]] = [[], []]  # the points without a reference first, then those with one
     from_record: Dict[int, dict] = {}
-    for i, (point, overrides, folder) in enumerate(jobs):
+    for i, (point, overrides, folder, cfg) in enumerate(jobs):
         if (folder / "summary.json").exists():
             continue
         if folder.name in rows_of and folder not in needed:
             from_record[i] = {k: v for k, v in rows_of[folder.name].items() if k not in {*point, "run"} and not pd.isna(v)}
             continue
-        cfg = load_config(spec.base, overrides)
         job = Job(i, (spec.base, overrides, str(folder)), cfg.device, getattr(cfg, "threads", 0) or 1)
         waves[reference_label(point) is not None].append(job)
     todo = [job for wave in waves for job in wave]
@@ -285,7 +285,7 @@ def run_sweep(
         bar.close()
     failed = {i: results.pop(i)[FAILED] for i in list(results) if FAILED in results[i]}
     rows = []
-    for i, (point, overrides, folder) in enumerate(jobs):
+    for i, (point, _, folder, _) in enumerate(jobs):
         if i not in results:
             continue
         s = results[i]
