@@ -760,6 +760,16 @@ def plot_budgets(paths: Dict[str, pd.DataFrame], metric: str, rule: float, title
     ax.set_xlabel("epochs (the whole budget; cosine schedule over it)")
     ax.set_ylabel(f"dense {metric.replace('_', ' ')}" + (" (%)" if scale == 100 else ""))
     ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.text(
+        0.01,
+        0.98,
+        f"bold: twice the budget moves the mean by {rule * scale:g}"
+        f"{' point' if scale == 100 else ''} or more (not converged)",
+        transform=ax.transAxes,
+        fontsize=8,
+        va="top",
+        color="0.3",
+    )
     if title:
         ax.set_title(title, fontsize=10)
     return fig
